@@ -1,0 +1,1 @@
+"""Per-object memory: the memory encoder, memory attention and the bounded memory bank."""

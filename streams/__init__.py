@@ -1,0 +1,1 @@
+"""Frame sources and mask sinks (video files, RTSP, webcams; MQTT, disk)."""

@@ -1,0 +1,36 @@
+"""Building a model from a config name and a checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from vos.checkpoints import load_weights, resolve_checkpoint
+from vos.config import ModelConfig, load_config
+from vos.modeling.sam2 import SAM2Model
+
+
+def build_model(config: str | Path | ModelConfig, image_size: int | None = None) -> SAM2Model:
+    """A model with freshly initialized (untrained) weights."""
+    cfg = config if isinstance(config, ModelConfig) else load_config(config, image_size=image_size)
+    if image_size is not None and cfg.image_size != image_size:
+        cfg = ModelConfig.model_validate({**cfg.model_dump(), "image_size": image_size})
+    return SAM2Model(cfg)
+
+
+def load_model(
+    config: str | Path | ModelConfig = "sam2.1_hiera_t",
+    checkpoint: str | Path | None = None,
+    image_size: int | None = None,
+    device: str | torch.device = "cpu",
+    download: bool = True,
+) -> SAM2Model:
+    """Build `config` (a name such as "sam2.1_hiera_t", or a YAML path) and load its weights strictly.
+
+    Without `checkpoint`, the cached download is used, fetched from Meta on first use
+    when `download` is true. `image_size` (1024 or 512) overrides the config's.
+    """
+    model = build_model(config, image_size=image_size)
+    load_weights(model, resolve_checkpoint(model.cfg, checkpoint, download=download))
+    return model.to(device).eval()

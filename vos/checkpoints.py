@@ -1,0 +1,224 @@
+"""Checkpoints: reading Meta's files safely, strict matching against a config, and downloading.
+
+Files are read with `torch.load(weights_only=True)`: never unpickle arbitrary objects.
+Accepted layouts: Meta's `{"model": state_dict}` and a bare state dict.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Mapping
+
+import torch
+from tqdm import tqdm
+
+from vos.config import ModelConfig, available_models, load_config
+from vos.errors import CheckpointError, DownloadError
+
+CACHE_ENV = "VOS_CACHE_DIR"
+MIRROR_ENV = "VOS_CHECKPOINT_MIRROR"  # base URL that replaces Meta's, e.g. an internal mirror
+DOWNLOAD_CHUNK_BYTES = 1 << 20
+DOWNLOAD_TIMEOUT_S = 60.0
+MAX_KEYS_IN_MESSAGE = 8
+
+StateDict = Mapping[str, torch.Tensor]
+
+
+def cache_dir() -> Path:
+    """Where downloaded checkpoints live: $VOS_CACHE_DIR or ~/.cache/vos/checkpoints."""
+    env = os.environ.get(CACHE_ENV)
+    return Path(env) if env else Path.home() / ".cache" / "vos" / "checkpoints"
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a checkpoint file into a state dict (Meta's `{"model": ...}` or bare)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for corrupt or unsafe files
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: not a PyTorch checkpoint, truncated, or it holds objects "
+            f"that are not plain tensors ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+        ) from e
+    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+        obj = obj["model"]
+    if not isinstance(obj, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in obj.items()):
+        raise CheckpointError(f"checkpoint {path} holds no state dict (expected {{'model': state_dict}} or a state dict)")
+    return obj
+
+
+@functools.lru_cache(maxsize=None)
+def _expected_shapes(name: str) -> dict[str, tuple[int, ...]]:
+    from vos.modeling.sam2 import SAM2Model
+
+    with torch.device("meta"):
+        model = SAM2Model(load_config(name))
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def _shapes_of(model_or_cfg: ModelConfig | torch.nn.Module) -> dict[str, tuple[int, ...]]:
+    if isinstance(model_or_cfg, torch.nn.Module):
+        return {k: tuple(v.shape) for k, v in model_or_cfg.state_dict().items()}
+    return _expected_shapes(model_or_cfg.name)
+
+
+def matching_configs(state_dict: StateDict) -> list[str]:
+    """Names of the shipped configs whose keys and shapes the state dict fits exactly."""
+    shapes = {k: tuple(v.shape) for k, v in state_dict.items()}
+    return [name for name in available_models() if _expected_shapes(name) == shapes]
+
+
+def _listing(keys: list[str]) -> str:
+    shown = ", ".join(keys[:MAX_KEYS_IN_MESSAGE])
+    more = len(keys) - MAX_KEYS_IN_MESSAGE
+    return shown + (f", ... (+{more} more)" if more > 0 else "")
+
+
+def check_state_dict(state_dict: StateDict, expected: dict[str, tuple[int, ...]], config_name: str, source: str) -> None:
+    """Raise CheckpointError naming missing/unexpected/misshapen keys and the config the file fits, if any."""
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    misshapen = sorted(
+        f"{k} {tuple(state_dict[k].shape)} != {expected[k]}"
+        for k in set(expected) & set(state_dict)
+        if tuple(state_dict[k].shape) != expected[k]
+    )
+    if not (missing or unexpected or misshapen):
+        return
+    lines = [f"checkpoint {source} does not match model config {config_name}:"]
+    if missing:
+        lines.append(f"  {len(missing)} missing keys: {_listing(missing)}")
+    if unexpected:
+        lines.append(f"  {len(unexpected)} unexpected keys: {_listing(unexpected)}")
+    if misshapen:
+        lines.append(f"  {len(misshapen)} keys with other shapes: {_listing(misshapen)}")
+    fits = matching_configs(state_dict)
+    if fits:
+        lines.append(f"  this looks like {' or '.join(fits)}, not {config_name}")
+    else:
+        lines.append("  it fits none of the shipped configs: " + ", ".join(available_models()))
+    raise CheckpointError("\n".join(lines))
+
+
+def load_weights(model: torch.nn.Module, path: str | Path) -> None:
+    """Strictly load a checkpoint file into `model` (keys and shapes must match exactly)."""
+    state_dict = read_state_dict(path)
+    cfg = getattr(model, "cfg", None)
+    check_state_dict(state_dict, _shapes_of(model), cfg.name if cfg else type(model).__name__, str(path))
+    model.load_state_dict(state_dict, strict=True)
+
+
+def checkpoint_url(cfg: ModelConfig) -> str:
+    if cfg.checkpoint is None:
+        raise CheckpointError(f"model config {cfg.name} names no checkpoint to download; pass a checkpoint path")
+    mirror = os.environ.get(MIRROR_ENV)
+    return f"{mirror.rstrip('/')}/{cfg.checkpoint.filename}" if mirror else cfg.checkpoint.url
+
+
+def cached_checkpoint_path(cfg: ModelConfig) -> Path:
+    if cfg.checkpoint is None:
+        raise CheckpointError(f"model config {cfg.name} names no checkpoint file; pass a checkpoint path")
+    return cache_dir() / cfg.checkpoint.filename
+
+
+def _fetch(url: str, part: Path, progress: bool) -> None:
+    """Download `url` into `part`, resuming from its current size when the server honours Range."""
+    have = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+    try:
+        response = urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT_S)
+    except urllib.error.HTTPError as e:
+        if e.code == 416 and have:  # nothing left to fetch: the partial file is complete
+            return
+        raise
+    with response:
+        if have and response.status != 206:  # server ignored the range: start over
+            have = 0
+        length = response.headers.get("Content-Length")
+        total = have + int(length) if length is not None else None
+        with open(part, "ab" if have else "wb") as f, tqdm(
+            total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024,
+            desc=part.name.removesuffix(".part"), disable=not progress,
+        ) as bar:
+            while chunk := response.read(DOWNLOAD_CHUNK_BYTES):
+                f.write(chunk)
+                bar.update(len(chunk))
+        if total is not None and part.stat().st_size != total:
+            raise DownloadError(f"connection closed after {part.stat().st_size} of {total} bytes")
+
+
+def download_checkpoint(
+    name_or_cfg: str | ModelConfig, url: str | None = None, dest_dir: str | Path | None = None, progress: bool = True
+) -> Path:
+    """Download a model's checkpoint into the cache and return its path.
+
+    The file is written to `<name>.part` (resumed if a previous attempt left one), loaded
+    strictly into the model, and only then moved into place.
+    """
+    cfg = name_or_cfg if isinstance(name_or_cfg, ModelConfig) else load_config(name_or_cfg)
+    final = (Path(dest_dir) if dest_dir else cache_dir()) / cached_checkpoint_path(cfg).name
+    url = url or checkpoint_url(cfg)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    part = final.with_name(final.name + ".part")
+    try:
+        _fetch(url, part, progress)
+    except (urllib.error.URLError, OSError, DownloadError) as e:
+        reason = getattr(e, "reason", None) or e
+        raise DownloadError(
+            f"could not download {cfg.name} from {url}: {reason}\n"
+            f"Download it by hand from {url} and put it at {final} "
+            f"(or pass its path as the checkpoint). Run the command again to resume."
+        ) from e
+    try:
+        check_state_dict(read_state_dict(part), _expected_shapes(cfg.name), cfg.name, url)
+    except CheckpointError as e:
+        part.unlink(missing_ok=True)
+        raise DownloadError(f"downloaded file is not a valid {cfg.name} checkpoint, removed it:\n{e}") from e
+    os.replace(part, final)
+    return final
+
+
+def resolve_checkpoint(cfg: ModelConfig, checkpoint: str | Path | None, download: bool = True) -> Path:
+    """The given path, else the cached file, else (when `download`) a fresh download."""
+    if checkpoint is not None:
+        return Path(checkpoint)
+    cached = cached_checkpoint_path(cfg)
+    if cached.is_file():
+        return cached
+    if not download:
+        raise CheckpointError(f"no checkpoint for {cfg.name} at {cached}; run `vos checkpoints download {cfg.name}`")
+    return download_checkpoint(cfg)
+
+
+def _cmd_download(args: argparse.Namespace) -> int:
+    path = download_checkpoint(args.name, url=args.url, dest_dir=args.dir, progress=not args.quiet)
+    print(path)
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    for name in available_models():
+        cfg = load_config(name)
+        path = cached_checkpoint_path(cfg)
+        print(f"{name:18s} {'cached' if path.is_file() else '-':7s} {checkpoint_url(cfg)}")
+    return 0
+
+
+def register_cli(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("checkpoints", help="list and download Meta's SAM 2 checkpoints")
+    commands = parser.add_subparsers(dest="checkpoints_command", required=True, metavar="ACTION")
+    down = commands.add_parser("download", help="download a checkpoint into the cache (resumable)")
+    down.add_argument("name", choices=available_models(), metavar="NAME", help="model name, e.g. sam2.1_hiera_t")
+    down.add_argument("--url", help="download from this URL instead of Meta's")
+    down.add_argument("--dir", help=f"target directory (default: ${CACHE_ENV} or ~/.cache/vos/checkpoints)")
+    down.add_argument("--quiet", action="store_true", help="no progress bar")
+    down.set_defaults(func=_cmd_download)
+    listing = commands.add_parser("list", help="list known models, their URLs and whether they are cached")
+    listing.set_defaults(func=_cmd_list)

@@ -1,0 +1,267 @@
+"""Model configuration: YAML files in `configs/models/`, validated by pydantic.
+
+A model file may `extends:` another file in the same folder (a shallow-per-section
+merge), so the SAM 2 / SAM 2.1 families share one base each. Everything that depends
+on `image_size` (feature sizes, prompt-encoder grid, mask-input size) is derived here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from vos.errors import ConfigError
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "models"
+SUPPORTED_IMAGE_SIZES = (512, 1024)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TrunkConfig(_Strict):
+    """Hiera trunk (Ryali et al. 2023, with the windowed absolute position embedding of Bolya et al.)."""
+
+    embed_dim: int = 96
+    num_heads: int = 1
+    stages: tuple[int, ...] = (2, 3, 16, 3)
+    global_att_blocks: tuple[int, ...] = (12, 16, 20)
+    window_spec: tuple[int, ...] = (8, 4, 14, 7)
+    window_pos_embed_bkg_spatial_size: tuple[int, int] = (14, 14)
+    q_pool: int = 3
+    q_stride: tuple[int, int] = (2, 2)
+    dim_mul: float = 2.0
+    head_mul: float = 2.0
+    patch_kernel_size: int = 7
+    patch_stride: int = 4
+    patch_padding: int = 3
+    mlp_ratio: float = 4.0
+
+    @model_validator(mode="after")
+    def _check(self) -> "TrunkConfig":
+        if len(self.stages) != len(self.window_spec):
+            raise ValueError("stages and window_spec must have the same length")
+        if not 0 <= self.q_pool <= len(self.stages) - 1:
+            raise ValueError("q_pool must be between 0 and len(stages) - 1")
+        return self
+
+    @property
+    def channel_list(self) -> list[int]:
+        """Output channels per stage, lowest resolution first (the FPN neck's order)."""
+        dims, dim = [], self.embed_dim
+        for i in range(len(self.stages)):
+            dims.append(dim)
+            dim = int(dim * self.dim_mul)
+        return dims[::-1]
+
+
+class NeckConfig(_Strict):
+    """FPN neck: lateral 1x1 convs, top-down fusion on some levels, sine position encoding."""
+
+    d_model: int = 256
+    fpn_top_down_levels: tuple[int, ...] = (2, 3)
+    fpn_interp_model: str = "nearest"
+    fuse_type: str = "sum"
+    scalp: int = 1
+
+    @field_validator("fpn_interp_model")
+    @classmethod
+    def _interp(cls, v: str) -> str:
+        if v not in ("nearest", "bilinear", "bicubic"):
+            raise ValueError(f"unsupported fpn_interp_model {v!r}")
+        return v
+
+    @field_validator("fuse_type")
+    @classmethod
+    def _fuse(cls, v: str) -> str:
+        if v not in ("sum", "avg"):
+            raise ValueError("fuse_type must be 'sum' or 'avg'")
+        return v
+
+
+class PromptEncoderConfig(_Strict):
+    mask_in_chans: int = 16
+
+
+class MaskDecoderConfig(_Strict):
+    """SAM mask decoder and its two-way transformer."""
+
+    num_multimask_outputs: int = 3
+    transformer_depth: int = 2
+    transformer_num_heads: int = 8
+    transformer_mlp_dim: int = 2048
+    attention_downsample_rate: int = 2
+    iou_head_depth: int = 3
+    iou_head_hidden_dim: int = 256
+    iou_prediction_use_sigmoid: bool = True
+    pred_obj_scores: bool = True
+    pred_obj_scores_mlp: bool = True
+    use_multimask_token_for_obj_ptr: bool = True
+    dynamic_multimask_via_stability: bool = True
+    dynamic_multimask_stability_delta: float = 0.05
+    dynamic_multimask_stability_thresh: float = 0.98
+
+
+class MemoryAttentionConfig(_Strict):
+    """Memory attention: self-attention + cross-attention to memories, both with 2-D RoPE."""
+
+    num_layers: int = 4
+    dim_feedforward: int = 2048
+    num_heads: int = 1
+    rope_theta: float = 10000.0
+    pos_enc_at_input: bool = True
+    pos_enc_at_attn: bool = False
+    pos_enc_at_cross_attn_keys: bool = True
+    pos_enc_at_cross_attn_queries: bool = False
+    activation: str = "relu"
+
+
+class MemoryEncoderConfig(_Strict):
+    """Memory encoder: mask downsampler + pixel projection + ConvNeXt fuser + output projection."""
+
+    out_dim: int = 64
+    mask_kernel_size: int = 3
+    mask_stride: int = 2
+    mask_padding: int = 1
+    mask_total_stride: int = 16
+    fuser_num_layers: int = 2
+    fuser_kernel_size: int = 7
+    fuser_padding: int = 3
+    fuser_layer_scale_init_value: float = 1e-6
+
+
+class TrackingConfig(_Strict):
+    """Model-level settings of SAM2Base that govern tracking (names as Meta's)."""
+
+    num_maskmem: int = 7
+    max_obj_ptrs_in_encoder: int = 16
+    sigmoid_scale_for_mem_enc: float = 20.0
+    sigmoid_bias_for_mem_enc: float = -10.0
+    binarize_mask_from_pts_for_mem_enc: bool = True
+    use_mask_input_as_output_without_sam: bool = True
+    directly_add_no_mem_embed: bool = True
+    no_obj_embed_spatial: bool = True
+    use_high_res_features_in_sam: bool = True
+    multimask_output_in_sam: bool = True
+    multimask_min_pt_num: int = 0
+    multimask_max_pt_num: int = 1
+    multimask_output_for_tracking: bool = True
+    use_obj_ptrs_in_encoder: bool = True
+    add_tpos_enc_to_obj_ptrs: bool = True
+    proj_tpos_enc_in_obj_ptrs: bool = True
+    use_signed_tpos_enc_to_obj_ptrs: bool = True
+    only_obj_ptrs_in_the_past_for_eval: bool = True
+    fixed_no_obj_ptr: bool = True
+    soft_no_obj_ptr: bool = False
+    use_mlp_for_obj_ptr_proj: bool = True
+    memory_temporal_stride_for_eval: int = 1
+    non_overlap_masks_for_mem_enc: bool = False
+    max_cond_frames_in_attn: int = -1
+
+
+class CheckpointInfo(_Strict):
+    """Where Meta publishes this model's weights."""
+
+    filename: str
+    url: str
+
+
+class ModelConfig(_Strict):
+    """A complete SAM 2 / SAM 2.1 model description."""
+
+    name: str
+    image_size: int = 1024
+    backbone_stride: int = 16
+    trunk: TrunkConfig = Field(default_factory=TrunkConfig)
+    neck: NeckConfig = Field(default_factory=NeckConfig)
+    prompt_encoder: PromptEncoderConfig = Field(default_factory=PromptEncoderConfig)
+    mask_decoder: MaskDecoderConfig = Field(default_factory=MaskDecoderConfig)
+    memory_attention: MemoryAttentionConfig = Field(default_factory=MemoryAttentionConfig)
+    memory_encoder: MemoryEncoderConfig = Field(default_factory=MemoryEncoderConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    checkpoint: CheckpointInfo | None = None
+
+    @field_validator("image_size")
+    @classmethod
+    def _image_size(cls, v: int) -> int:
+        if v not in SUPPORTED_IMAGE_SIZES:
+            raise ValueError(f"image_size must be one of {SUPPORTED_IMAGE_SIZES}, got {v}")
+        return v
+
+    @property
+    def hidden_dim(self) -> int:
+        return self.neck.d_model
+
+    @property
+    def image_embedding_size(self) -> int:
+        """Side of the lowest-resolution (stride-16) feature map: 64 at 1024 px, 32 at 512 px."""
+        return self.image_size // self.backbone_stride
+
+    @property
+    def mask_input_size(self) -> int:
+        """Side of the low-resolution mask logits (stride 4): 256 at 1024 px."""
+        return 4 * self.image_embedding_size
+
+    @property
+    def feat_sizes(self) -> list[tuple[int, int]]:
+        """(H, W) of the three feature levels the decoder uses, highest resolution first."""
+        s = self.image_embedding_size
+        return [(4 * s, 4 * s), (2 * s, 2 * s), (s, s)]
+
+
+def available_models() -> list[str]:
+    """Names of the model configs shipped in `configs/models/` (bases excluded)."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml") if not p.stem.startswith("_"))
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    if path in seen:
+        raise ConfigError(f"config {path} extends itself")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except OSError as e:
+        raise ConfigError(f"cannot read config {path}: {e}") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config {path} is not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {path} must be a mapping")
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    return _merge(_read_yaml(path.parent / parent, seen + (path,)), data)
+
+
+def load_config(name_or_path: str | Path, image_size: int | None = None) -> ModelConfig:
+    """Load and validate a model config by name (`sam2.1_hiera_t`) or YAML path.
+
+    `image_size` overrides the file's value (1024 or 512).
+    """
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml"):
+        path = CONFIG_DIR / f"{name_or_path}.yaml"
+        if not path.is_file():
+            raise ConfigError(
+                f"unknown model {str(name_or_path)!r}; available: {', '.join(available_models())}"
+            )
+    data = _read_yaml(path)
+    data.setdefault("name", path.stem)
+    if image_size is not None:
+        data["image_size"] = image_size
+    try:
+        return ModelConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(f"invalid model config {path}:\n{e}") from e

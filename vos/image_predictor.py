@@ -1,0 +1,139 @@
+"""Single-image segmentation with prompts, with the interface of Meta's SAM2ImagePredictor."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from vos.modeling.prompt_encoder import LABEL_BOX_BOTTOM_RIGHT, LABEL_BOX_TOP_LEFT
+from vos.modeling.sam2 import SAM2Model
+from vos.transforms import preprocess_image, upscale_logits
+
+MASK_THRESHOLD = 0.0
+LOW_RES_LOGIT_CLAMP = 32.0
+
+
+class ImagePredictor:
+    """Embed an image once with `set_image`, then `predict` masks for any number of prompts.
+
+    Feature sizes follow the model's `image_size` (1024 or 512).
+    """
+
+    def __init__(self, model: SAM2Model, mask_threshold: float = MASK_THRESHOLD) -> None:
+        self.model = model
+        self.mask_threshold = mask_threshold
+        self.reset_predictor()
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def reset_predictor(self) -> None:
+        self._features: dict[str, torch.Tensor | list[torch.Tensor]] | None = None
+        self._orig_hw: tuple[int, int] | None = None
+
+    @torch.inference_mode()
+    def set_image(self, image: np.ndarray) -> None:
+        """Compute the embeddings of an HxWx3 uint8 RGB image."""
+        self.reset_predictor()
+        x = preprocess_image(image, self.model.image_size, self.device)
+        feats = self.model.forward_image(x).features
+        image_embed = feats[-1]
+        if self.model.cfg.tracking.directly_add_no_mem_embed:
+            image_embed = self.model.add_no_mem_embed(image_embed)
+        self._features = {"image_embed": image_embed, "high_res_feats": feats[:-1]}
+        self._orig_hw = (image.shape[0], image.shape[1])
+
+    def get_image_embedding(self) -> torch.Tensor:
+        """(1, C, E, E) embedding of the current image."""
+        self._require_image()
+        return self._features["image_embed"]
+
+    def _require_image(self) -> None:
+        if self._features is None:
+            raise RuntimeError("call set_image(...) before predict(...)")
+
+    def _to_input_frame(self, coords: np.ndarray) -> torch.Tensor:
+        """Pixel (x, y) of the original image -> pixels of the model's S x S input."""
+        c = torch.as_tensor(coords, dtype=torch.float, device=self.device).clone()
+        h, w = self._orig_hw
+        c[..., 0] = c[..., 0] / w
+        c[..., 1] = c[..., 1] / h
+        return c * self.model.image_size
+
+    @torch.inference_mode()
+    def predict(
+        self,
+        point_coords: np.ndarray | None = None,
+        point_labels: np.ndarray | None = None,
+        box: np.ndarray | None = None,
+        mask_input: np.ndarray | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Predict masks for prompts on the current image.
+
+        point_coords (N, 2) pixel (x, y) with point_labels (N,) (1 foreground, 0 background),
+        or (B, N, 2) / (B, N) for B objects at once; box (4,) or (B, 4) as x0, y0, x1, y1;
+        mask_input (1, 4E, 4E) low-res logits from a previous call.
+        Returns masks (M, H, W) (bool, or float logits with return_logits), IoU predictions (M,)
+        and low-res logits (M, 4E, 4E); with B objects each gets a leading B axis.
+        """
+        self._require_image()
+        coords = labels = boxes = masks_in = None
+        if point_coords is not None:
+            if point_labels is None:
+                raise ValueError("point_labels must be given with point_coords")
+            coords = self._to_input_frame(np.asarray(point_coords))
+            labels = torch.as_tensor(np.asarray(point_labels), dtype=torch.int, device=self.device)
+            if coords.shape[:-1] != labels.shape or coords.shape[-1] != 2:
+                raise ValueError(f"point_coords {tuple(coords.shape)} and point_labels {tuple(labels.shape)} disagree")
+            if coords.ndim == 2:
+                coords, labels = coords[None], labels[None]
+        if box is not None:
+            boxes = self._to_input_frame(np.asarray(box, dtype=np.float32).reshape(-1, 2, 2))
+        if mask_input is not None:
+            masks_in = torch.as_tensor(mask_input, dtype=torch.float, device=self.device)
+            if masks_in.ndim == 3:
+                masks_in = masks_in[None]
+            expected = self.model.sam_prompt_encoder.mask_input_size
+            if tuple(masks_in.shape[-2:]) != expected:
+                raise ValueError(f"mask_input must be {expected[0]}x{expected[1]} low-res logits, got {tuple(masks_in.shape)}")
+
+        masks, ious, low_res = self._predict(coords, labels, boxes, masks_in, multimask_output, return_logits)
+        if masks.shape[0] == 1:
+            masks, ious, low_res = masks[0], ious[0], low_res[0]
+        return masks.float().cpu().numpy() if return_logits else masks.cpu().numpy(), ious.float().cpu().numpy(), low_res.float().cpu().numpy()
+
+    def _predict(
+        self,
+        coords: torch.Tensor | None,
+        labels: torch.Tensor | None,
+        boxes: torch.Tensor | None,
+        masks_in: torch.Tensor | None,
+        multimask_output: bool,
+        return_logits: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        points = (coords, labels) if coords is not None else None
+        if boxes is not None:
+            # A box is two labelled corner points placed before any clicks (Meta's convention).
+            box_labels = torch.tensor(
+                [[LABEL_BOX_TOP_LEFT, LABEL_BOX_BOTTOM_RIGHT]], dtype=torch.int, device=boxes.device
+            ).repeat(boxes.shape[0], 1)
+            if points is not None:
+                points = (torch.cat([boxes, points[0]], dim=1), torch.cat([box_labels, points[1]], dim=1))
+            else:
+                points = (boxes, box_labels)
+        sparse, dense = self.model.sam_prompt_encoder(points=points, boxes=None, masks=masks_in)
+        low_res, ious, _, _ = self.model.sam_mask_decoder(
+            image_embeddings=self._features["image_embed"],
+            image_pe=self.model.sam_prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=multimask_output,
+            repeat_image=points is not None and points[0].shape[0] > 1,
+            high_res_features=self._features["high_res_feats"],
+        )
+        masks = upscale_logits(low_res, self._orig_hw)
+        low_res = torch.clamp(low_res, -LOW_RES_LOGIT_CLAMP, LOW_RES_LOGIT_CLAMP)
+        return (masks if return_logits else masks > self.mask_threshold), ious, low_res

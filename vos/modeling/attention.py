@@ -1,0 +1,46 @@
+"""Multi-head attention with an optional down-projection of the internal width (SAM's `Attention`)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Attention(nn.Module):
+    """q: (B, Nq, C), k/v: (B, Nk, C_kv) -> (B, Nq, C); internal width C / downsample_rate."""
+
+    def __init__(
+        self,
+        embedding_dim: int,
+        num_heads: int,
+        downsample_rate: int = 1,
+        kv_in_dim: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.internal_dim = embedding_dim // downsample_rate
+        if self.internal_dim % num_heads:
+            raise ValueError("num_heads must divide the internal dimension")
+        self.num_heads = num_heads
+        kv_in_dim = kv_in_dim or embedding_dim
+        self.q_proj = nn.Linear(embedding_dim, self.internal_dim)
+        self.k_proj = nn.Linear(kv_in_dim, self.internal_dim)
+        self.v_proj = nn.Linear(kv_in_dim, self.internal_dim)
+        self.out_proj = nn.Linear(self.internal_dim, embedding_dim)
+
+    def split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, N, C) -> (B, heads, N, C / heads)."""
+        b, n, c = x.shape
+        return x.reshape(b, n, self.num_heads, c // self.num_heads).transpose(1, 2)
+
+    def project(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.split_heads(self.q_proj(q)), self.split_heads(self.k_proj(k)), self.split_heads(self.v_proj(v))
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Per-head inputs (B, heads, N, d) -> output projection of the merged heads (B, Nq, C)."""
+        out = F.scaled_dot_product_attention(q, k, v)
+        b, h, n, d = out.shape
+        return self.out_proj(out.transpose(1, 2).reshape(b, n, h * d))
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return self.attend(*self.project(q, k, v))

@@ -1,0 +1,179 @@
+"""Hiera image encoder trunk (Ryali et al., 2023) as used by SAM 2.
+
+A hierarchy of stages; between stages the queries of the first block are max-pooled
+(q-pooling) so resolution halves and channels double. Most blocks attend inside
+windows; a few attend globally. The absolute position embedding is a small learned
+map interpolated to the feature size plus a tiled per-window embedding
+("window positional embedding", Bolya et al., 2023).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vos.config import TrunkConfig
+from vos.modeling.common import MLP
+
+LAYER_NORM_EPS = 1e-6
+
+
+def window_partition(x: torch.Tensor, window: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """(B, H, W, C) -> (B * nWindows, window, window, C), zero-padding H and W up to a multiple of `window`."""
+    b, h, w, c = x.shape
+    pad_h, pad_w = (-h) % window, (-w) % window
+    if pad_h or pad_w:
+        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+    hp, wp = h + pad_h, w + pad_w
+    x = x.view(b, hp // window, window, wp // window, window, c)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window, window, c), (hp, wp)
+
+
+def window_unpartition(
+    windows: torch.Tensor, window: int, padded_hw: tuple[int, int], hw: tuple[int, int]
+) -> torch.Tensor:
+    """Inverse of `window_partition`: (B * nWindows, window, window, C) -> (B, H, W, C)."""
+    hp, wp = padded_hw
+    h, w = hw
+    b = windows.shape[0] // ((hp // window) * (wp // window))
+    x = windows.reshape(b, hp // window, wp // window, window, window, -1)
+    x = x.permute(0, 1, 3, 2, 4, 5).reshape(b, hp, wp, -1)
+    return x[:, :h, :w, :] if (hp > h or wp > w) else x
+
+
+def _pool_nhwc(x: torch.Tensor, pool: nn.Module) -> torch.Tensor:
+    return pool(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+
+
+class MultiScaleAttention(nn.Module):
+    """Multi-head self-attention on a (B, H, W, C) map, optionally pooling the queries."""
+
+    def __init__(self, dim: int, dim_out: int, num_heads: int, q_pool: nn.Module | None) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.q_pool = q_pool
+        self.qkv = nn.Linear(dim, dim_out * 3)
+        self.proj = nn.Linear(dim_out, dim_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, h, w, _ = x.shape
+        q, k, v = self.qkv(x).reshape(b, h * w, 3, self.num_heads, -1).unbind(2)
+        if self.q_pool is not None:
+            q = _pool_nhwc(q.reshape(b, h, w, -1), self.q_pool)
+            h, w = q.shape[1:3]
+            q = q.reshape(b, h * w, self.num_heads, -1)
+        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+        return self.proj(out.transpose(1, 2).reshape(b, h, w, -1))
+
+
+class MultiScaleBlock(nn.Module):
+    """Pre-norm transformer block; windowed when `window_size > 0`, q-pooled when `q_stride` is set."""
+
+    def __init__(
+        self,
+        dim: int,
+        dim_out: int,
+        num_heads: int,
+        mlp_ratio: float,
+        q_stride: tuple[int, int] | None,
+        window_size: int,
+    ) -> None:
+        super().__init__()
+        self.dim, self.dim_out = dim, dim_out
+        self.window_size = window_size
+        self.q_stride = q_stride
+        self.norm1 = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
+        self.pool = nn.MaxPool2d(kernel_size=q_stride, stride=q_stride) if q_stride else None
+        self.attn = MultiScaleAttention(dim, dim_out, num_heads, q_pool=self.pool)
+        self.norm2 = nn.LayerNorm(dim_out, eps=LAYER_NORM_EPS)
+        self.mlp = MLP(dim_out, int(dim_out * mlp_ratio), dim_out, num_layers=2, activation=nn.GELU)
+        if dim != dim_out:
+            self.proj = nn.Linear(dim, dim_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x
+        x = self.norm1(x)
+        if self.dim != self.dim_out:
+            shortcut = self.proj(x)
+            if self.pool is not None:
+                shortcut = _pool_nhwc(shortcut, self.pool)
+
+        window = self.window_size
+        if window > 0:
+            hw = x.shape[1:3]
+            x, padded_hw = window_partition(x, window)
+        x = self.attn(x)
+        if window > 0:
+            if self.q_stride:
+                window //= self.q_stride[0]
+                hw = shortcut.shape[1:3]
+                padded_hw = (hw[0] + (-hw[0]) % window, hw[1] + (-hw[1]) % window)
+            x = window_unpartition(x, window, padded_hw, hw)
+
+        x = shortcut + x
+        return x + self.mlp(self.norm2(x))
+
+
+class PatchEmbed(nn.Module):
+    """Strided conv stem: (B, 3, H, W) -> (B, H/4, W/4, C)."""
+
+    def __init__(self, embed_dim: int, kernel_size: int, stride: int, padding: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(3, embed_dim, kernel_size=kernel_size, stride=stride, padding=padding)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).permute(0, 2, 3, 1)
+
+
+class Hiera(nn.Module):
+    """(B, 3, S, S) image -> one (B, C_i, S/4/2^i, S/4/2^i) map per stage, highest resolution first."""
+
+    def __init__(self, cfg: TrunkConfig) -> None:
+        super().__init__()
+        self.patch_embed = PatchEmbed(cfg.embed_dim, cfg.patch_kernel_size, cfg.patch_stride, cfg.patch_padding)
+        self.pos_embed = nn.Parameter(torch.zeros(1, cfg.embed_dim, *cfg.window_pos_embed_bkg_spatial_size))
+        self.pos_embed_window = nn.Parameter(
+            torch.zeros(1, cfg.embed_dim, cfg.window_spec[0], cfg.window_spec[0])
+        )
+        self.stage_ends = [sum(cfg.stages[: i + 1]) - 1 for i in range(len(cfg.stages))]
+        q_pool_blocks = {end + 1 for end in self.stage_ends[:-1][: cfg.q_pool]}
+
+        self.blocks = nn.ModuleList()
+        dim, heads, stage = cfg.embed_dim, cfg.num_heads, 0
+        for i in range(sum(cfg.stages)):
+            # The window size lags the stage by one block: the first (q-pooling) block of a
+            # stage still partitions with the previous stage's window.
+            window = 0 if i in cfg.global_att_blocks else cfg.window_spec[stage]
+            dim_out = dim
+            if i - 1 in self.stage_ends:
+                dim_out = int(dim * cfg.dim_mul)
+                heads = int(heads * cfg.head_mul)
+                stage += 1
+            self.blocks.append(
+                MultiScaleBlock(
+                    dim,
+                    dim_out,
+                    heads,
+                    cfg.mlp_ratio,
+                    q_stride=tuple(cfg.q_stride) if i in q_pool_blocks else None,
+                    window_size=window,
+                )
+            )
+            dim = dim_out
+        self.channel_list = [self.blocks[i].dim_out for i in self.stage_ends[::-1]]
+
+    def _pos_embed(self, hw: tuple[int, int]) -> torch.Tensor:
+        pos = F.interpolate(self.pos_embed, size=hw, mode="bicubic")
+        reps = [p // w for p, w in zip(pos.shape, self.pos_embed_window.shape)]
+        return (pos + self.pos_embed_window.tile(reps)).permute(0, 2, 3, 1)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = self.patch_embed(x)
+        x = x + self._pos_embed(x.shape[1:3])
+        outputs = []
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            if i in self.stage_ends:
+                outputs.append(x.permute(0, 3, 1, 2))
+        return outputs

@@ -1,0 +1,168 @@
+"""SAM 2 mask decoder.
+
+Output tokens (object-score, IoU, 4 mask tokens) and prompt tokens run through the
+two-way transformer with the image embedding; the image tokens are upscaled 4x with
+the stride-8 and stride-4 features added in, and each mask token's hypernetwork MLP
+turns them into mask logits at stride 4.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from vos.config import MaskDecoderConfig
+from vos.modeling.common import MLP, LayerNorm2d
+from vos.modeling.two_way_transformer import TwoWayTransformer
+
+# Logit of an object score when the decoder has no object-score head: sigmoid(10) ~ 1.
+DEFAULT_OBJECT_SCORE_LOGIT = 10.0
+
+
+class DecoderOutput(NamedTuple):
+    masks: torch.Tensor  # (B, M, 4E, 4E) mask logits; M = 3 with multimask output, else 1
+    iou_pred: torch.Tensor  # (B, M)
+    sam_tokens: torch.Tensor  # (B, M or 1, C) output tokens used for object pointers
+    object_score_logits: torch.Tensor  # (B, 1)
+
+
+class MaskDecoder(nn.Module):
+    def __init__(self, dim: int, cfg: MaskDecoderConfig, use_high_res_features: bool) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.transformer = TwoWayTransformer(
+            cfg.transformer_depth, dim, cfg.transformer_num_heads, cfg.transformer_mlp_dim, cfg.attention_downsample_rate
+        )
+        self.num_mask_tokens = cfg.num_multimask_outputs + 1
+        self.iou_token = nn.Embedding(1, dim)
+        self.mask_tokens = nn.Embedding(self.num_mask_tokens, dim)
+        if cfg.pred_obj_scores:
+            self.obj_score_token = nn.Embedding(1, dim)
+        self.output_upscaling = nn.Sequential(
+            nn.ConvTranspose2d(dim, dim // 4, kernel_size=2, stride=2),
+            LayerNorm2d(dim // 4),
+            nn.GELU(),
+            nn.ConvTranspose2d(dim // 4, dim // 8, kernel_size=2, stride=2),
+            nn.GELU(),
+        )
+        self.use_high_res_features = use_high_res_features
+        if use_high_res_features:
+            self.conv_s0 = nn.Conv2d(dim, dim // 8, kernel_size=1)
+            self.conv_s1 = nn.Conv2d(dim, dim // 4, kernel_size=1)
+        self.output_hypernetworks_mlps = nn.ModuleList(
+            MLP(dim, dim, dim // 8, 3) for _ in range(self.num_mask_tokens)
+        )
+        self.iou_prediction_head = MLP(
+            dim, cfg.iou_head_hidden_dim, self.num_mask_tokens, cfg.iou_head_depth,
+            sigmoid_output=cfg.iou_prediction_use_sigmoid,
+        )
+        if cfg.pred_obj_scores:
+            self.pred_obj_score_head = MLP(dim, dim, 1, 3) if cfg.pred_obj_scores_mlp else nn.Linear(dim, 1)
+
+    def forward(
+        self,
+        image_embeddings: torch.Tensor,
+        image_pe: torch.Tensor,
+        sparse_prompt_embeddings: torch.Tensor,
+        dense_prompt_embeddings: torch.Tensor,
+        multimask_output: bool,
+        repeat_image: bool,
+        high_res_features: list[torch.Tensor] | None = None,
+    ) -> DecoderOutput:
+        """image_embeddings (B or 1, C, E, E), image_pe (1, C, E, E), sparse (B, N, C), dense (B, C, E, E).
+
+        high_res_features: [(B, C/8, 4E, 4E), (B, C/4, 2E, 2E)] already projected by conv_s0/conv_s1.
+        """
+        masks, iou_pred, mask_tokens_out, object_score_logits = self.predict_masks(
+            image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings,
+            repeat_image, high_res_features,
+        )
+        if multimask_output:
+            masks, iou_pred = masks[:, 1:], iou_pred[:, 1:]
+        elif self.cfg.dynamic_multimask_via_stability and not self.training:
+            masks, iou_pred = self._dynamic_multimask_via_stability(masks, iou_pred)
+        else:
+            masks, iou_pred = masks[:, 0:1], iou_pred[:, 0:1]
+        # The object pointer comes from the single-mask token unless multimask tokens are asked for.
+        if multimask_output and self.cfg.use_multimask_token_for_obj_ptr:
+            sam_tokens = mask_tokens_out[:, 1:]
+        else:
+            sam_tokens = mask_tokens_out[:, 0:1]
+        return DecoderOutput(masks, iou_pred, sam_tokens, object_score_logits)
+
+    def predict_masks(
+        self,
+        image_embeddings: torch.Tensor,
+        image_pe: torch.Tensor,
+        sparse_prompt_embeddings: torch.Tensor,
+        dense_prompt_embeddings: torch.Tensor,
+        repeat_image: bool,
+        high_res_features: list[torch.Tensor] | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """All 4 masks (B, 4, 4E, 4E), IoUs (B, 4), mask tokens (B, 4, C), object score logits (B, 1)."""
+        token_weights = [self.iou_token.weight, self.mask_tokens.weight]
+        if self.cfg.pred_obj_scores:
+            token_weights.insert(0, self.obj_score_token.weight)
+        first = len(token_weights) - 2  # index of the IoU token
+        output_tokens = torch.cat(token_weights, dim=0)
+        b = sparse_prompt_embeddings.shape[0]
+        tokens = torch.cat((output_tokens.unsqueeze(0).expand(b, -1, -1), sparse_prompt_embeddings), dim=1)
+
+        src = torch.repeat_interleave(image_embeddings, b, dim=0) if repeat_image else image_embeddings
+        if src.shape[0] != b:
+            raise ValueError(f"image batch {src.shape[0]} does not match prompt batch {b}")
+        src = src + dense_prompt_embeddings
+        pos_src = torch.repeat_interleave(image_pe, b, dim=0)
+        _, c, h, w = src.shape
+
+        hs, src = self.transformer(src, pos_src, tokens)
+        iou_token_out = hs[:, first, :]
+        mask_tokens_out = hs[:, first + 1 : first + 1 + self.num_mask_tokens, :]
+
+        src = src.transpose(1, 2).reshape(b, c, h, w)
+        if self.use_high_res_features:
+            if high_res_features is None:
+                raise ValueError("this decoder needs the stride-4 and stride-8 features")
+            deconv1, norm1, act1, deconv2, act2 = self.output_upscaling
+            feat_s0, feat_s1 = high_res_features
+            upscaled = act1(norm1(deconv1(src) + feat_s1))
+            upscaled = act2(deconv2(upscaled) + feat_s0)
+        else:
+            upscaled = self.output_upscaling(src)
+
+        hyper_in = torch.stack(
+            [mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1
+        )
+        b, c, h, w = upscaled.shape
+        masks = (hyper_in @ upscaled.view(b, c, h * w)).view(b, -1, h, w)
+        iou_pred = self.iou_prediction_head(iou_token_out)
+        if self.cfg.pred_obj_scores:
+            object_score_logits = self.pred_obj_score_head(hs[:, 0, :])
+        else:
+            object_score_logits = DEFAULT_OBJECT_SCORE_LOGIT * iou_pred.new_ones(iou_pred.shape[0], 1)
+        return masks, iou_pred, mask_tokens_out, object_score_logits
+
+    def stability_scores(self, mask_logits: torch.Tensor) -> torch.Tensor:
+        """IoU between the masks thresholded at +delta and -delta: (B, M, H, W) -> (B, M)."""
+        flat = mask_logits.flatten(-2)
+        delta = self.cfg.dynamic_multimask_stability_delta
+        area_i = torch.sum(flat > delta, dim=-1).float()
+        area_u = torch.sum(flat > -delta, dim=-1).float()
+        return torch.where(area_u > 0, area_i / area_u, 1.0)
+
+    def _dynamic_multimask_via_stability(
+        self, all_masks: torch.Tensor, all_ious: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Single-mask output, falling back to the best multimask output when the single mask is unstable."""
+        multi_masks, multi_ious = all_masks[:, 1:], all_ious[:, 1:]
+        best = torch.argmax(multi_ious, dim=-1)
+        rows = torch.arange(multi_ious.shape[0], device=all_ious.device)
+        best_masks = multi_masks[rows, best].unsqueeze(1)
+        best_ious = multi_ious[rows, best].unsqueeze(1)
+        single_masks, single_ious = all_masks[:, 0:1], all_ious[:, 0:1]
+        stable = self.stability_scores(single_masks) >= self.cfg.dynamic_multimask_stability_thresh
+        masks = torch.where(stable[..., None, None].expand_as(single_masks), single_masks, best_masks)
+        ious = torch.where(stable.expand_as(single_ious), single_ious, best_ious)
+        return masks, ious

@@ -1,0 +1,212 @@
+"""The SAM 2 model: image encoder, prompt encoder, mask decoder, memory encoder and memory attention.
+
+Parameter names equal Meta's `SAM2Base`, so Meta's checkpoints load as they are. This
+module holds the per-frame pieces; the tracking loop that strings frames together
+lives in the tracker.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.init import trunc_normal_
+
+from memory.memory_attention import MemoryAttention
+from memory.memory_encoder import MemoryEncoder
+from vos.config import ModelConfig
+from vos.modeling.common import MLP
+from vos.modeling.image_encoder import ImageEncoder
+from vos.modeling.mask_decoder import MaskDecoder
+from vos.modeling.prompt_encoder import LABEL_PAD, PromptEncoder
+
+# Placeholder mask logit for objects judged absent (Meta's NO_OBJ_SCORE).
+NO_OBJ_SCORE = -1024.0
+# A mask prompt used directly as output becomes logits of -10 / +10 (sigmoid(-10) ~ 4.5e-5).
+MASK_AS_OUTPUT_SCALE, MASK_AS_OUTPUT_BIAS = 20.0, -10.0
+EMBED_INIT_STD = 0.02
+
+
+class BackboneOutput(NamedTuple):
+    """Features of one batch of images, highest resolution first.
+
+    features: [(B, C/8, 4E, 4E), (B, C/4, 2E, 2E), (B, C, E, E)] (the first two already
+    projected by the decoder's conv_s0/conv_s1); pos: sine encodings, each (B, C, H_i, W_i).
+    """
+
+    features: list[torch.Tensor]
+    pos: list[torch.Tensor]
+
+
+class SamHeadsOutput(NamedTuple):
+    low_res_multimasks: torch.Tensor  # (B, M, 4E, 4E)
+    high_res_multimasks: torch.Tensor  # (B, M, S, S)
+    ious: torch.Tensor  # (B, M)
+    low_res_masks: torch.Tensor  # (B, 1, 4E, 4E), the best of the M
+    high_res_masks: torch.Tensor  # (B, 1, S, S)
+    obj_ptr: torch.Tensor  # (B, C)
+    object_score_logits: torch.Tensor  # (B, 1)
+
+
+class SAM2Model(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        t = cfg.tracking
+        d = cfg.hidden_dim
+        self.hidden_dim = d
+        self.mem_dim = cfg.memory_encoder.out_dim
+        self.image_size = cfg.image_size
+
+        self.image_encoder = ImageEncoder(cfg)
+        self.memory_attention = MemoryAttention(cfg.memory_attention, d, self.mem_dim, cfg.image_embedding_size)
+        self.memory_encoder = MemoryEncoder(d, cfg.memory_encoder)
+
+        self.maskmem_tpos_enc = nn.Parameter(torch.zeros(t.num_maskmem, 1, 1, self.mem_dim))
+        self.no_mem_embed = nn.Parameter(torch.zeros(1, 1, d))
+        self.no_mem_pos_enc = nn.Parameter(torch.zeros(1, 1, d))
+        to_init = [self.maskmem_tpos_enc, self.no_mem_embed, self.no_mem_pos_enc]
+        if t.use_obj_ptrs_in_encoder:
+            # Brings a full-resolution mask prompt to the stride-4 logit grid to derive a pointer from it.
+            self.mask_downsample = nn.Conv2d(1, 1, kernel_size=4, stride=4)
+        if cfg.mask_decoder.pred_obj_scores and t.use_obj_ptrs_in_encoder:
+            self.no_obj_ptr = nn.Parameter(torch.zeros(1, d))
+            to_init.append(self.no_obj_ptr)
+        if t.no_obj_embed_spatial:
+            self.no_obj_embed_spatial = nn.Parameter(torch.zeros(1, self.mem_dim))
+            to_init.append(self.no_obj_embed_spatial)
+        else:
+            self.no_obj_embed_spatial = None
+        for p in to_init:
+            trunc_normal_(p, std=EMBED_INIT_STD)
+
+        self.sam_prompt_encoder = PromptEncoder(
+            d, cfg.image_embedding_size, cfg.image_size, cfg.prompt_encoder.mask_in_chans
+        )
+        self.sam_mask_decoder = MaskDecoder(d, cfg.mask_decoder, t.use_high_res_features_in_sam)
+        if not t.use_obj_ptrs_in_encoder:
+            self.obj_ptr_proj = nn.Identity()
+        elif t.use_mlp_for_obj_ptr_proj:
+            self.obj_ptr_proj = MLP(d, d, d, 3)
+        else:
+            self.obj_ptr_proj = nn.Linear(d, d)
+        self.obj_ptr_tpos_proj = nn.Linear(d, self.mem_dim) if t.proj_tpos_enc_in_obj_ptrs else nn.Identity()
+
+    @property
+    def device(self) -> torch.device:
+        return self.no_mem_embed.device
+
+    def forward_image(self, images: torch.Tensor) -> BackboneOutput:
+        """(B, 3, S, S) normalized images -> features for the decoder and the memory path."""
+        feats, pos = self.image_encoder(images)
+        feats = list(feats)
+        if self.cfg.tracking.use_high_res_features_in_sam:
+            # Projected once per frame rather than on every click.
+            feats[0] = self.sam_mask_decoder.conv_s0(feats[0])
+            feats[1] = self.sam_mask_decoder.conv_s1(feats[1])
+        return BackboneOutput(feats, list(pos))
+
+    def add_no_mem_embed(self, features: torch.Tensor) -> torch.Tensor:
+        """Image mode and prompted first frames: add the learned "no memory" embedding to (B, C, E, E) features."""
+        return features + self.no_mem_embed.view(1, -1, 1, 1)
+
+    def forward_sam_heads(
+        self,
+        backbone_features: torch.Tensor,
+        point_coords: torch.Tensor | None = None,
+        point_labels: torch.Tensor | None = None,
+        mask_inputs: torch.Tensor | None = None,
+        high_res_features: list[torch.Tensor] | None = None,
+        multimask_output: bool = False,
+    ) -> SamHeadsOutput:
+        """Prompt encoder + mask decoder on (B, C, E, E) features, as in video tracking.
+
+        point_coords (B, P, 2) in input-frame pixels with labels (B, P); mask_inputs
+        (B, 1, h, w) logits or binary, resized to the decoder's mask-input size when needed.
+        Masks of frames whose object score is negative are replaced by NO_OBJ_SCORE.
+        """
+        b = backbone_features.shape[0]
+        device = backbone_features.device
+        if point_coords is None:
+            point_coords = torch.zeros(b, 1, 2, device=device)
+            point_labels = torch.full((b, 1), LABEL_PAD, dtype=torch.int32, device=device)
+        sam_mask_prompt = None
+        if mask_inputs is not None:
+            sam_mask_prompt = mask_inputs
+            if mask_inputs.shape[-2:] != self.sam_prompt_encoder.mask_input_size:
+                sam_mask_prompt = F.interpolate(
+                    mask_inputs.float(), size=self.sam_prompt_encoder.mask_input_size,
+                    mode="bilinear", align_corners=False, antialias=True,
+                )
+        sparse, dense = self.sam_prompt_encoder(points=(point_coords, point_labels), boxes=None, masks=sam_mask_prompt)
+        out = self.sam_mask_decoder(
+            image_embeddings=backbone_features,
+            image_pe=self.sam_prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=multimask_output,
+            repeat_image=False,
+            high_res_features=high_res_features,
+        )
+        low_res_multimasks, ious, sam_tokens, object_score_logits = out
+        pred_obj_scores = self.cfg.mask_decoder.pred_obj_scores
+        if pred_obj_scores:
+            is_obj = object_score_logits > 0
+            low_res_multimasks = torch.where(is_obj[:, None, None], low_res_multimasks, NO_OBJ_SCORE)
+        low_res_multimasks = low_res_multimasks.float()
+        high_res_multimasks = F.interpolate(
+            low_res_multimasks, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False
+        )
+        sam_token = sam_tokens[:, 0]
+        if multimask_output:
+            best = torch.argmax(ious, dim=-1)
+            rows = torch.arange(b, device=device)
+            low_res_masks = low_res_multimasks[rows, best].unsqueeze(1)
+            high_res_masks = high_res_multimasks[rows, best].unsqueeze(1)
+            if sam_tokens.shape[1] > 1:
+                sam_token = sam_tokens[rows, best]
+        else:
+            low_res_masks, high_res_masks = low_res_multimasks, high_res_multimasks
+
+        obj_ptr = self.obj_ptr_proj(sam_token)
+        if pred_obj_scores:
+            presence = object_score_logits.sigmoid() if self.cfg.tracking.soft_no_obj_ptr else is_obj.float()
+            obj_ptr = self._gate_obj_ptr(obj_ptr, presence)
+        return SamHeadsOutput(
+            low_res_multimasks, high_res_multimasks, ious, low_res_masks, high_res_masks, obj_ptr, object_score_logits
+        )
+
+    def _gate_obj_ptr(self, obj_ptr: torch.Tensor, presence: torch.Tensor) -> torch.Tensor:
+        """Blend (B, C) pointers with the learned no-object pointer by (B, 1) presence in [0, 1]."""
+        if self.cfg.tracking.fixed_no_obj_ptr:
+            obj_ptr = presence * obj_ptr
+        return obj_ptr + (1 - presence) * self.no_obj_ptr
+
+    def use_mask_as_output(
+        self, backbone_features: torch.Tensor, high_res_features: list[torch.Tensor], mask_inputs: torch.Tensor
+    ) -> SamHeadsOutput:
+        """A (B, 1, S, S) binary mask prompt becomes the output directly (logits -10/+10).
+
+        The object pointer still comes from the decoder, prompted with the downsampled mask.
+        """
+        mask = mask_inputs.float()
+        high_res = mask * MASK_AS_OUTPUT_SCALE + MASK_AS_OUTPUT_BIAS
+        low_res = F.interpolate(
+            high_res, size=(high_res.shape[-2] // 4, high_res.shape[-1] // 4),
+            mode="bilinear", align_corners=False, antialias=True,
+        )
+        ious = mask.new_ones(mask.shape[0], 1)
+        if self.cfg.tracking.use_obj_ptrs_in_encoder:
+            obj_ptr = self.forward_sam_heads(
+                backbone_features, mask_inputs=self.mask_downsample(mask), high_res_features=high_res_features
+            ).obj_ptr
+        else:
+            obj_ptr = torch.zeros(mask.shape[0], self.hidden_dim, device=mask.device)
+        # The prompt, not the decoder, decides whether the object is present.
+        presence = torch.any(mask.flatten(1) > 0.0, dim=1, keepdim=True).float()
+        object_score_logits = MASK_AS_OUTPUT_SCALE * presence + MASK_AS_OUTPUT_BIAS
+        if self.cfg.mask_decoder.pred_obj_scores:
+            obj_ptr = self._gate_obj_ptr(obj_ptr, presence)
+        return SamHeadsOutput(low_res, high_res, ious, low_res, high_res, obj_ptr, object_score_logits)
