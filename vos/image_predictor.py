@@ -7,7 +7,7 @@ import torch
 
 from vos.modeling.prompt_encoder import LABEL_BOX_BOTTOM_RIGHT, LABEL_BOX_TOP_LEFT
 from vos.modeling.sam2 import SAM2Model
-from vos.transforms import preprocess_image, upscale_logits
+from vos.transforms import check_rgb_image, preprocess_image, upscale_logits
 
 MASK_THRESHOLD = 0.0
 LOW_RES_LOGIT_CLAMP = 32.0
@@ -34,7 +34,8 @@ class ImagePredictor:
 
     @torch.inference_mode()
     def set_image(self, image: np.ndarray) -> None:
-        """Compute the embeddings of an HxWx3 uint8 RGB image."""
+        """Compute the embeddings of an HxWx3 uint8 RGB image (a rejected image keeps the previous one)."""
+        check_rgb_image(image)
         self.reset_predictor()
         x = preprocess_image(image, self.model.image_size, self.device)
         feats = self.model.forward_image(x).features

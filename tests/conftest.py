@@ -1,0 +1,73 @@
+"""Shared fixtures: the DAVIS frames in ../shared and Meta's reference model with random weights."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_DAVIS = REPO.parent / "shared" / "datasets" / "davis2016-val"
+META_CONFIGS = {
+    "sam2.1_hiera_t": "configs/sam2.1/sam2.1_hiera_t.yaml",
+    "sam2.1_hiera_s": "configs/sam2.1/sam2.1_hiera_s.yaml",
+    "sam2.1_hiera_b+": "configs/sam2.1/sam2.1_hiera_b+.yaml",
+    "sam2.1_hiera_l": "configs/sam2.1/sam2.1_hiera_l.yaml",
+    "sam2_hiera_t": "configs/sam2/sam2_hiera_t.yaml",
+    "sam2_hiera_s": "configs/sam2/sam2_hiera_s.yaml",
+    "sam2_hiera_b+": "configs/sam2/sam2_hiera_b+.yaml",
+    "sam2_hiera_l": "configs/sam2/sam2_hiera_l.yaml",
+}
+SEED = 1234
+
+
+@pytest.fixture(scope="session")
+def davis_root() -> Path:
+    root = Path(os.environ.get("VOS_DAVIS_ROOT", DEFAULT_DAVIS))
+    if not (root / "JPEGImages" / "480p").is_dir():
+        pytest.skip(f"DAVIS frames not found at {root} (set VOS_DAVIS_ROOT)")
+    return root
+
+
+def read_frame(davis_root: Path, sequence: str, index: int) -> np.ndarray:
+    """HxWx3 uint8 RGB frame of a DAVIS sequence."""
+    return np.array(Image.open(davis_root / "JPEGImages" / "480p" / sequence / f"{index:05d}.jpg").convert("RGB"))
+
+
+def build_meta(name: str, image_size: int = 1024, seed: int | None = SEED, device: str = "cpu"):
+    """Meta's SAM2Base for a config with random weights from `seed` (None: keep the global RNG)."""
+    from sam2.build_sam import build_sam2
+
+    if seed is not None:
+        torch.manual_seed(seed)
+    overrides = [f"++model.image_size={image_size}"] if image_size != 1024 else []
+    return build_sam2(META_CONFIGS[name], ckpt_path=None, device=device, hydra_overrides_extra=overrides)
+
+
+def save_meta_checkpoint(model: torch.nn.Module, path: Path) -> Path:
+    """Write a state dict in Meta's released format: {"model": state_dict}."""
+    torch.save({"model": model.state_dict()}, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """Random sam2.1_hiera_t weights saved by Meta's code in Meta's format."""
+    model = build_meta("sam2.1_hiera_t")
+    return save_meta_checkpoint(model, tmp_path_factory.mktemp("ckpt") / "sam2.1_hiera_tiny.pt")
+
+
+@pytest.fixture(scope="session")
+def meta_tiny(tiny_checkpoint):
+    """Meta's tiny model at 1024 and 512 px with the weights of `tiny_checkpoint`."""
+    sd = torch.load(tiny_checkpoint, map_location="cpu", weights_only=True)["model"]
+    models = {}
+    for size in (1024, 512):
+        m = build_meta("sam2.1_hiera_t", size, seed=None)
+        m.load_state_dict(sd)
+        models[size] = m.eval()
+    return models
