@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import pytest
+
+import vos
+from vos.config import load_config
+
+
+@pytest.mark.parametrize("name", vos.available_models())
+def test_every_shipped_config_validates(name):
+    cfg = load_config(name)
+    assert cfg.name == name
+    assert cfg.checkpoint is not None and cfg.checkpoint.url.endswith(cfg.checkpoint.filename)
+    assert cfg.trunk.channel_list[-1] == cfg.trunk.embed_dim
+
+
+def test_eight_models_ship():
+    assert len(vos.available_models()) == 8
+
+
+@pytest.mark.parametrize("size, embed, mask_in", [(1024, 64, 256), (512, 32, 128)])
+def test_sizes_are_derived_from_image_size(size, embed, mask_in):
+    cfg = load_config("sam2.1_hiera_t", image_size=size)
+    assert cfg.image_embedding_size == embed
+    assert cfg.mask_input_size == mask_in
+    assert cfg.feat_sizes == [(4 * embed, 4 * embed), (2 * embed, 2 * embed), (embed, embed)]
+    model = vos.build_model(cfg)
+    assert model.sam_prompt_encoder.mask_input_size == (mask_in, mask_in)
+    assert model.sam_prompt_encoder.get_dense_pe().shape == (1, 256, embed, embed)
+
+
+def test_sam2_and_sam21_differ_where_meta_does():
+    v1, v21 = load_config("sam2_hiera_t").tracking, load_config("sam2.1_hiera_t").tracking
+    assert (v1.no_obj_embed_spatial, v1.proj_tpos_enc_in_obj_ptrs) == (False, False)
+    assert (v21.no_obj_embed_spatial, v21.proj_tpos_enc_in_obj_ptrs) == (True, True)
+
+
+def test_bad_settings_get_clear_errors(tmp_path):
+    with pytest.raises(vos.ConfigError, match="image_size must be one of"):
+        load_config("sam2.1_hiera_t", image_size=800)
+    with pytest.raises(vos.ConfigError, match="unknown model 'sam3'.*sam2.1_hiera_t"):
+        load_config("sam3")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("extends: _sam2.1.yaml\ntrunk:\n  embed_dim: 96\n  stagez: [1]\n")
+    with pytest.raises(vos.ConfigError, match="not found|cannot read"):
+        load_config(bad)  # the base file is looked up beside the file
+    bad.write_text("name: x\ntrunk:\n  stagez: [1]\n")
+    with pytest.raises(vos.ConfigError, match="stagez"):
+        load_config(bad)
+    bad.write_text("name: [unclosed\n")
+    with pytest.raises(vos.ConfigError, match="not valid YAML"):
+        load_config(bad)

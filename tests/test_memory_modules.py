@@ -1,0 +1,62 @@
+"""Memory encoder and memory attention (2-D RoPE) against Meta's modules with the same weights.
+
+The tracker that strings them together is tested against Meta's video predictor separately;
+here each module gets identical random inputs.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import vos
+from memory.rope import apply_rope, axial_rope_tables
+
+TOL = 1e-4
+
+
+@pytest.mark.parametrize("size", [1024, 512])
+@torch.inference_mode()
+def test_memory_encoder_matches(tiny_checkpoint, meta_tiny, size):
+    ours = vos.load_model("sam2.1_hiera_t", checkpoint=tiny_checkpoint, image_size=size)
+    e = size // 16
+    g = torch.Generator().manual_seed(0)
+    pix_feat = torch.randn(2, 256, e, e, generator=g)
+    masks = torch.randn(2, 1, size, size, generator=g) * 5
+    ref = meta_tiny[size].memory_encoder(pix_feat, masks, skip_mask_sigmoid=False)
+    feats, pos = ours.memory_encoder(pix_feat, masks)
+    assert feats.shape == (2, 64, e, e)
+    assert (feats - ref["vision_features"]).abs().max() <= TOL
+    assert (pos - ref["vision_pos_enc"][0]).abs().max() <= TOL
+
+
+@pytest.mark.parametrize("size", [1024, 512])
+@pytest.mark.parametrize("num_ptr_tokens", [0, 8])
+@torch.inference_mode()
+def test_memory_attention_matches(tiny_checkpoint, meta_tiny, size, num_ptr_tokens):
+    ours = vos.load_model("sam2.1_hiera_t", checkpoint=tiny_checkpoint, image_size=size)
+    hw = (size // 16) ** 2
+    g = torch.Generator().manual_seed(1)
+    curr, curr_pos = torch.randn(hw, 2, 256, generator=g), torch.randn(hw, 2, 256, generator=g)
+    n_mem = 3 * hw + num_ptr_tokens  # three memory frames, then object-pointer tokens
+    memory, memory_pos = torch.randn(n_mem, 2, 64, generator=g), torch.randn(n_mem, 2, 64, generator=g)
+    ref = meta_tiny[size].memory_attention(
+        curr=[curr], curr_pos=[curr_pos], memory=memory, memory_pos=memory_pos, num_obj_ptr_tokens=num_ptr_tokens
+    )
+    out = ours.memory_attention(curr, memory, curr_pos, memory_pos, num_obj_ptr_tokens=num_ptr_tokens)
+    assert out.shape == (hw, 2, 256)
+    assert (out - ref).abs().max() <= TOL
+
+
+def test_real_rope_equals_complex_rotation():
+    from sam2.modeling.position_encoding import apply_rotary_enc, compute_axial_cis
+
+    g = torch.Generator().manual_seed(2)
+    q = torch.randn(2, 1, 16, 32, generator=g)
+    k = torch.randn(2, 1, 48, 32, generator=g)  # three frames of 4x4 tokens
+    cos, sin = axial_rope_tables(32, 4, 4, 10000.0)
+    ref_q, ref_k = apply_rotary_enc(q, k, compute_axial_cis(32, 4, 4), repeat_freqs_k=True)
+    assert torch.allclose(apply_rope(q, cos, sin), ref_q, atol=1e-6)
+    assert torch.allclose(apply_rope(k, cos, sin), ref_k, atol=1e-6)
+    with pytest.raises(ValueError, match="whole number"):
+        apply_rope(torch.randn(1, 1, 20, 32), cos, sin)
