@@ -16,16 +16,12 @@ from vos.errors import VosError
 
 def build_parser() -> argparse.ArgumentParser:
     from vos import checkpoints
+    from vos.evaluation import cli as eval_cli
 
     parser = argparse.ArgumentParser(prog="vos", description="Streaming video object segmentation with SAM 2.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     checkpoints.register_cli(sub)
-    try:
-        from vos.evaluation import cli as eval_cli
-    except ImportError:  # evaluation extras not installed
-        eval_cli = None
-    if eval_cli is not None:
-        eval_cli.register_cli(sub)
+    eval_cli.register_cli(sub)
     return parser
 
 

@@ -1,0 +1,113 @@
+"""`vos eval davis` and `vos eval sav`: score result PNGs with J&F and write the official CSV tables.
+
+The evaluation modules (numba) are imported when a command runs, so other `vos` commands stay quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _sequence_names(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("give sequence names separated by commas")
+    return names
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, default=None, help="folder for the CSV files (default: --results)")
+    parser.add_argument("--workers", type=_positive_int, default=None, help="threads (default: all CPUs)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only the results, no progress bar")
+
+
+def register_cli(sub: argparse._SubParsersAction) -> None:
+    """Add `eval davis` and `eval sav` to the top-level subparsers."""
+    evaluate = sub.add_parser("eval", help="score results with J&F (DAVIS, SA-V)", description=__doc__)
+    commands = evaluate.add_subparsers(dest="eval_command", required=True, metavar="BENCHMARK")
+
+    davis = commands.add_parser(
+        "davis",
+        help="DAVIS 2016/2017 semi-supervised protocol",
+        description="Score RESULTS/<seq>/<frame>.png (object ids) against ROOT/Annotations/480p, "
+        "as davisvideochallenge/davis2017-evaluation does (first and last frames excluded).",
+    )
+    davis.add_argument("--davis-root", type=Path, required=True, help="DAVIS folder with Annotations/480p")
+    davis.add_argument("--results", type=Path, required=True, help="folder with one folder of PNGs per sequence")
+    davis.add_argument("--set", dest="subset", default="val", help="ImageSets list to evaluate (default: val)")
+    davis.add_argument("--sequences", type=_sequence_names, default=None, help="comma-separated sequences instead")
+    davis.add_argument("--strict", action="store_true", help="fail when a sequence has no results")
+    davis.add_argument("--resolution", default="480p", help="Annotations/JPEGImages sub-folder (default: 480p)")
+    _add_common(davis)
+    davis.set_defaults(func=run_davis)
+
+    sav = commands.add_parser(
+        "sav",
+        help="SA-V val/test protocol",
+        description="Score RESULTS/<video>/<obj>/<frame>.png against GT_ROOT/<video>/<obj>/<frame>.png "
+        "(one binary mask folder per object), as Meta's sav_dataset/sav_evaluator.py does.",
+    )
+    sav.add_argument("--gt-root", type=Path, required=True, help="SA-V annotations, e.g. sav_val/Annotations_6fps")
+    sav.add_argument("--results", type=Path, required=True, help="same layout as --gt-root")
+    sav.add_argument(
+        "--keep-first-last",
+        "--do-not-skip-first-and-last-frame",
+        dest="keep_first_last",
+        action="store_true",
+        help="also score the first and last annotated frames (skipped by default, as in SA-V val/test)",
+    )
+    sav.add_argument("--strict", action="store_true", help="fail unless results and ground truth have the same videos")
+    _add_common(sav)
+    sav.set_defaults(func=run_sav)
+
+
+def run_davis(args: argparse.Namespace) -> int:
+    from vos.evaluation.davis import evaluate_davis, format_davis, write_davis_csv
+
+    result = evaluate_davis(
+        args.davis_root,
+        args.results,
+        subset=args.subset,
+        sequences=args.sequences,
+        strict=args.strict,
+        resolution=args.resolution,
+        workers=args.workers,
+        progress=not args.quiet and sys.stderr.isatty(),
+    )
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
+    global_path, per_sequence_path = write_davis_csv(result, args.out or args.results)
+    print(format_davis(result))
+    print(f"\nGlobal results saved in {global_path}")
+    print(f"Per-sequence results saved in {per_sequence_path}")
+    print(f"Total time: {result.seconds:.2f} s ({len(result.objects)} objects)")
+    return 0
+
+
+def run_sav(args: argparse.Namespace) -> int:
+    from vos.evaluation.sav import evaluate_sav, format_sav, write_sav_csv
+
+    result = evaluate_sav(
+        args.gt_root,
+        args.results,
+        skip_first_last=not args.keep_first_last,
+        strict=args.strict,
+        workers=args.workers,
+        progress=not args.quiet and sys.stderr.isatty(),
+    )
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
+    path = write_sav_csv(result, args.out or args.results)
+    print(format_sav(result))
+    print(f"\nResults saved in {path}")
+    print(f"Total time: {result.seconds:.2f} s ({len(result.objects)} objects)")
+    return 0
