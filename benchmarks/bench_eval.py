@@ -2,7 +2,8 @@
 
 The straightforward one follows davis2017-evaluation step by step: the whole sequence is read into
 float64 arrays and split into per-object (K, T, H, W) masks, J is computed with whole-array numpy,
-and F frame by frame (seg2bmap, two disk dilations, matching). Its dilation is numpy (a disk is a
+and F frame by frame (seg2bmap, two disk dilations, matching), with the per-frame J and F of
+tests/davis_reference.py (also the tests' oracle). Its dilation is numpy (`dilate_rows`: a disk is a
 union of row segments: one cumulative-sum pass per distinct segment width, then shifted ORs); if
 OpenCV is importable, the toolkit's `cv2.dilate` is timed as well.
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -30,78 +32,18 @@ except ImportError:
 from vos.evaluation.davis import GLOBAL_COLUMNS, evaluate_davis
 from vos.evaluation.metrics import default_workers
 
-BOUND_TH = 0.008
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from tests.davis_reference import Dilate, dilate_rows, f_measure, iou  # noqa: E402
+
 DECAY_BINS = 4
 RECALL_THRESHOLD = 0.5
 VOID_LABEL = 255
-
-Dilate = Callable[[np.ndarray, int], np.ndarray]
-
-
-def _disk_offsets(radius: int) -> list[tuple[int, int]]:
-    """(dy, half width) of each row of the disk {dx² + dy² <= radius²}."""
-    return [(dy, math.isqrt(radius * radius - dy * dy)) for dy in range(-radius, radius + 1)]
-
-
-def dilate_numpy(b: np.ndarray, radius: int) -> np.ndarray:
-    h, w = b.shape
-    prefix = np.zeros((h, w + 1), dtype=np.int32)
-    np.cumsum(b, axis=1, out=prefix[:, 1:])
-    cols = np.arange(w)
-    rows_by_width: dict[int, np.ndarray] = {}
-    out = np.zeros((h, w), dtype=bool)
-    for dy, half in _disk_offsets(radius):
-        if half not in rows_by_width:
-            lo, hi = np.clip(cols - half, 0, w), np.clip(cols + half + 1, 0, w)
-            rows_by_width[half] = (prefix[:, hi] - prefix[:, lo]) > 0
-        seg = rows_by_width[half]
-        if dy >= 0:
-            out[: h - dy] |= seg[dy:]
-        else:
-            out[-dy:] |= seg[: h + dy]
-    return out
 
 
 def dilate_cv2(b: np.ndarray, radius: int) -> np.ndarray:
     yy, xx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
     return cv2.dilate(b.astype(np.uint8), (xx**2 + yy**2 <= radius**2).astype(np.uint8)).astype(bool)
-
-
-def seg2bmap(seg: np.ndarray) -> np.ndarray:
-    seg = seg.astype(bool)
-    e, s, se = np.zeros_like(seg), np.zeros_like(seg), np.zeros_like(seg)
-    e[:, :-1] = seg[:, 1:]
-    s[:-1, :] = seg[1:, :]
-    se[:-1, :-1] = seg[1:, 1:]
-    b = seg ^ e | seg ^ s | seg ^ se
-    b[-1, :] = seg[-1, :] ^ e[-1, :]
-    b[:, -1] = seg[:, -1] ^ s[:, -1]
-    b[-1, -1] = 0
-    return b
-
-
-def f_measure(fg: np.ndarray, gt: np.ndarray, dilate: Dilate) -> float:
-    radius = int(np.ceil(BOUND_TH * np.linalg.norm(fg.shape)))
-    fg_b, gt_b = seg2bmap(fg), seg2bmap(gt)
-    n_fg, n_gt = np.sum(fg_b), np.sum(gt_b)
-    if n_fg == 0 and n_gt > 0:
-        precision, recall = 1.0, 0.0
-    elif n_fg > 0 and n_gt == 0:
-        precision, recall = 0.0, 1.0
-    elif n_fg == 0 and n_gt == 0:
-        precision, recall = 1.0, 1.0
-    else:
-        precision = np.sum(fg_b & dilate(gt_b, radius)) / float(n_fg)
-        recall = np.sum(gt_b & dilate(fg_b, radius)) / float(n_gt)
-    return 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
-
-
-def iou(gt: np.ndarray, fg: np.ndarray) -> np.ndarray:
-    inter = np.sum(gt & fg, axis=(-2, -1))
-    union = np.sum(gt | fg, axis=(-2, -1))
-    j = inter / np.where(union == 0, 1, union)
-    j[union == 0] = 1
-    return j
 
 
 def db_statistics(values: np.ndarray) -> tuple[float, float, float]:
@@ -155,8 +97,7 @@ def timed(fn: Callable[[], dict[str, float]], repeat: int) -> tuple[float, dict[
 
 
 def main() -> None:
-    repo = Path(__file__).resolve().parents[1]
-    default_root = os.environ.get("VOS_DAVIS_ROOT") or repo.parent / "shared/datasets/davis2016-val"
+    default_root = os.environ.get("VOS_DAVIS_ROOT") or REPO.parent / "shared/datasets/davis2016-val"
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--davis-root", type=Path, default=Path(default_root))
     parser.add_argument("--results", type=Path, default=None)
@@ -176,7 +117,7 @@ def main() -> None:
 
     rows = [("vos eval davis (all CPUs)", *timed(ours(None), args.repeat))]
     rows.append(("vos eval davis (1 thread)", *timed(ours(1), args.repeat)))
-    baselines: list[tuple[str, Dilate]] = [("straightforward, numpy dilation", dilate_numpy)]
+    baselines: list[tuple[str, Dilate]] = [("straightforward, numpy dilation", dilate_rows)]
     if cv2 is not None:
         baselines.append(("straightforward, cv2.dilate", dilate_cv2))
     else:

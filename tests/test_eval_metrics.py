@@ -21,6 +21,8 @@ from vos.evaluation.metrics import (
     score_frame,
 )
 
+from tests import davis_reference as ref  # the toolkit's per-frame J and F, written out with numpy
+
 DAVIS_SIZE = (480, 854)
 DAVIS_RADIUS = 8
 
@@ -28,55 +30,6 @@ DAVIS_RADIUS = 8
 def davis_root() -> Path:
     root = os.environ.get("VOS_DAVIS_ROOT")
     return Path(root) if root else Path(__file__).resolve().parents[1].parent / "shared/datasets/davis2016-val"
-
-
-# --- the toolkit's algorithm, written out with whole-array numpy (slow dilation, exact) -------------
-
-
-def ref_seg2bmap(seg: np.ndarray) -> np.ndarray:
-    seg = seg.astype(bool)
-    e, s, se = np.zeros_like(seg), np.zeros_like(seg), np.zeros_like(seg)
-    e[:, :-1] = seg[:, 1:]
-    s[:-1, :] = seg[1:, :]
-    se[:-1, :-1] = seg[1:, 1:]
-    b = seg ^ e | seg ^ s | seg ^ se
-    b[-1, :] = seg[-1, :] ^ e[-1, :]
-    b[:, -1] = seg[:, -1] ^ s[:, -1]
-    b[-1, -1] = 0
-    return b
-
-
-def ref_dilate(b: np.ndarray, r: int) -> np.ndarray:
-    h, w = b.shape
-    padded = np.zeros((h + 2 * r, w + 2 * r), dtype=bool)
-    padded[r : r + h, r : r + w] = b
-    out = np.zeros_like(b)
-    for dy in range(-r, r + 1):
-        for dx in range(-r, r + 1):
-            if dx * dx + dy * dy <= r * r:
-                out |= padded[r + dy : r + dy + h, r + dx : r + dx + w]
-    return out
-
-
-def ref_f(fg: np.ndarray, gt: np.ndarray) -> float:
-    r = int(np.ceil(0.008 * np.linalg.norm(fg.shape)))
-    fb, gb = ref_seg2bmap(fg), ref_seg2bmap(gt)
-    n_fg, n_gt = fb.sum(), gb.sum()
-    if n_fg == 0 and n_gt > 0:
-        precision, recall = 1.0, 0.0
-    elif n_fg > 0 and n_gt == 0:
-        precision, recall = 0.0, 1.0
-    elif n_fg == 0 and n_gt == 0:
-        precision, recall = 1.0, 1.0
-    else:
-        precision = np.sum(fb & ref_dilate(gb, r)) / float(n_fg)
-        recall = np.sum(gb & ref_dilate(fb, r)) / float(n_gt)
-    return 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
-
-
-def ref_j(gt: np.ndarray, fg: np.ndarray) -> float:
-    union = np.sum(gt | fg)
-    return 1.0 if union == 0 else np.sum(gt & fg) / union
 
 
 # --- known answers --------------------------------------------------------------------------------
@@ -130,7 +83,7 @@ def test_shift_within_the_tolerance_keeps_f_at_one():
     assert boundary_f(gt, within) == 1.0
     assert jaccard(gt, within) < 1.0
     assert 0.0 < boundary_f(gt, beyond) < 1.0
-    assert boundary_f(gt, beyond) == ref_f(beyond, gt)
+    assert boundary_f(gt, beyond) == ref.f_measure(beyond, gt)
 
 
 def test_full_frame_mask_has_no_boundary_as_in_the_toolkit():
@@ -176,8 +129,8 @@ def test_random_label_maps_equal_the_toolkit(seed: int):
     gt, pred = blobs(rng, shape, n_objects), blobs(rng, shape, n_objects)
     scores = score_frame(gt, pred, n_objects)
     for k in range(1, n_objects + 1):
-        assert scores.j[k - 1] == ref_j(gt == k, pred == k)
-        assert scores.f[k - 1] == ref_f(pred == k, gt == k)
+        assert scores.j[k - 1] == ref.iou(gt == k, pred == k)
+        assert scores.f[k - 1] == ref.f_measure(pred == k, gt == k)
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (1, 9), (7, 1), (2, 2), (3, 64), (5, 65), (4, 128)])
@@ -187,8 +140,8 @@ def test_thin_frames_and_chunk_edges_equal_the_toolkit(shape: tuple[int, int]):
         gt, pred = rng.integers(0, 3, shape).astype(np.uint8), rng.integers(0, 3, shape).astype(np.uint8)
         scores = score_frame(gt, pred, 2)
         for k in (1, 2):
-            assert scores.j[k - 1] == ref_j(gt == k, pred == k)
-            assert scores.f[k - 1] == ref_f(pred == k, gt == k)
+            assert scores.j[k - 1] == ref.iou(gt == k, pred == k)
+            assert scores.f[k - 1] == ref.f_measure(pred == k, gt == k)
 
 
 def test_real_frames_equal_the_toolkit():
@@ -198,8 +151,8 @@ def test_real_frames_equal_the_toolkit():
     for seq, frame in [("dog", "00030"), ("libby", "00017"), ("breakdance", "00060")]:
         gt = read_mask(root / "Annotations/480p" / seq / f"{frame}.png") == 255
         pred = read_mask(root / "results/osvos" / seq / f"{frame}.png") == 1
-        assert jaccard(gt, pred) == ref_j(gt, pred)
-        assert boundary_f(gt, pred) == ref_f(pred, gt)
+        assert jaccard(gt, pred) == ref.iou(gt, pred)
+        assert boundary_f(gt, pred) == ref.f_measure(pred, gt)
 
 
 def test_luts_map_raw_values_to_objects():
