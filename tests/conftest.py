@@ -71,3 +71,19 @@ def meta_tiny(tiny_checkpoint):
         m.load_state_dict(sd)
         models[size] = m.eval()
     return models
+
+
+# Random weights put the object score just below 0, so every tracked frame would be judged
+# object-free and its logits replaced by a constant: useless for comparing trackers. This
+# offset on the score head's output bias makes objects present and the logits real.
+OBJECT_SCORE_BIAS_OFFSET = 1.0
+
+
+@pytest.fixture(scope="session")
+def tracking_checkpoint(tiny_checkpoint, tmp_path_factory) -> Path:
+    """`tiny_checkpoint` with the object-score head biased towards "present"."""
+    sd = torch.load(tiny_checkpoint, map_location="cpu", weights_only=True)["model"]
+    sd["sam_mask_decoder.pred_obj_score_head.layers.2.bias"] += OBJECT_SCORE_BIAS_OFFSET
+    path = tmp_path_factory.mktemp("ckpt_tracking") / "sam2.1_hiera_tiny.pt"
+    torch.save({"model": sd}, path)
+    return path

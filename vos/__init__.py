@@ -9,6 +9,7 @@ from vos.build import build_model, load_model
 from vos.config import ModelConfig, available_models, load_config
 from vos.errors import CheckpointError, ConfigError, DownloadError, VosError
 from vos.image_predictor import ImagePredictor
+from vos.tracker import TrackResult, Tracker
 
 __all__ = [
     "CheckpointError",
@@ -16,6 +17,8 @@ __all__ = [
     "DownloadError",
     "ImagePredictor",
     "ModelConfig",
+    "TrackResult",
+    "Tracker",
     "VosError",
     "available_models",
     "build_model",

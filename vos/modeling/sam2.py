@@ -20,6 +20,7 @@ from vos.config import ModelConfig
 from vos.modeling.common import MLP
 from vos.modeling.image_encoder import ImageEncoder
 from vos.modeling.mask_decoder import MaskDecoder
+from vos.modeling.position_encoding import sine_encoding_1d
 from vos.modeling.prompt_encoder import LABEL_PAD, PromptEncoder
 
 # Placeholder mask logit for objects judged absent (Meta's NO_OBJ_SCORE).
@@ -210,3 +211,81 @@ class SAM2Model(nn.Module):
         if self.cfg.mask_decoder.pred_obj_scores:
             obj_ptr = self._gate_obj_ptr(obj_ptr, presence)
         return SamHeadsOutput(low_res, high_res, ious, low_res, high_res, obj_ptr, object_score_logits)
+
+    def use_multimask(self, num_points: int, is_init_cond_frame: bool) -> bool:
+        """Whether the decoder gives 3 candidates (Meta's `_use_multimask`): by default the first click only,
+        and, for SAM 2.1 configs, also frames tracked without prompts."""
+        t = self.cfg.tracking
+        return (
+            t.multimask_output_in_sam
+            and (is_init_cond_frame or t.multimask_output_for_tracking)
+            and t.multimask_min_pt_num <= num_points <= t.multimask_max_pt_num
+        )
+
+    def encode_memory(
+        self, pix_feat: torch.Tensor, low_res_masks: torch.Tensor, object_score_logits: torch.Tensor, binarize: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """A frame's memory: features (B, C, E, E) + mask logits (B, 1, 4E, 4E) -> (B, C_mem, E, E) and its pos enc.
+
+        The mask is upsampled to S x S, binarized (prompted frames) or squashed by a sigmoid,
+        then scaled; frames judged object-free get the learned no-object embedding.
+        """
+        t = self.cfg.tracking
+        masks = F.interpolate(low_res_masks, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
+        masks = (masks > 0).float() if binarize and t.binarize_mask_from_pts_for_mem_enc else torch.sigmoid(masks)
+        masks = masks * t.sigmoid_scale_for_mem_enc + t.sigmoid_bias_for_mem_enc
+        features, pos = self.memory_encoder(pix_feat, masks, skip_mask_sigmoid=True)
+        if self.no_obj_embed_spatial is not None:
+            absent = 1 - (object_score_logits > 0).float()
+            features = features + absent[..., None, None] * self.no_obj_embed_spatial[..., None, None]
+        return features, pos
+
+    def condition_on_memory(
+        self,
+        pix_feat: torch.Tensor,
+        pix_pos: torch.Tensor,
+        spatial: list[tuple[int, torch.Tensor]],
+        memory_pos: torch.Tensor,
+        pointers: list[tuple[int, torch.Tensor]],
+        max_ptr_distance: int,
+    ) -> torch.Tensor:
+        """Memory attention for one object: current (1, C, E, E) features -> conditioned (1, C, E, E).
+
+        spatial: (t_pos, (C_mem, E, E)) memories, t_pos 0 for conditioning frames and 1..num_maskmem-1
+        for recent ones (oldest first); memory_pos: (C_mem, E, E) their sine encoding; pointers:
+        (temporal distance, (C,)) object pointers; max_ptr_distance normalizes the distances.
+        """
+        t = self.cfg.tracking
+        c, (h, w) = self.hidden_dim, pix_feat.shape[-2:]
+        num_maskmem = t.num_maskmem
+        mem_pos = memory_pos.flatten(1).t().unsqueeze(1)  # (HW, 1, C_mem)
+        tokens, token_pos = [], []
+        for t_pos, feats in spatial:
+            tokens.append(feats.flatten(1).t().unsqueeze(1))
+            token_pos.append(mem_pos + self.maskmem_tpos_enc[num_maskmem - t_pos - 1])
+        num_ptr_tokens = 0
+        if t.use_obj_ptrs_in_encoder and pointers:
+            distances, ptrs = zip(*pointers)
+            ptrs = torch.stack(ptrs, dim=0).unsqueeze(1)  # (P, 1, C)
+            if t.add_tpos_enc_to_obj_ptrs:
+                dist = torch.tensor(distances, device=pix_feat.device, dtype=torch.float32) / max_ptr_distance
+                ptr_pos = self.obj_ptr_tpos_proj(sine_encoding_1d(dist, c if t.proj_tpos_enc_in_obj_ptrs else self.mem_dim))
+                ptr_pos = ptr_pos.unsqueeze(1)
+            else:
+                ptr_pos = ptrs.new_zeros(len(distances), 1, self.mem_dim)
+            if self.mem_dim < c:  # a pointer becomes C / C_mem tokens
+                split = c // self.mem_dim
+                ptrs = ptrs.reshape(-1, 1, split, self.mem_dim).permute(0, 2, 1, 3).flatten(0, 1)
+                ptr_pos = ptr_pos.repeat_interleave(split, dim=0)
+            tokens.append(ptrs)
+            token_pos.append(ptr_pos)
+            num_ptr_tokens = ptrs.shape[0]
+        memory = torch.cat(tokens, dim=0).float()
+        out = self.memory_attention(
+            curr=pix_feat.flatten(2).permute(2, 0, 1),
+            memory=memory,
+            curr_pos=pix_pos.flatten(2).permute(2, 0, 1),
+            memory_pos=torch.cat(token_pos, dim=0),
+            num_obj_ptr_tokens=num_ptr_tokens,
+        )
+        return out.permute(1, 2, 0).reshape(1, c, h, w)
