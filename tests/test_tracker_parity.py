@@ -36,7 +36,7 @@ def run_tracker(model, frames, mask, click):
         yield tracker.step(frame)
 
 
-@pytest.mark.parametrize("size", [512])
+@pytest.mark.parametrize("size", [512, pytest.param(1024, marks=pytest.mark.slow)])
 @torch.inference_mode()
 def test_tracker_matches_video_predictor(davis_root, tracking_checkpoint, tmp_path, size):
     from sam2.build_sam import build_sam2_video_predictor
