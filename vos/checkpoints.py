@@ -63,12 +63,6 @@ def _expected_shapes(name: str) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
-def _shapes_of(model_or_cfg: ModelConfig | torch.nn.Module) -> dict[str, tuple[int, ...]]:
-    if isinstance(model_or_cfg, torch.nn.Module):
-        return {k: tuple(v.shape) for k, v in model_or_cfg.state_dict().items()}
-    return _expected_shapes(model_or_cfg.name)
-
-
 def matching_configs(state_dict: StateDict) -> list[str]:
     """Names of the shipped configs whose keys and shapes the state dict fits exactly."""
     shapes = {k: tuple(v.shape) for k, v in state_dict.items()}
@@ -111,7 +105,8 @@ def load_weights(model: torch.nn.Module, path: str | Path) -> None:
     """Strictly load a checkpoint file into `model` (keys and shapes must match exactly)."""
     state_dict = read_state_dict(path)
     cfg = getattr(model, "cfg", None)
-    check_state_dict(state_dict, _shapes_of(model), cfg.name if cfg else type(model).__name__, str(path))
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    check_state_dict(state_dict, expected, cfg.name if cfg else type(model).__name__, str(path))
     model.load_state_dict(state_dict, strict=True)
 
 

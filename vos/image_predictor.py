@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from vos.modeling.prompt_encoder import LABEL_BOX_BOTTOM_RIGHT, LABEL_BOX_TOP_LEFT
+from vos.modeling.prompt_encoder import prepend_box
 from vos.modeling.sam2 import SAM2Model
-from vos.transforms import check_rgb_image, preprocess_image, upscale_logits
+from vos.transforms import check_rgb_image, preprocess_image, to_input_frame, upscale_logits
 
 MASK_THRESHOLD = 0.0
 LOW_RES_LOGIT_CLAMP = 32.0
@@ -55,12 +55,7 @@ class ImagePredictor:
             raise RuntimeError("call set_image(...) before predict(...)")
 
     def _to_input_frame(self, coords: np.ndarray) -> torch.Tensor:
-        """Pixel (x, y) of the original image -> pixels of the model's S x S input."""
-        c = torch.as_tensor(coords, dtype=torch.float, device=self.device).clone()
-        h, w = self._orig_hw
-        c[..., 0] = c[..., 0] / w
-        c[..., 1] = c[..., 1] / h
-        return c * self.model.image_size
+        return to_input_frame(torch.as_tensor(coords, dtype=torch.float, device=self.device), self._orig_hw, self.model.image_size)
 
     @torch.inference_mode()
     def predict(
@@ -117,14 +112,7 @@ class ImagePredictor:
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         points = (coords, labels) if coords is not None else None
         if boxes is not None:
-            # A box is two labelled corner points placed before any clicks (Meta's convention).
-            box_labels = torch.tensor(
-                [[LABEL_BOX_TOP_LEFT, LABEL_BOX_BOTTOM_RIGHT]], dtype=torch.int, device=boxes.device
-            ).repeat(boxes.shape[0], 1)
-            if points is not None:
-                points = (torch.cat([boxes, points[0]], dim=1), torch.cat([box_labels, points[1]], dim=1))
-            else:
-                points = (boxes, box_labels)
+            points = prepend_box(boxes, points)
         sparse, dense = self.model.sam_prompt_encoder(points=points, boxes=None, masks=masks_in)
         low_res, ious, _, _ = self.model.sam_mask_decoder(
             image_embeddings=self._features["image_embed"],

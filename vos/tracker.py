@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 
 from memory.memory_bank import FrameMemory, ObjectMemory
-from vos.modeling.prompt_encoder import LABEL_BOX_BOTTOM_RIGHT, LABEL_BOX_TOP_LEFT
+from vos.modeling.prompt_encoder import prepend_box
 from vos.modeling.sam2 import SAM2Model, SamHeadsOutput
-from vos.transforms import check_rgb_image, preprocess_image, upscale_logits
+from vos.transforms import check_rgb_image, preprocess_image, to_input_frame, upscale_logits
 
 DEFAULT_MAX_COND_FRAMES = 16
 MEMORY_DTYPE = torch.bfloat16  # stored memory features, as Meta's video predictor stores them
@@ -30,8 +30,9 @@ MASK_PROMPT_THRESHOLD = 0.5
 @dataclass
 class _Prompt:
     mask: np.ndarray | None = None  # bool (H, W) at the frame's resolution
-    points: np.ndarray | None = None  # (N, 2) x, y in frame pixels (box corners first)
-    labels: np.ndarray | None = None  # (N,)
+    points: np.ndarray | None = None  # (N, 2) clicks, x, y in frame pixels
+    labels: np.ndarray | None = None  # (N,) 1 object, 0 background
+    box: np.ndarray | None = None  # (2, 2) x0, y0 / x1, y1 in frame pixels
 
 
 @dataclass
@@ -78,8 +79,9 @@ class Tracker:
                 raise ValueError(f"mask must be 2-D (H, W), got shape {mask.shape}")
             self._pending[obj_id] = _Prompt(mask=mask.astype(bool))
             return
-        coords = np.zeros((0, 2), dtype=np.float32)
-        lab = np.zeros((0,), dtype=np.int32)
+        if points is None and box is None:
+            raise ValueError("a prompt needs a mask, points or a box")
+        coords = lab = corners = None
         if points is not None:
             coords = np.asarray(points, dtype=np.float32).reshape(-1, 2)
             if labels is None:
@@ -91,11 +93,7 @@ class Tracker:
                 raise ValueError("point labels must be 1 (object) or 0 (background)")
         if box is not None:
             corners = np.asarray(box, dtype=np.float32).reshape(2, 2)
-            coords = np.concatenate([corners, coords])
-            lab = np.concatenate([np.array([LABEL_BOX_TOP_LEFT, LABEL_BOX_BOTTOM_RIGHT], dtype=np.int32), lab])
-        if len(coords) == 0:
-            raise ValueError("a prompt needs a mask, points or a box")
-        self._pending[obj_id] = _Prompt(points=coords, labels=lab)
+        self._pending[obj_id] = _Prompt(points=coords, labels=lab, box=corners)
 
     def remove_object(self, obj_id: int) -> None:
         self._memories.pop(obj_id, None)
@@ -115,12 +113,17 @@ class Tracker:
                 mask = F.interpolate(mask, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
                 mask = (mask >= MASK_PROMPT_THRESHOLD).float()
             return self.model.use_mask_as_output(feats[-1], feats[:2], mask)
-        scale = torch.tensor([s / hw[1], s / hw[0]])
-        coords = (torch.from_numpy(prompt.points) * scale)[None].to(feats[-1].device)
-        labels = torch.from_numpy(prompt.labels)[None].to(feats[-1].device)
+        device = feats[-1].device
+        points = None
+        if prompt.points is not None:
+            coords = to_input_frame(torch.from_numpy(prompt.points)[None].to(device), hw, s)
+            points = (coords, torch.from_numpy(prompt.labels)[None].to(device))
+        if prompt.box is not None:
+            points = prepend_box(to_input_frame(torch.from_numpy(prompt.box)[None].to(device), hw, s), points)
+        coords, labels = points
         return self.model.forward_sam_heads(
             self.model.add_no_mem_embed(feats[-1]), coords, labels, high_res_features=feats[:2],
-            multimask_output=self.model.use_multimask(len(prompt.labels), is_init_cond_frame=True),
+            multimask_output=self.model.use_multimask(labels.shape[1], is_init_cond_frame=True),  # box corners count
         )
 
     def _segment_tracked(self, feats: list[torch.Tensor], pos: list[torch.Tensor], memory: ObjectMemory) -> SamHeadsOutput:

@@ -37,6 +37,12 @@ def preprocess_image(image: np.ndarray, image_size: int, device: torch.device | 
     return (x - mean) / std
 
 
+def to_input_frame(coords: torch.Tensor, hw: tuple[int, int], image_size: int) -> torch.Tensor:
+    """(..., 2) pixel (x, y) of an (H, W) image -> pixels of the model's S x S input (divide, then scale, as Meta)."""
+    h, w = hw
+    return coords / torch.tensor([w, h], dtype=coords.dtype, device=coords.device) * image_size
+
+
 def upscale_logits(logits: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
     """(B, M, h, w) mask logits -> (B, M, H, W) at the original image size (bilinear)."""
     return F.interpolate(logits.float(), size=hw, mode="bilinear", align_corners=False)

@@ -13,6 +13,17 @@ LABEL_PAD, LABEL_NEGATIVE, LABEL_POSITIVE, LABEL_BOX_TOP_LEFT, LABEL_BOX_BOTTOM_
 NUM_POINT_EMBEDDINGS = 4  # negative, positive, box top-left, box bottom-right
 
 
+def prepend_box(
+    boxes: torch.Tensor, points: tuple[torch.Tensor, torch.Tensor] | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A (B, 2, 2) box becomes two labelled corner points placed before any clicks (how SAM 2 is trained)."""
+    labels = torch.tensor([[LABEL_BOX_TOP_LEFT, LABEL_BOX_BOTTOM_RIGHT]], dtype=torch.int32, device=boxes.device)
+    labels = labels.repeat(boxes.shape[0], 1)
+    if points is None:
+        return boxes, labels
+    return torch.cat([boxes, points[0]], dim=1), torch.cat([labels, points[1].to(torch.int32)], dim=1)
+
+
 class PromptEncoder(nn.Module):
     """Encodes prompts for the mask decoder.
 
