@@ -24,8 +24,68 @@ class FrameMemory:
     obj_ptr: torch.Tensor  # (C,)
 
 
-class ObjectMemory:
-    """The bounded memory of one object."""
+class MemoryReader:
+    """What SAM 2 reads from an object's past for one frame; subclasses say where the frames are kept.
+
+    `cond_frames` are the conditioning (prompted) frames; `recent(t)` is the memory of the
+    non-conditioning frame t, or None.
+    """
+
+    num_maskmem: int
+    max_obj_ptrs: int
+    stride: int
+
+    @property
+    def cond_frames(self) -> dict[int, FrameMemory]:
+        raise NotImplementedError
+
+    def recent(self, frame_idx: int) -> FrameMemory | None:
+        raise NotImplementedError
+
+    def spatial_memories(self, frame_idx: int, reverse: bool = False) -> list[tuple[int, torch.Tensor]]:
+        """(t_pos, features) to attend to: conditioning frames at t_pos 0, then recent frames, oldest first."""
+        out = [(0, m.features) for m in self.cond_frames.values() if m.features is not None]
+        sign = -1 if reverse else 1
+        for t_pos in range(1, self.num_maskmem):
+            t_rel = self.num_maskmem - t_pos
+            if t_rel == 1:
+                prev = frame_idx - sign
+            elif not reverse:
+                prev = ((frame_idx - 2) // self.stride) * self.stride - (t_rel - 2) * self.stride
+            else:
+                prev = -(-(frame_idx + 2) // self.stride) * self.stride + (t_rel - 2) * self.stride
+            mem = self.recent(prev)
+            if mem is not None and mem.features is not None:
+                out.append((t_pos, mem.features))
+        return out
+
+    def pointers(
+        self, frame_idx: int, reverse: bool = False, past_cond_only: bool = True, max_ptrs: int | None = None
+    ) -> list[tuple[int, torch.Tensor]]:
+        """(temporal distance, obj_ptr): conditioning frames (signed distance), then the `max_ptrs - 1` previous frames.
+
+        `max_ptrs` defaults to the bank's capacity; an offline session with fewer frames passes
+        its length, as Meta's predictor does.
+        """
+        max_ptrs = self.max_obj_ptrs if max_ptrs is None else min(max_ptrs, self.max_obj_ptrs)
+        sign = -1 if reverse else 1
+        out = [
+            ((frame_idx - t) * sign, m.obj_ptr)
+            for t, m in self.cond_frames.items()
+            if not past_cond_only or (t >= frame_idx if reverse else t <= frame_idx)
+        ]
+        for t_diff in range(1, max_ptrs):
+            t = frame_idx - t_diff * sign
+            if t < 0:
+                break
+            mem = self.recent(t)
+            if mem is not None:
+                out.append((t_diff, mem.obj_ptr))
+        return out
+
+
+class ObjectMemory(MemoryReader):
+    """The bounded memory of one object on a stream."""
 
     def __init__(
         self,
@@ -43,7 +103,7 @@ class ObjectMemory:
         self.stride = temporal_stride
         self.keep_first_cond_frame = keep_first_cond_frame
         self.cond: dict[int, FrameMemory] = {}
-        self.recent: dict[int, FrameMemory] = {}
+        self.recent_frames: dict[int, FrameMemory] = {}
 
     @property
     def spatial_window(self) -> int:
@@ -52,11 +112,11 @@ class ObjectMemory:
 
     def add(self, frame_idx: int, memory: FrameMemory, conditioning: bool) -> None:
         if conditioning:
-            self.recent.pop(frame_idx, None)
+            self.recent_frames.pop(frame_idx, None)
             self.cond[frame_idx] = memory
             self._evict_cond()
         else:
-            self.recent[frame_idx] = memory
+            self.recent_frames[frame_idx] = memory
             self._prune_recent(frame_idx)
 
     def _evict_cond(self) -> None:
@@ -66,46 +126,19 @@ class ObjectMemory:
             del self.cond[victim]
 
     def _prune_recent(self, frame_idx: int) -> None:
-        for t in list(self.recent):
+        for t in list(self.recent_frames):
             age = abs(frame_idx - t)
             if age > self.max_obj_ptrs - 2 and age > self.spatial_window:  # the next frame reads 1..max-1 back
-                del self.recent[t]
-            elif age > self.spatial_window and self.recent[t].features is not None:
-                self.recent[t] = FrameMemory(None, self.recent[t].obj_ptr)
+                del self.recent_frames[t]
+            elif age > self.spatial_window and self.recent_frames[t].features is not None:
+                self.recent_frames[t] = FrameMemory(None, self.recent_frames[t].obj_ptr)
 
-    def spatial_memories(self, frame_idx: int, reverse: bool = False) -> list[tuple[int, torch.Tensor]]:
-        """(t_pos, features) to attend to: conditioning frames at t_pos 0, then recent frames, oldest first."""
-        out = [(0, m.features) for m in self.cond.values() if m.features is not None]
-        sign = -1 if reverse else 1
-        for t_pos in range(1, self.num_maskmem):
-            t_rel = self.num_maskmem - t_pos
-            if t_rel == 1:
-                prev = frame_idx - sign
-            elif not reverse:
-                prev = ((frame_idx - 2) // self.stride) * self.stride - (t_rel - 2) * self.stride
-            else:
-                prev = -(-(frame_idx + 2) // self.stride) * self.stride + (t_rel - 2) * self.stride
-            mem = self.recent.get(prev)
-            if mem is not None and mem.features is not None:
-                out.append((t_pos, mem.features))
-        return out
+    @property
+    def cond_frames(self) -> dict[int, FrameMemory]:
+        return self.cond
 
-    def pointers(self, frame_idx: int, reverse: bool = False, past_cond_only: bool = True) -> list[tuple[int, torch.Tensor]]:
-        """(temporal distance, obj_ptr): conditioning frames (signed distance), then the recent ones."""
-        sign = -1 if reverse else 1
-        out = [
-            ((frame_idx - t) * sign, m.obj_ptr)
-            for t, m in self.cond.items()
-            if not past_cond_only or (t >= frame_idx if reverse else t <= frame_idx)
-        ]
-        for t_diff in range(1, self.max_obj_ptrs):
-            t = frame_idx - t_diff * sign
-            if t < 0:
-                break
-            mem = self.recent.get(t)
-            if mem is not None:
-                out.append((t_diff, mem.obj_ptr))
-        return out
+    def recent(self, frame_idx: int) -> FrameMemory | None:
+        return self.recent_frames.get(frame_idx)
 
     def __len__(self) -> int:
-        return len(self.cond) + len(self.recent)
+        return len(self.cond) + len(self.recent_frames)

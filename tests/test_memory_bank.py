@@ -19,8 +19,8 @@ def test_bank_stays_bounded_and_keeps_what_is_read():
     bank.add(0, entry(0), conditioning=True)
     for f in range(1, 1000):
         bank.add(f, entry(f), conditioning=False)
-        assert len(bank.recent) <= 15
-        assert sum(m.features is not None for m in bank.recent.values()) <= bank.spatial_window + 1
+        assert len(bank.recent_frames) <= 15
+        assert sum(m.features is not None for m in bank.recent_frames.values()) <= bank.spatial_window + 1
     spatial = bank.spatial_memories(1000)
     assert [t for t, _ in spatial] == [0, 1, 2, 3, 4, 5, 6]
     assert [int(m[0, 0, 0]) for _, m in spatial] == [0, 994, 995, 996, 997, 998, 999]
@@ -61,7 +61,7 @@ def test_tracker_rejects_bad_prompts_and_frames_without_losing_state(tiny_checkp
         tracker.add_prompt(1, points=[(1, 2)], labels=[5])
     tracker.add_prompt(1, mask=np.ones((8, 8), bool))
     frame = np.zeros((16, 16, 3), np.uint8)
-    with pytest.raises(ValueError, match="mask prompt of object 1"):
+    with pytest.raises(ValueError, match="object 1: the mask prompt is"):
         tracker.step(frame)
     with pytest.raises(ValueError, match="uint8"):
         tracker.step(frame.astype(np.float32))

@@ -29,7 +29,7 @@ def write_clip(davis_root, sequence: str, size: int, folder, n: int = NUM_FRAMES
 
 
 def run_tracker(model, frames, mask, click):
-    tracker = vos.Tracker(model)
+    tracker = vos.Tracker(model, fill_hole_area=0)
     tracker.add_prompt(1, mask=mask)
     tracker.add_prompt(2, points=click, labels=[1])
     for frame in frames:

@@ -163,6 +163,30 @@ class TrackingConfig(_Strict):
     max_cond_frames_in_attn: int = -1
 
 
+class TrackerConfig(_Strict):
+    """Options of `vos.Tracker` and `vos.VideoSession`: post-processing and memory bounds."""
+
+    # Background regions (8-connected, mask logit <= 0) of at most this many pixels of the
+    # stride-4 logit grid become foreground, as Meta's video predictor does (its default is 8;
+    # Meta's CPU path silently skips it). 0 turns it off.
+    fill_hole_area: int = Field(8, ge=0)
+    # Where objects overlap, only the highest-scoring one stays positive (output only).
+    non_overlap_masks: bool = False
+    # Streaming: conditioning (prompted) frames kept per object; the oldest goes first.
+    max_cond_frames: int = Field(16, ge=1)
+    # ... except the object's first prompt, unless this is false.
+    keep_first_cond_frame: bool = True
+
+
+def tracker_config(config: TrackerConfig | None = None, **options: Any) -> TrackerConfig:
+    """`config` (default: the defaults) with some options replaced, validated."""
+    values = {**(config or TrackerConfig()).model_dump(), **options}
+    try:
+        return TrackerConfig(**values)
+    except ValidationError as e:
+        raise ConfigError(f"invalid tracker options: {e}") from e
+
+
 class CheckpointInfo(_Strict):
     """Where Meta publishes this model's weights."""
 

@@ -223,16 +223,22 @@ class SAM2Model(nn.Module):
         )
 
     def encode_memory(
-        self, pix_feat: torch.Tensor, low_res_masks: torch.Tensor, object_score_logits: torch.Tensor, binarize: bool
+        self,
+        pix_feat: torch.Tensor,
+        low_res_masks: torch.Tensor,
+        object_score_logits: torch.Tensor,
+        binarize: bool | torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """A frame's memory: features (B, C, E, E) + mask logits (B, 1, 4E, 4E) -> (B, C_mem, E, E) and its pos enc.
 
-        The mask is upsampled to S x S, binarized (prompted frames) or squashed by a sigmoid,
-        then scaled; frames judged object-free get the learned no-object embedding.
+        The mask is upsampled to S x S, binarized (prompted frames; `binarize` is a bool or a
+        (B,) bool tensor) or squashed by a sigmoid, then scaled; frames judged object-free
+        get the learned no-object embedding.
         """
         t = self.cfg.tracking
         masks = F.interpolate(low_res_masks, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
-        masks = (masks > 0).float() if binarize and t.binarize_mask_from_pts_for_mem_enc else torch.sigmoid(masks)
+        binarize = torch.as_tensor(binarize, device=masks.device) & t.binarize_mask_from_pts_for_mem_enc
+        masks = torch.where(binarize.reshape(-1, 1, 1, 1), (masks > 0).float(), torch.sigmoid(masks))
         masks = masks * t.sigmoid_scale_for_mem_enc + t.sigmoid_bias_for_mem_enc
         features, pos = self.memory_encoder(pix_feat, masks, skip_mask_sigmoid=True)
         if self.no_obj_embed_spatial is not None:
@@ -249,33 +255,34 @@ class SAM2Model(nn.Module):
         pointers: list[tuple[int, torch.Tensor]],
         max_ptr_distance: int,
     ) -> torch.Tensor:
-        """Memory attention for one object: current (1, C, E, E) features -> conditioned (1, C, E, E).
+        """Memory attention for B objects whose memories have the same layout: (B, C, E, E) -> (B, C, E, E).
 
-        spatial: (t_pos, (C_mem, E, E)) memories, t_pos 0 for conditioning frames and 1..num_maskmem-1
-        for recent ones (oldest first); memory_pos: (C_mem, E, E) their sine encoding; pointers:
-        (temporal distance, (C,)) object pointers; max_ptr_distance normalizes the distances.
+        pix_pos: (1, C, E, E) the frame's sine encoding; spatial: (t_pos, (B, C_mem, E, E))
+        memories, t_pos 0 for conditioning frames and 1..num_maskmem-1 for recent ones (oldest
+        first); memory_pos: (C_mem, E, E) their sine encoding; pointers: (temporal distance,
+        (B, C)) object pointers; max_ptr_distance normalizes the distances.
         """
         t = self.cfg.tracking
-        c, (h, w) = self.hidden_dim, pix_feat.shape[-2:]
+        b, c, (h, w) = pix_feat.shape[0], self.hidden_dim, pix_feat.shape[-2:]
         num_maskmem = t.num_maskmem
         mem_pos = memory_pos.flatten(1).t().unsqueeze(1)  # (HW, 1, C_mem)
         tokens, token_pos = [], []
         for t_pos, feats in spatial:
-            tokens.append(feats.flatten(1).t().unsqueeze(1))
-            token_pos.append(mem_pos + self.maskmem_tpos_enc[num_maskmem - t_pos - 1])
+            tokens.append(feats.flatten(2).permute(2, 0, 1))  # (HW, B, C_mem)
+            token_pos.append((mem_pos + self.maskmem_tpos_enc[num_maskmem - t_pos - 1]).expand(-1, b, -1))
         num_ptr_tokens = 0
         if t.use_obj_ptrs_in_encoder and pointers:
             distances, ptrs = zip(*pointers)
-            ptrs = torch.stack(ptrs, dim=0).unsqueeze(1)  # (P, 1, C)
+            ptrs = torch.stack(ptrs, dim=0)  # (P, B, C)
             if t.add_tpos_enc_to_obj_ptrs:
                 dist = torch.tensor(distances, device=pix_feat.device, dtype=torch.float32) / max_ptr_distance
                 ptr_pos = self.obj_ptr_tpos_proj(sine_encoding_1d(dist, c if t.proj_tpos_enc_in_obj_ptrs else self.mem_dim))
-                ptr_pos = ptr_pos.unsqueeze(1)
+                ptr_pos = ptr_pos.unsqueeze(1).expand(-1, b, -1)
             else:
-                ptr_pos = ptrs.new_zeros(len(distances), 1, self.mem_dim)
+                ptr_pos = ptrs.new_zeros(len(distances), b, self.mem_dim)
             if self.mem_dim < c:  # a pointer becomes C / C_mem tokens
                 split = c // self.mem_dim
-                ptrs = ptrs.reshape(-1, 1, split, self.mem_dim).permute(0, 2, 1, 3).flatten(0, 1)
+                ptrs = ptrs.reshape(-1, b, split, self.mem_dim).permute(0, 2, 1, 3).flatten(0, 1)
                 ptr_pos = ptr_pos.repeat_interleave(split, dim=0)
             tokens.append(ptrs)
             token_pos.append(ptr_pos)
@@ -284,8 +291,8 @@ class SAM2Model(nn.Module):
         out = self.memory_attention(
             curr=pix_feat.flatten(2).permute(2, 0, 1),
             memory=memory,
-            curr_pos=pix_pos.flatten(2).permute(2, 0, 1),
+            curr_pos=pix_pos.flatten(2).permute(2, 0, 1).expand(-1, b, -1),
             memory_pos=torch.cat(token_pos, dim=0),
             num_obj_ptr_tokens=num_ptr_tokens,
         )
-        return out.permute(1, 2, 0).reshape(1, c, h, w)
+        return out.permute(1, 2, 0).reshape(b, c, h, w)

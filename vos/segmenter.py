@@ -1,0 +1,265 @@
+"""One frame of SAM 2 video segmentation for several objects: the step that the streaming
+tracker and the offline session share.
+
+For each object the frame is either
+- an *initial* prompted frame: segmented from the prompt alone, as SAM does on an image;
+- a *tracked* frame: the image features are conditioned on the object's memory (memory
+  attention), then decoded without prompts;
+- a *correction*: a tracked frame that also gets clicks; the decoder sees the
+  memory-conditioned features, the clicks and the logits tracked so far on that frame.
+A mask prompt is always used directly as the output.
+
+Objects whose memories have the same layout (the usual case: prompted on the same frames)
+go through memory attention and the decoder as one batch. The result of every object is
+what later frames read: its memory features, object pointer and mask logits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from memory.memory_bank import MemoryReader
+from vos.modeling.prompt_encoder import prepend_box
+from vos.modeling.sam2 import SAM2Model, SamHeadsOutput
+from vos.postprocess import fill_holes
+from vos.transforms import check_rgb_image, preprocess_image, to_input_frame
+
+MEMORY_DTYPE = torch.bfloat16  # stored memory features, as Meta's video predictor stores them
+MASK_PROMPT_THRESHOLD = 0.5
+PREV_LOGITS_CLAMP = 32.0  # Meta clamps the logits it feeds back with a correction
+
+
+@dataclass
+class Prompt:
+    """A prompt for one object on one frame, in the frame's pixels."""
+
+    mask: np.ndarray | None = None  # bool (H, W)
+    points: np.ndarray | None = None  # (N, 2) clicks, x, y
+    labels: np.ndarray | None = None  # (N,) 1 object, 0 background
+    box: np.ndarray | None = None  # (2, 2) x0, y0 / x1, y1
+
+    @classmethod
+    def make(
+        cls,
+        mask: np.ndarray | None = None,
+        points: list | np.ndarray | None = None,
+        labels: list | np.ndarray | None = None,
+        box: tuple | np.ndarray | None = None,
+    ) -> Prompt:
+        """Check and normalize a user prompt: a bool mask (H, W), or clicks with labels (1 / 0), and/or a box."""
+        if mask is not None and (points is not None or box is not None):
+            raise ValueError("give a mask or points/box, not both")
+        if mask is not None:
+            mask = np.asarray(mask)
+            if mask.ndim != 2:
+                raise ValueError(f"mask must be 2-D (H, W), got shape {mask.shape}")
+            return cls(mask=mask.astype(bool))
+        if points is None and box is None:
+            raise ValueError("a prompt needs a mask, points or a box")
+        coords = lab = corners = None
+        if points is not None:
+            coords = np.asarray(points, dtype=np.float32).reshape(-1, 2)
+            if labels is None:
+                raise ValueError("labels must be given with points")
+            lab = np.asarray(labels, dtype=np.int32).reshape(-1)
+            if len(lab) != len(coords):
+                raise ValueError(f"{len(coords)} points but {len(lab)} labels")
+            if not np.isin(lab, (0, 1)).all():
+                raise ValueError("point labels must be 1 (object) or 0 (background)")
+            if not np.isfinite(coords).all():
+                raise ValueError("point coordinates must be finite")
+        elif labels is not None:
+            raise ValueError("labels given without points")
+        if box is not None:
+            corners = np.asarray(box, dtype=np.float32).reshape(-1)
+            if corners.shape != (4,) or not np.isfinite(corners).all():
+                raise ValueError("a box is 4 finite numbers: x0, y0, x1, y1")
+            corners = corners.reshape(2, 2)
+        return cls(points=coords, labels=lab, box=corners)
+
+    def check_size(self, hw: tuple[int, int]) -> None:
+        if self.mask is not None and self.mask.shape != hw:
+            raise ValueError(f"the mask prompt is {self.mask.shape}, the frame is {hw}")
+
+    @property
+    def num_points(self) -> int:
+        """Clicks plus 2 for a box (its corners), as the decoder counts them."""
+        return (0 if self.points is None else len(self.points)) + (0 if self.box is None else 2)
+
+
+@dataclass
+class FrameFeatures:
+    """The image encoder's output for one frame."""
+
+    features: list[torch.Tensor]  # [(1, C/8, 4E, 4E), (1, C/4, 2E, 2E), (1, C, E, E)]
+    pos: list[torch.Tensor]  # sine encodings of the same sizes
+    size: tuple[int, int]  # the frame's H, W
+
+
+@dataclass
+class ObjectRequest:
+    """What to do with one object on the frame.
+
+    prompt None: track from `memory`. A prompt with `memory` None: an initial prompted frame.
+    A click/box prompt with `memory`: a correction of the tracked mask, refining
+    `prev_logits` (1, 1, 4E, 4E) when the frame was already segmented, else the frame is
+    tracked first.
+    """
+
+    prompt: Prompt | None = None
+    memory: MemoryReader | None = None
+    prev_logits: torch.Tensor | None = None
+
+
+@dataclass
+class ObjectStep:
+    """One object on one frame: what is shown and what later frames read."""
+
+    low_res_logits: torch.Tensor  # (1, 1, 4E, 4E) float32, holes filled (Meta's pred_masks)
+    score: torch.Tensor  # (1, 1) object score logit
+    obj_ptr: torch.Tensor  # (C,)
+    memory_features: torch.Tensor  # (C_mem, E, E) in MEMORY_DTYPE
+    conditioning: bool  # prompted: kept as a conditioning frame
+
+
+class FrameSegmenter:
+    """Runs SAM 2's per-frame video step for any number of objects."""
+
+    def __init__(self, model: SAM2Model, fill_hole_area: int = 0) -> None:
+        self.model = model.eval()
+        self.fill_hole_area = fill_hole_area
+        e = model.cfg.image_embedding_size
+        with torch.inference_mode():  # the memory's sine encoding: (C_mem, E, E), the same for every frame
+            self.memory_pos = model.memory_encoder.position_encoding(torch.zeros(1, model.mem_dim, e, e, device=model.device))[0]
+
+    def encode_image(self, frame: np.ndarray) -> FrameFeatures:
+        """HxWx3 uint8 RGB -> the frame's features."""
+        check_rgb_image(frame)
+        out = self.model.forward_image(preprocess_image(frame, self.model.image_size, self.model.device))
+        return FrameFeatures(out.features, out.pos, (frame.shape[0], frame.shape[1]))
+
+    def run(
+        self,
+        ff: FrameFeatures,
+        requests: list[ObjectRequest],
+        frame_idx: int,
+        reverse: bool = False,
+        num_frames: int | None = None,
+    ) -> list[ObjectStep]:
+        """Segment the objects of `requests` on one frame; `num_frames` is the video's length, None on a stream."""
+        for r in requests:
+            if r.prompt is not None:
+                r.prompt.check_size(ff.size)
+        outs: list[SamHeadsOutput | None] = [None] * len(requests)
+        tracked = [i for i, r in enumerate(requests) if r.memory is not None and not self._is_mask_prompt(r)]
+        conditioned = self._condition_on_memory(ff, [requests[i].memory for i in tracked], frame_idx, reverse, num_frames)
+        for i, pix in zip(tracked, conditioned):
+            outs[i] = self._decode_tracked(ff, pix, requests[i])
+        for i, r in enumerate(requests):
+            if outs[i] is None:
+                outs[i] = self._decode_prompted(ff, r.prompt, r.prev_logits)
+        return self._finish(ff, requests, outs)
+
+    @staticmethod
+    def _is_mask_prompt(r: ObjectRequest) -> bool:
+        return r.prompt is not None and r.prompt.mask is not None
+
+    def _condition_on_memory(
+        self, ff: FrameFeatures, memories: list[MemoryReader], frame_idx: int, reverse: bool, num_frames: int | None
+    ) -> list[torch.Tensor]:
+        """(1, C, E, E) memory-conditioned features per memory, batched by memory layout."""
+        t = self.model.cfg.tracking
+        max_ptrs = t.max_obj_ptrs_in_encoder if num_frames is None else min(num_frames, t.max_obj_ptrs_in_encoder)
+        reads = []
+        for memory in memories:
+            spatial = memory.spatial_memories(frame_idx, reverse)
+            pointers = memory.pointers(frame_idx, reverse, t.only_obj_ptrs_in_the_past_for_eval, max_ptrs)
+            reads.append((spatial, pointers))
+        groups: dict[tuple, list[int]] = {}
+        for i, (spatial, pointers) in enumerate(reads):
+            groups.setdefault((tuple(p for p, _ in spatial), tuple(d for d, _ in pointers)), []).append(i)
+        out: list[torch.Tensor | None] = [None] * len(memories)
+        top, top_pos = ff.features[-1], ff.pos[-1]
+        for (t_pos, distances), members in groups.items():
+            spatial = [(p, torch.stack([reads[i][0][k][1] for i in members])) for k, p in enumerate(t_pos)]
+            pointers = [(d, torch.stack([reads[i][1][k][1] for i in members])) for k, d in enumerate(distances)]
+            pix = self.model.condition_on_memory(
+                top.expand(len(members), -1, -1, -1), top_pos, spatial, self.memory_pos, pointers,
+                max_ptr_distance=max_ptrs - 1,
+            )
+            for j, i in enumerate(members):
+                out[i] = pix[j : j + 1]
+        return out
+
+    def _prompt_tensors(self, ff: FrameFeatures, prompt: Prompt) -> tuple[torch.Tensor, torch.Tensor]:
+        """Clicks and box corners -> (1, P, 2) coordinates in the model's input frame and (1, P) labels."""
+        device, s = self.model.device, self.model.image_size
+        points = None
+        if prompt.points is not None:
+            coords = to_input_frame(torch.from_numpy(prompt.points)[None].to(device), ff.size, s)
+            points = (coords, torch.from_numpy(prompt.labels)[None].to(device))
+        if prompt.box is not None:
+            points = prepend_box(to_input_frame(torch.from_numpy(prompt.box)[None].to(device), ff.size, s), points)
+        return points
+
+    def _decode_prompted(self, ff: FrameFeatures, prompt: Prompt, prev_logits: torch.Tensor | None) -> SamHeadsOutput:
+        """An initial prompted frame (no memory), or a mask prompt."""
+        feats, s = ff.features, self.model.image_size
+        if prompt.mask is not None:
+            mask = torch.from_numpy(prompt.mask)[None, None].float().to(feats[-1].device)
+            if mask.shape[-2:] != (s, s):
+                mask = F.interpolate(mask, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
+                mask = (mask >= MASK_PROMPT_THRESHOLD).float()
+            return self.model.use_mask_as_output(feats[-1], feats[:2], mask)
+        coords, labels = self._prompt_tensors(ff, prompt)
+        return self.model.forward_sam_heads(
+            self.model.add_no_mem_embed(feats[-1]), coords, labels, mask_inputs=self._clamped(prev_logits),
+            high_res_features=feats[:2],
+            multimask_output=self.model.use_multimask(prompt.num_points, is_init_cond_frame=True),
+        )
+
+    def _decode_tracked(self, ff: FrameFeatures, pix: torch.Tensor, r: ObjectRequest) -> SamHeadsOutput:
+        """A tracked frame, and a correction on it when the request has clicks."""
+        high_res = ff.features[:2]
+        prev = r.prev_logits
+        if r.prompt is None or prev is None:
+            out = self.model.forward_sam_heads(
+                pix, high_res_features=high_res, multimask_output=self.model.use_multimask(0, is_init_cond_frame=False)
+            )
+            if r.prompt is None:
+                return out
+            prev = fill_holes(out.low_res_masks, self.fill_hole_area)
+        coords, labels = self._prompt_tensors(ff, r.prompt)
+        return self.model.forward_sam_heads(
+            pix, coords, labels, mask_inputs=self._clamped(prev), high_res_features=high_res,
+            multimask_output=self.model.use_multimask(r.prompt.num_points, is_init_cond_frame=False),
+        )
+
+    @staticmethod
+    def _clamped(logits: torch.Tensor | None) -> torch.Tensor | None:
+        return None if logits is None else logits.clamp(-PREV_LOGITS_CLAMP, PREV_LOGITS_CLAMP)
+
+    def _finish(self, ff: FrameFeatures, requests: list[ObjectRequest], outs: list[SamHeadsOutput]) -> list[ObjectStep]:
+        """Memory encoding for all objects in one batch, then hole filling.
+
+        Tracked frames are encoded from the decoder's logits; prompted frames from the
+        filled logits, binarized (Meta encodes them later, from what it stored).
+        """
+        if not outs:
+            return []
+        raw = torch.cat([o.low_res_masks for o in outs])
+        filled = fill_holes(raw, self.fill_hole_area)
+        prompted = torch.tensor([r.prompt is not None for r in requests], device=raw.device)
+        scores = torch.cat([o.object_score_logits for o in outs])
+        top = ff.features[-1]
+        mem_feats, _ = self.model.encode_memory(
+            top.expand(len(outs), -1, -1, -1), torch.where(prompted.view(-1, 1, 1, 1), filled, raw), scores, prompted
+        )
+        return [
+            ObjectStep(filled[i : i + 1], scores[i : i + 1], o.obj_ptr[0], mem_feats[i].to(MEMORY_DTYPE), r.prompt is not None)
+            for i, (r, o) in enumerate(zip(requests, outs))
+        ]
