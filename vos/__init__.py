@@ -9,7 +9,9 @@ from vos.build import build_model, load_model
 from vos.config import ModelConfig, available_models, load_config
 from vos.errors import CheckpointError, ConfigError, DownloadError, VosError
 from vos.image_predictor import ImagePredictor
+from vos.config import TrackerConfig
 from vos.tracker import TrackResult, Tracker
+from vos.video_session import VideoSession
 
 __all__ = [
     "CheckpointError",
@@ -19,6 +21,8 @@ __all__ = [
     "ModelConfig",
     "TrackResult",
     "Tracker",
+    "TrackerConfig",
+    "VideoSession",
     "VosError",
     "available_models",
     "build_model",

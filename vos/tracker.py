@@ -23,7 +23,7 @@ from memory.memory_bank import FrameMemory, ObjectMemory
 from vos.config import TrackerConfig, tracker_config
 from vos.modeling.sam2 import SAM2Model
 from vos.postprocess import non_overlapping
-from vos.segmenter import FrameSegmenter, ObjectRequest, ObjectStep, Prompt
+from vos.segmenter import FrameSegmenter, ObjectRequest, Prompt
 from vos.transforms import check_rgb_image, upscale_logits
 
 
@@ -35,21 +35,27 @@ class TrackResult:
     scores: dict[int, float] = field(default_factory=dict)  # object score logits
 
     @classmethod
-    def from_steps(
-        cls, frame_index: int, obj_ids: list[int], steps: list[ObjectStep], hw: tuple[int, int], non_overlap: bool
+    def from_logits(
+        cls,
+        frame_index: int,
+        obj_ids: list[int],
+        low_res_logits: list[torch.Tensor],
+        scores: list[torch.Tensor],
+        hw: tuple[int, int],
+        non_overlap: bool,
     ) -> TrackResult:
-        """Upscale the objects' low-res logits to the frame's size (and keep objects apart if asked)."""
+        """Objects' (1, 1, 4E, 4E) logits, upscaled to the frame's (H, W) (and kept apart if asked)."""
         result = cls(frame_index)
-        if not steps:
+        if not obj_ids:
             return result
-        logits = upscale_logits(torch.cat([s.low_res_logits for s in steps]), hw)
+        logits = upscale_logits(torch.cat(low_res_logits), hw)
         if non_overlap:
             logits = non_overlapping(logits)
         logits = logits[:, 0].cpu().numpy()
-        for i, (obj_id, s) in enumerate(zip(obj_ids, steps)):
+        for i, (obj_id, score) in enumerate(zip(obj_ids, scores)):
             result.logits[obj_id] = logits[i]
             result.masks[obj_id] = logits[i] > 0
-            result.scores[obj_id] = float(s.score)
+            result.scores[obj_id] = float(score)
         return result
 
 
@@ -118,6 +124,9 @@ class Tracker:
         for obj_id, s in zip(obj_ids, steps):
             memory = self._memories.setdefault(obj_id, self._new_memory())
             memory.add(self.frame_index, FrameMemory(s.memory_features, s.obj_ptr), conditioning=s.conditioning)
-        result = TrackResult.from_steps(self.frame_index, obj_ids, steps, hw, self.config.non_overlap_masks)
+        result = TrackResult.from_logits(
+            self.frame_index, obj_ids, [s.low_res_logits for s in steps], [s.score for s in steps], hw,
+            self.config.non_overlap_masks,
+        )
         self.frame_index += 1
         return result
