@@ -1,0 +1,102 @@
+"""The offline session against Meta's video predictor: prompts on a middle frame, forward and
+reverse propagation, a correction on a tracked frame and re-propagation from it.
+
+Meta runs with `add_all_frames_to_correct_as_cond=True` (our sessions make every prompted
+frame a conditioning frame) and hole filling off.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import vos
+from tests.video_reference import (
+    NUM_FRAMES, assert_frame_matches, centroid_click, ground_truth, meta_frame, meta_video_predictor, write_clip,
+)
+
+PROMPT_FRAME = 8
+CORRECTION_FRAME = 12
+
+
+@torch.inference_mode()
+def test_session_matches_video_predictor(davis_root, tracking_checkpoint, tmp_path):
+    size = 512
+    write_clip(davis_root, "car-shadow", size, tmp_path)
+    gt = ground_truth(davis_root, "car-shadow", PROMPT_FRAME, size)
+    click = np.array([[size * 0.2, size * 0.8]], dtype=np.float32)
+    correction = np.concatenate([centroid_click(ground_truth(davis_root, "car-shadow", CORRECTION_FRAME, size)), click])
+    labels = np.array([1, 0], np.int32)
+
+    meta = meta_video_predictor(tracking_checkpoint, size)
+    meta.add_all_frames_to_correct_as_cond = True
+    state = meta.init_state(video_path=str(tmp_path))
+    model = vos.load_model("sam2.1_hiera_t", checkpoint=tracking_checkpoint, image_size=size)
+    with vos.VideoSession(model, tmp_path, fill_hole_area=0, store_dir=tmp_path) as session:
+        assert session.num_frames == NUM_FRAMES
+        # Prompted frame: one object from a mask, one from a click.
+        _, _, m = meta.add_new_mask(state, frame_idx=PROMPT_FRAME, obj_id=1, mask=gt)
+        session.add_prompt(PROMPT_FRAME, 1, mask=gt)
+        _, _, m = meta.add_new_points_or_box(state, frame_idx=PROMPT_FRAME, obj_id=2, points=click, labels=labels[:1])
+        assert_frame_matches(session.add_prompt(PROMPT_FRAME, 2, points=click, labels=[1]), meta_frame(state, PROMPT_FRAME, m), (1, 2), PROMPT_FRAME)
+
+        latest = {}
+
+        def compare(meta_iter, ours_iter, expected_frames):
+            seen = []
+            for (f, _, masks), result in zip(meta_iter, ours_iter, strict=True):
+                assert_frame_matches(result, meta_frame(state, f, masks), (1, 2), f)
+                latest[f] = result
+                seen.append(f)
+            assert seen == expected_frames
+
+        compare(meta.propagate_in_video(state), session.propagate(), list(range(PROMPT_FRAME, NUM_FRAMES)))
+        compare(
+            meta.propagate_in_video(state, start_frame_idx=PROMPT_FRAME, reverse=True),
+            session.propagate(start=PROMPT_FRAME, reverse=True),
+            list(range(PROMPT_FRAME, -1, -1)),
+        )
+        before = session.result(CORRECTION_FRAME).masks[2]
+        _, _, m = meta.add_new_points_or_box(state, frame_idx=CORRECTION_FRAME, obj_id=2, points=correction, labels=labels)
+        corrected = session.add_prompt(CORRECTION_FRAME, 2, points=correction, labels=labels)
+        assert_frame_matches(corrected, meta_frame(state, CORRECTION_FRAME, m), (1, 2), CORRECTION_FRAME)
+        assert (corrected.masks[2] != before).any()
+        compare(
+            meta.propagate_in_video(state, start_frame_idx=CORRECTION_FRAME),
+            session.propagate(start=CORRECTION_FRAME),
+            list(range(CORRECTION_FRAME, NUM_FRAMES)),
+        )
+        # Results read back from the store equal the latest ones yielded, on every frame.
+        assert sorted(latest) == list(range(NUM_FRAMES))
+        for f, result in latest.items():
+            stored = session.result(f)
+            assert all(np.array_equal(stored.logits[o], result.logits[o]) for o in (1, 2))
+            assert stored.scores == result.scores
+        store = next(tmp_path.glob("vos-session-*"))
+        assert len(list(store.rglob("*.pt"))) == 2 * NUM_FRAMES - 3  # every frame but the prompted ones
+    assert not store.exists()
+
+
+def test_session_rejects_bad_input_and_keeps_state(tiny_checkpoint, tmp_path):
+    frames = [np.zeros((32, 48, 3), np.uint8) for _ in range(4)]
+    model = vos.load_model("sam2.1_hiera_t", checkpoint=tiny_checkpoint, image_size=512)
+    with vos.VideoSession(model, frames) as session:
+        with pytest.raises(ValueError, match="add a prompt"):
+            next(session.propagate())
+        with pytest.raises(IndexError, match="outside the video"):
+            session.add_prompt(4, 1, points=[(1, 1)], labels=[1])
+        with pytest.raises(ValueError, match="mask prompt is"):
+            session.add_prompt(0, 1, mask=np.ones((8, 8), bool))
+        assert session.object_ids == []
+        session.add_prompt(1, 1, box=(2, 2, 20, 20))
+        results = list(session.propagate())
+        assert [r.frame_index for r in results] == [1, 2, 3]
+        assert [r.frame_index for r in session.propagate(reverse=True)] == [1, 0]
+        session.remove_object(1)
+        assert session.object_ids == [] and session.result(2).masks == {}
+    with pytest.raises(FileNotFoundError):
+        vos.VideoSession(model, tmp_path / "missing")
+    (tmp_path / "00000.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(ValueError, match="cannot read frame"):
+        vos.VideoSession(model, tmp_path)
