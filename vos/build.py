@@ -10,6 +10,9 @@ from vos.checkpoints import load_weights, resolve_checkpoint
 from vos.config import ModelConfig, load_config
 from vos.modeling.sam2 import SAM2Model
 
+DEFAULT_CONFIG = "sam2.1_hiera_t"
+"""The model `load_model` and `vos bench` build when no config is named."""
+
 
 def build_model(config: str | Path | ModelConfig, image_size: int | None = None) -> SAM2Model:
     """A model with freshly initialized (untrained) weights."""
@@ -20,7 +23,7 @@ def build_model(config: str | Path | ModelConfig, image_size: int | None = None)
 
 
 def load_model(
-    config: str | Path | ModelConfig = "sam2.1_hiera_t",
+    config: str | Path | ModelConfig = DEFAULT_CONFIG,
     checkpoint: str | Path | None = None,
     image_size: int | None = None,
     device: str | torch.device = "cpu",

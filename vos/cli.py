@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     checkpoints.register_cli(sub)
     eval_cli.register_cli(sub)
+    eval_cli.register_bench_cli(sub)
     return parser
 
 

@@ -1,4 +1,5 @@
 """`vos eval davis` and `vos eval sav`: score result PNGs with J&F and write the official CSV tables.
+`vos bench davis`: track every DAVIS sequence from its first-frame masks, write the PNGs, score them.
 
 The evaluation modules (numba) are imported when a command runs, so other `vos` commands stay quick.
 """
@@ -14,6 +15,17 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _frame_limit(text: str) -> int:
+    from vos.evaluation.davis import MIN_FRAMES
+
+    value = int(text)
+    if value < MIN_FRAMES:
+        raise argparse.ArgumentTypeError(
+            f"must be at least {MIN_FRAMES} (the first and the last frame are not scored)"
+        )
     return value
 
 
@@ -47,6 +59,10 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     davis.add_argument("--sequences", type=_sequence_names, default=None, help="comma-separated sequences instead")
     davis.add_argument("--strict", action="store_true", help="fail when a sequence has no results")
     davis.add_argument("--resolution", default="480p", help="Annotations/JPEGImages sub-folder (default: 480p)")
+    davis.add_argument(
+        "--max-frames", type=_frame_limit, default=None, metavar="N",
+        help="score each sequence as if it ended after its first N annotated frames (N >= 3)",
+    )
     _add_common(davis)
     davis.set_defaults(func=run_davis)
 
@@ -82,6 +98,7 @@ def run_davis(args: argparse.Namespace) -> int:
         resolution=args.resolution,
         workers=args.workers,
         progress=not args.quiet and sys.stderr.isatty(),
+        max_frames=args.max_frames,
     )
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
@@ -110,4 +127,70 @@ def run_sav(args: argparse.Namespace) -> int:
     print(format_sav(result))
     print(f"\nResults saved in {path}")
     print(f"Total time: {result.seconds:.2f} s ({len(result.objects)} objects)")
+    return 0
+
+
+def register_bench_cli(sub: argparse._SubParsersAction) -> None:
+    """Add `bench davis` to the top-level subparsers."""
+    from vos.build import DEFAULT_CONFIG
+    from vos.config import SUPPORTED_IMAGE_SIZES
+
+    bench = sub.add_parser(
+        "bench",
+        help="track a benchmark's sequences and score them (DAVIS)",
+        description="Run vos.Tracker on every sequence of a benchmark, write the masks and score them with J&F.",
+    )
+    commands = bench.add_subparsers(dest="bench_command", required=True, metavar="BENCHMARK")
+    davis = commands.add_parser(
+        "davis",
+        help="DAVIS 2016/2017 semi-supervised: first-frame masks in, J&F and frames/s out",
+        description="Track every sequence of ROOT with vos.Tracker, each object prompted with its first-frame "
+        "ground-truth mask; write OUT/<seq>/<frame>.png (palette, pixel = object id; where masks overlap, the "
+        "object with the highest logit) and score OUT as `vos eval davis` does.",
+    )
+    davis.add_argument("--davis-root", type=Path, required=True, help="DAVIS folder with JPEGImages/ and Annotations/")
+    davis.add_argument("--checkpoint", type=Path, default=None, help="weights file (default: the cached download)")
+    davis.add_argument("--config", default=DEFAULT_CONFIG, help=f"model name or YAML (default: {DEFAULT_CONFIG})")
+    davis.add_argument(
+        "--image-size", type=int, choices=SUPPORTED_IMAGE_SIZES, default=None, help="model input size (default: the config's)"
+    )
+    davis.add_argument("--out", type=Path, required=True, help="folder for the PNGs (one folder per sequence) and CSVs")
+    davis.add_argument("--set", dest="subset", default="val", help="ImageSets list to run (default: val)")
+    davis.add_argument("--sequences", type=_sequence_names, default=None, help="comma-separated sequences instead")
+    davis.add_argument(
+        "--max-frames", type=_frame_limit, default=None, metavar="N",
+        help="track and score only the first N frames of each sequence (N >= 3)",
+    )
+    davis.add_argument("--resolution", default="480p", help="Annotations/JPEGImages sub-folder (default: 480p)")
+    davis.add_argument("--device", default="cpu", help="torch device for the model (default: cpu)")
+    davis.add_argument("--workers", type=_positive_int, default=None, help="scoring threads (default: all CPUs)")
+    davis.add_argument("-q", "--quiet", action="store_true", help="print only the results, no progress bar")
+    davis.set_defaults(func=run_bench_davis)
+
+
+def run_bench_davis(args: argparse.Namespace) -> int:
+    from vos.evaluation.bench import bench_davis, format_bench
+    from vos.evaluation.davis import write_davis_csv
+
+    result = bench_davis(
+        args.davis_root,
+        args.out,
+        config=args.config,
+        checkpoint=args.checkpoint,
+        image_size=args.image_size,
+        device=args.device,
+        subset=args.subset,
+        sequences=args.sequences,
+        max_frames=args.max_frames,
+        resolution=args.resolution,
+        workers=args.workers,
+        progress=not args.quiet and sys.stderr.isatty(),
+    )
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
+    global_path, per_sequence_path = write_davis_csv(result.evaluation, args.out)
+    print(format_bench(result))
+    print(f"\nMasks written to {args.out}/<sequence>/")
+    print(f"Global results saved in {global_path}")
+    print(f"Per-sequence results saved in {per_sequence_path}")
     return 0

@@ -36,7 +36,8 @@ IMAGE_SET_YEARS = ("2017", "2016")
 GLOBAL_COLUMNS = ("J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay")
 PER_SEQUENCE_COLUMNS = ("Sequence", "J-Mean", "F-Mean")
 CSV_FLOAT_FORMAT = "{:.3f}"
-_MIN_FRAMES = 3
+MIN_FRAMES = 3
+"""Annotated frames a sequence needs: the first and the last are not scored."""
 
 
 @dataclass(frozen=True)
@@ -124,7 +125,13 @@ class DavisResult:
 
 
 @dataclass(frozen=True)
-class _Sequence:
+class SequenceGroundTruth:
+    """A sequence's annotated frames (names without .png) and objects 1..n_objects.
+
+    gt_lut ((256,) uint8) maps the annotations' pixel values to object ids: 255 -> 1 for a binary
+    DAVIS 2016 sequence, 1..n_objects -> themselves (255 void -> 0) for DAVIS 2017 palette PNGs.
+    """
+
     name: str
     frames: tuple[str, ...]
     n_objects: int
@@ -157,8 +164,23 @@ def sequence_list(davis_root: Path, subset: str, resolution: str = RESOLUTION) -
     return sorted(d.name for d in annotations.iterdir() if d.is_dir()), str(annotations)
 
 
-def _ground_truth(davis_root: Path, name: str, resolution: str) -> _Sequence | None:
-    """A sequence's annotated frames and objects; None when its first annotation holds no object."""
+def check_max_frames(max_frames: int | None) -> None:
+    """Reject a frame limit too small for the protocol (the first and the last frame are never scored)."""
+    if max_frames is not None and max_frames < MIN_FRAMES:
+        raise EvaluationError(
+            f"max_frames is {max_frames}: the protocol skips the first and the last frame, "
+            f"so it needs at least {MIN_FRAMES}"
+        )
+
+
+def ground_truth(
+    davis_root: Path, name: str, resolution: str = RESOLUTION, max_frames: int | None = None
+) -> SequenceGroundTruth | None:
+    """A sequence's annotated frames and objects; None when its first annotation holds no object.
+
+    With `max_frames`, the sequence is cut to its first `max_frames` annotated frames, as if it ended
+    there (the protocol then skips the first and the last of those).
+    """
     gt_dir = davis_root / "Annotations" / resolution / name
     if not gt_dir.is_dir():
         raise EvaluationError(f"sequence {name!r}: no annotations at {gt_dir}")
@@ -171,23 +193,25 @@ def _ground_truth(davis_root: Path, name: str, resolution: str) -> _Sequence | N
                 f"sequence {name!r}: {len(unannotated)} frame(s) of {images} have no annotation in {gt_dir} "
                 f"({short_list(unannotated)})"
             )
-    if len(frames) < _MIN_FRAMES:
+    if max_frames is not None:
+        frames = frames[:max_frames]
+    if len(frames) < MIN_FRAMES:
         raise EvaluationError(
             f"sequence {name!r}: {len(frames)} annotated frame(s) in {gt_dir}; the protocol skips the first "
-            f"and the last, so it needs at least {_MIN_FRAMES}"
+            f"and the last, so it needs at least {MIN_FRAMES}"
         )
     values = np.unique(read_mask(gt_dir / f"{frames[0]}.png"))
     if values.max() == VOID_LABEL and set(values.tolist()) <= {0, VOID_LABEL}:
         lut = np.zeros(N_VALUES, dtype=np.uint8)
         lut[VOID_LABEL] = 1
-        return _Sequence(name, tuple(frames), 1, lut, binary=True)
+        return SequenceGroundTruth(name, tuple(frames), 1, lut, binary=True)
     n_objects = int(values[values != VOID_LABEL].max())
     if n_objects == 0:
         return None
-    return _Sequence(name, tuple(frames), n_objects, ids_lut(n_objects), binary=False)
+    return SequenceGroundTruth(name, tuple(frames), n_objects, ids_lut(n_objects), binary=False)
 
 
-def _check_results(results_dir: Path, seq: _Sequence) -> None:
+def _check_results(results_dir: Path, seq: SequenceGroundTruth) -> None:
     missing = sorted(set(seq.frames[1:-1]) - set(png_stems(results_dir / seq.name)))
     if missing:
         raise EvaluationError(
@@ -196,7 +220,7 @@ def _check_results(results_dir: Path, seq: _Sequence) -> None:
         )
 
 
-def _check_values(pair: FramePair, seq: _Sequence, gt_values: np.ndarray, pred_values: np.ndarray) -> None:
+def _check_values(pair: FramePair, seq: SequenceGroundTruth, gt_values: np.ndarray, pred_values: np.ndarray) -> None:
     unknown = np.flatnonzero(pred_values[seq.n_objects + 1 :]) + seq.n_objects + 1
     if unknown.size:
         known = "object 1" if seq.n_objects == 1 else f"objects 1..{seq.n_objects}"
@@ -226,13 +250,17 @@ def evaluate_davis(
     resolution: str = RESOLUTION,
     workers: int | None = None,
     progress: bool = False,
+    max_frames: int | None = None,
 ) -> DavisResult:
     """Score `results_dir` against DAVIS ground truth with the semi-supervised protocol.
 
     Sequences come from `sequences`, else from the set's list. Without `strict`, sequences with no
-    results folder are skipped (listed in `missing`); with it, they are an error.
+    results folder are skipped (listed in `missing`); with it, they are an error. With `max_frames`,
+    every sequence is cut to its first `max_frames` annotated frames (at least MIN_FRAMES) before it
+    is scored, so frames 1..max_frames-2 are scored.
     """
     start = time.perf_counter()
+    check_max_frames(max_frames)
     davis_root, results_dir = Path(davis_root), Path(results_dir)
     if not davis_root.is_dir():
         raise EvaluationError(f"DAVIS root {davis_root} not found")
@@ -246,10 +274,10 @@ def evaluate_davis(
         notes.append(f"{len(names)} sequence(s) of set {subset!r} from {source}")
         if not names:
             raise EvaluationError(f"no sequences listed in {source}")
-    evaluated: list[_Sequence] = []
+    evaluated: list[SequenceGroundTruth] = []
     missing: list[str] = []
     for name in names:
-        seq = _ground_truth(davis_root, name, resolution)
+        seq = ground_truth(davis_root, name, resolution, max_frames)
         if not (results_dir / name).is_dir():
             missing.append(name)
         elif seq is None:

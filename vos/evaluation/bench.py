@@ -1,0 +1,278 @@
+"""`vos bench davis`: the whole DAVIS loop, tracker then J&F, in one call.
+
+Every sequence of a DAVIS set is tracked with `vos.Tracker`, each object prompted on the first frame
+with its ground-truth mask (DAVIS 2016: 255 is object 1; DAVIS 2017 palette PNGs: pixel = object id,
+255 void). Each frame's masks are merged into one DAVIS palette PNG, `OUT/<sequence>/<frame>.png`
+(the annotation's name and size), and `OUT` is then scored by `vos.evaluation.davis.evaluate_davis`.
+
+Merging: a pixel gets the id of the object with the highest logit among the objects whose mask is on
+there, and background (0) where no mask is on. This is Meta's non-overlapping constraint
+(`_apply_non_overlapping_constraints`) applied to the output only; each object's memory keeps its own mask.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from vos.build import DEFAULT_CONFIG, load_model
+from vos.evaluation import EvaluationError
+from vos.evaluation.davis import (
+    RESOLUTION,
+    DavisResult,
+    check_max_frames,
+    evaluate_davis,
+    format_davis,
+    ground_truth,
+    sequence_list,
+)
+from vos.evaluation.metrics import read_mask, short_list
+from vos.modeling.sam2 import SAM2Model
+from vos.tracker import Tracker
+
+IMAGE_SUFFIX = ".jpg"
+BACKGROUND_ID = 0
+PALETTE_SIZE = 256
+_COLOUR_BITS = 8
+"""Bits per colour channel: the PASCAL VOC colour map spreads an id's bits over R, G and B from the top bit down."""
+
+
+class BenchError(EvaluationError):
+    """The DAVIS data to track is missing or inconsistent (frames, annotations, sizes)."""
+
+
+def davis_palette() -> list[int]:
+    """The 256-colour PASCAL VOC / DAVIS 2017 palette, flat [r0, g0, b0, r1, ...] (id 1 red, 2 green, ...)."""
+    palette: list[int] = []
+    for index in range(PALETTE_SIZE):
+        rgb = [0, 0, 0]
+        value = index
+        for bit in range(_COLOUR_BITS):
+            for channel in range(3):
+                rgb[channel] |= ((value >> channel) & 1) << (_COLOUR_BITS - 1 - bit)
+            value >>= 3
+        palette.extend(rgb)
+    return palette
+
+
+_PALETTE = davis_palette()
+
+
+@dataclass(frozen=True)
+class BenchSequence:
+    """One sequence to track: frame names (annotation names, cut to --max-frames) and first-frame prompts."""
+
+    name: str
+    frames: tuple[str, ...]
+    image_dir: Path
+    prompts: dict[int, np.ndarray]
+    """Object id -> bool (H, W) mask on the first frame; ids absent from that frame are left out."""
+
+    def image(self, frame: str) -> np.ndarray:
+        """Frame `frame` as an HxWx3 uint8 RGB array."""
+        with Image.open(self.image_dir / f"{frame}{IMAGE_SUFFIX}") as image:
+            return np.array(image.convert("RGB"))  # writable: torch warns on read-only arrays
+
+
+def prepare_sequence(
+    davis_root: Path, name: str, resolution: str = RESOLUTION, max_frames: int | None = None
+) -> BenchSequence | None:
+    """Check a sequence's frames and annotations and read its prompts; None when frame 0 holds no object."""
+    davis_root = Path(davis_root)
+    gt = ground_truth(davis_root, name, resolution, max_frames)  # annotations: same rules as the evaluator
+    if gt is None:
+        return None
+    image_dir = davis_root / "JPEGImages" / resolution / name
+    if not image_dir.is_dir():
+        raise BenchError(f"sequence {name!r}: no frames at {image_dir} (expected <frame>{IMAGE_SUFFIX} files)")
+    missing = [f for f in gt.frames if not (image_dir / f"{f}{IMAGE_SUFFIX}").is_file()]
+    if missing:
+        raise BenchError(
+            f"sequence {name!r}: {len(missing)} annotated frame(s) have no image in {image_dir} "
+            f"({short_list(m + IMAGE_SUFFIX for m in missing)})"
+        )
+    first = gt.gt_lut[read_mask(davis_root / "Annotations" / resolution / name / f"{gt.frames[0]}.png")]
+    prompts = {k: first == k for k in range(1, gt.n_objects + 1) if np.any(first == k)}
+    with Image.open(image_dir / f"{gt.frames[0]}{IMAGE_SUFFIX}") as image:
+        width, height = image.size
+    if first.shape != (height, width):
+        raise BenchError(
+            f"sequence {name!r}: the first annotation is {first.shape[1]}x{first.shape[0]} but its image is "
+            f"{width}x{height} (width x height)"
+        )
+    return BenchSequence(name, gt.frames, image_dir, prompts)
+
+
+def prepare_sequences(
+    davis_root: Path,
+    subset: str = "val",
+    sequences: Sequence[str] | None = None,
+    resolution: str = RESOLUTION,
+    max_frames: int | None = None,
+) -> tuple[list[BenchSequence], list[str]]:
+    """The sequences to track (from `sequences`, else the set's list, as `vos eval davis`) and notes."""
+    davis_root = Path(davis_root)
+    if not davis_root.is_dir():
+        raise BenchError(f"DAVIS root {davis_root} not found")
+    check_max_frames(max_frames)
+    notes: list[str] = []
+    if sequences:
+        names = list(dict.fromkeys(sequences))
+    else:
+        names, source = sequence_list(davis_root, subset, resolution)
+        if not names:
+            raise BenchError(f"no sequences listed in {source}")
+        notes.append(f"{len(names)} sequence(s) of set {subset!r} from {source}")
+    unknown = [n for n in names if not (davis_root / "Annotations" / resolution / n).is_dir()]
+    if unknown:
+        raise BenchError(
+            f"{len(unknown)} sequence(s) not found in {davis_root / 'Annotations' / resolution}: {short_list(unknown)}"
+        )
+    prepared: list[BenchSequence] = []
+    for name in names:
+        seq = prepare_sequence(davis_root, name, resolution, max_frames)
+        if seq is None:
+            notes.append(f"sequence {name!r} skipped: its first annotation holds no object")
+        else:
+            prepared.append(seq)
+    if not prepared:
+        raise BenchError(f"none of the {len(names)} sequence(s) has an object in its first annotation")
+    return prepared, notes
+
+
+def merge_masks(masks: dict[int, np.ndarray], logits: dict[int, np.ndarray], shape: tuple[int, int]) -> np.ndarray:
+    """(H, W) uint8 label map: per pixel, the id of the highest-logit object among those whose mask is on."""
+    labels = np.full(shape, BACKGROUND_ID, dtype=np.uint8)
+    if not masks:
+        return labels
+    ids = np.array(list(masks), dtype=np.uint8)
+    scores = np.stack([np.where(masks[k], logits[k], -np.inf) for k in masks])
+    best = np.argmax(scores, axis=0)
+    on = np.any(np.stack([masks[k] for k in masks]), axis=0)
+    labels[on] = ids[best[on]]
+    return labels
+
+
+def write_label_map(path: Path, labels: np.ndarray) -> None:
+    """Save an (H, W) uint8 label map as a DAVIS palette PNG (pixel = object id)."""
+    image = Image.fromarray(labels)
+    image.putpalette(_PALETTE)
+    image.save(path)
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    """Scores and timings of one `vos bench davis` run."""
+
+    evaluation: DavisResult
+    sequences: int
+    frames: int
+    objects: int
+    """Objects prompted, summed over sequences."""
+    tracker_seconds: float
+    """Time spent in `Tracker.step` only."""
+    loop_seconds: float
+    """Wall time of the whole loop: reading frames, tracking, merging and writing PNGs."""
+    load_seconds: float
+    notes: tuple[str, ...]
+
+    @property
+    def tracker_fps(self) -> float:
+        return self.frames / self.tracker_seconds if self.tracker_seconds > 0 else float("nan")
+
+    @property
+    def loop_fps(self) -> float:
+        return self.frames / self.loop_seconds if self.loop_seconds > 0 else float("nan")
+
+
+def track_sequences(
+    model: SAM2Model, sequences: Sequence[BenchSequence], out_dir: Path, progress: bool = False
+) -> tuple[int, float, float]:
+    """Track and write every sequence; returns (frames, seconds in `Tracker.step`, wall seconds)."""
+    start = time.perf_counter()
+    tracker_seconds = 0.0
+    frames = 0
+    total = sum(len(s.frames) for s in sequences)
+    with tqdm(total=total, disable=not progress, desc="tracking", unit="frame", dynamic_ncols=True) as bar:
+        for seq in sequences:
+            bar.set_postfix_str(seq.name, refresh=False)
+            seq_dir = Path(out_dir) / seq.name
+            seq_dir.mkdir(parents=True, exist_ok=True)
+            tracker = Tracker(model)
+            for obj_id, mask in seq.prompts.items():
+                tracker.add_prompt(obj_id, mask=mask)
+            for frame in seq.frames:
+                image = seq.image(frame)
+                t0 = time.perf_counter()
+                result = tracker.step(image)
+                tracker_seconds += time.perf_counter() - t0
+                write_label_map(seq_dir / f"{frame}.png", merge_masks(result.masks, result.logits, image.shape[:2]))
+                frames += 1
+                bar.update()
+    return frames, tracker_seconds, time.perf_counter() - start
+
+
+def bench_davis(
+    davis_root: Path,
+    out_dir: Path,
+    *,
+    config: str | Path = DEFAULT_CONFIG,
+    checkpoint: str | Path | None = None,
+    image_size: int | None = None,
+    device: str = "cpu",
+    subset: str = "val",
+    sequences: Sequence[str] | None = None,
+    max_frames: int | None = None,
+    resolution: str = RESOLUTION,
+    workers: int | None = None,
+    progress: bool = False,
+) -> BenchResult:
+    """Track every sequence of a DAVIS set from its first-frame masks, write the PNGs to `out_dir`, score them.
+
+    The data is checked before the model is loaded. With `max_frames`, only the first `max_frames`
+    frames of each sequence are tracked and scored (the protocol skips the first and the last of them).
+    """
+    davis_root, out_dir = Path(davis_root), Path(out_dir)
+    prepared, notes = prepare_sequences(davis_root, subset, sequences, resolution, max_frames)
+    start = time.perf_counter()
+    model = load_model(config, checkpoint=checkpoint, image_size=image_size, device=device)
+    load_seconds = time.perf_counter() - start
+    frames, tracker_seconds, loop_seconds = track_sequences(model, prepared, out_dir, progress)
+    evaluation = evaluate_davis(
+        davis_root,
+        out_dir,
+        subset=subset,
+        sequences=[s.name for s in prepared],
+        strict=True,
+        resolution=resolution,
+        workers=workers,
+        progress=progress,
+        max_frames=max_frames,
+    )
+    return BenchResult(
+        evaluation,
+        sequences=len(prepared),
+        frames=frames,
+        objects=sum(len(s.prompts) for s in prepared),
+        tracker_seconds=tracker_seconds,
+        loop_seconds=loop_seconds,
+        load_seconds=load_seconds,
+        notes=tuple(notes) + evaluation.notes,
+    )
+
+
+def format_bench(result: BenchResult) -> str:
+    """The official global and per-sequence tables, then frames, objects and frames/s."""
+    return (
+        f"{format_davis(result.evaluation)}\n\n"
+        f"Tracked {result.frames} frames of {result.sequences} sequence(s), {result.objects} object(s)\n"
+        f"Tracker: {result.tracker_fps:.2f} frames/s ({result.tracker_seconds:.2f} s in Tracker.step)\n"
+        f"Whole loop: {result.loop_fps:.2f} frames/s ({result.loop_seconds:.2f} s wall: read, track, write PNGs)\n"
+        f"Model loaded in {result.load_seconds:.2f} s; scored in {result.evaluation.seconds:.2f} s"
+    )
