@@ -1,6 +1,6 @@
 """Offline video sessions: prompts on any frame, propagation forwards and backwards, corrections.
 
-    with vos.VideoSession(model, "frames/") as session:    # a folder of frames, or any sequence of RGB arrays
+    with vos.VideoSession(model, "clip.mp4") as session:   # a video file, a folder of frames, or a sequence of RGB arrays
         session.add_prompt(0, obj_id=1, mask=bool_hw)
         for result in session.propagate():               # forwards from the first prompted frame
             ...
@@ -28,6 +28,7 @@ import torch
 from memory.frame_store import FrameRecord, ObjectHistory
 from memory.memory_bank import FrameMemory
 from streams.frame_folder import FrameFolder
+from streams.video_file import VideoFile
 from vos.config import TrackerConfig, tracker_config
 from vos.modeling.sam2 import SAM2Model
 from vos.segmenter import FrameFeatures, FrameSegmenter, ObjectRequest, ObjectStep, Prompt
@@ -35,7 +36,7 @@ from vos.tracker import TrackResult
 
 
 class VideoSession:
-    """Interactive segmentation of a finite, seekable video (a folder of frames or a sequence of arrays).
+    """Interactive segmentation of a finite, seekable video: a video file, a folder of frames, or a sequence of arrays.
 
     Options as `vos.Tracker` (`fill_hole_area`, `non_overlap_masks`); `store_dir` is where the
     per-frame records go (a temporary folder inside it, removed by `close()`).
@@ -51,7 +52,8 @@ class VideoSession:
     ) -> None:
         self.config = tracker_config(config, **options)
         self.model = model.eval()
-        self.frames = FrameFolder(frames) if isinstance(frames, (str, Path)) else frames
+        self._opened = _open_video(frames) if isinstance(frames, (str, Path)) else None
+        self.frames = self._opened if self._opened is not None else frames
         self.num_frames = len(self.frames)
         if self.num_frames == 0:
             raise ValueError("the video has no frames")
@@ -65,9 +67,11 @@ class VideoSession:
 
     # -- resources ---------------------------------------------------------------------------
     def close(self) -> None:
-        """Delete the stored records."""
+        """Delete the stored records (and close the video file if the session opened it)."""
         self._objects.clear()
         self._store.cleanup()
+        if isinstance(self._opened, VideoFile):
+            self._opened.close()
 
     def __enter__(self) -> VideoSession:
         return self
@@ -177,6 +181,11 @@ class VideoSession:
             frame_idx, list(records), [r.logits for r in records.values()], [r.score for r in records.values()],
             self.frame_size, self.config.non_overlap_masks,
         )
+
+
+def _open_video(path: str | Path) -> FrameFolder | VideoFile:
+    """A folder of frames or a video file."""
+    return FrameFolder(path) if Path(path).is_dir() else VideoFile(path)
 
 
 def _record(step: ObjectStep) -> FrameRecord:

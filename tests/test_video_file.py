@@ -1,0 +1,65 @@
+"""Seekable video files (PyAV): random access equals sequential decoding; bad files give clear errors."""
+
+from __future__ import annotations
+
+import av
+import numpy as np
+import pytest
+
+import vos
+from streams.video_file import VideoFile
+from tests.conftest import read_frame
+
+FPS = 25
+
+
+def write_video(path, frames, codec: str = "libx264", gop: int = 8) -> None:
+    """An H.264 file with B-frames (frames decode out of presentation order) and a keyframe every `gop` frames."""
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream(codec, rate=FPS)
+        stream.width, stream.height = frames[0].shape[1], frames[0].shape[0]
+        stream.pix_fmt = "yuv420p"
+        stream.codec_context.gop_size = gop
+        stream.codec_context.max_b_frames = 2
+        for image in frames:
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        out.mux(stream.encode())
+
+
+@pytest.fixture(scope="module")
+def clip(davis_root, tmp_path_factory):
+    path = tmp_path_factory.mktemp("video") / "blackswan.mp4"
+    frames = [read_frame(davis_root, "blackswan", i)[:240, :320] for i in range(30)]
+    write_video(path, frames)
+    return path
+
+
+def test_random_access_equals_sequential_decoding(clip):
+    with av.open(str(clip)) as c:
+        sequential = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    with VideoFile(clip) as video:
+        assert len(video) == len(sequential) == 30
+        assert video[0].shape == (240, 320, 3) and video[0].dtype == np.uint8
+        assert video.times[:3] == pytest.approx([0, 1 / FPS, 2 / FPS])
+        for i in (17, 3, 29, 0, 1, 2, 16, 9, 9, -1):
+            assert np.array_equal(video[i], sequential[i]), i
+        assert all(np.array_equal(video[i], sequential[i]) for i in range(len(video)))
+        with pytest.raises(IndexError):
+            video[30]
+
+
+def test_bad_files_are_refused_clearly(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        VideoFile(tmp_path / "missing.mp4")
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video")
+    with pytest.raises(ValueError, match="cannot open"):
+        VideoFile(text)
+
+
+def test_session_opens_a_video_file(clip, tiny_checkpoint):
+    model = vos.load_model("sam2.1_hiera_t", checkpoint=tiny_checkpoint, image_size=512)
+    with vos.VideoSession(model, clip) as session:
+        assert session.num_frames == 30 and session.frame_size == (240, 320)
+        result = session.add_prompt(5, 1, box=(100, 50, 200, 150))
+        assert result.masks[1].shape == (240, 320)
