@@ -1,0 +1,86 @@
+"""Engine messages: RLE round trips equal pycocotools, prompts are checked on arrival, hostile payloads are refused."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pycocotools.mask as coco_mask
+import pytest
+
+from streams.messages import MAX_POINTS, ObjectMask, Rle, _rle_runs, json_schemas, parse_prompt
+from vos.segmenter import Prompt
+
+
+def test_rle_round_trip_and_runs_equal_pycocotools(davis_root):
+    from PIL import Image
+
+    mask = np.array(Image.open(davis_root / "Annotations/480p/blackswan/00000.png")) > 0
+    rle = Rle.from_mask(mask)
+    assert rle.size == mask.shape and np.array_equal(rle.to_mask(), mask)
+    runs = _rle_runs(rle.counts)
+    assert sum(runs) == mask.size and sum(runs[1::2]) == mask.sum() == coco_mask.area(
+        {"size": list(rle.size), "counts": rle.counts.encode()}
+    )
+    empty = Rle.from_mask(np.zeros((5, 7), bool))
+    assert not empty.to_mask().any() and empty.to_mask().shape == (5, 7)
+
+
+def test_object_mask_has_coco_bbox_and_area():
+    mask = np.zeros((10, 12), bool)
+    mask[2:5, 3:9] = True
+    obj = ObjectMask.from_mask(4, mask, 1.5)
+    assert obj.bbox == (3, 2, 6, 3) and obj.area == 18
+    assert json.loads(obj.model_dump_json())["mask"]["size"] == [10, 12]
+    assert ObjectMask.from_mask(4, np.zeros((3, 3), bool), -2.0).bbox is None
+
+
+def test_prompts_parse_into_tracker_prompts():
+    p = parse_prompt(b'{"action": "add", "obj_id": 3, "points": [[10, 20], [5, 5]], "labels": [1, 0]}')
+    prompt = p.to_prompt()
+    assert isinstance(prompt, Prompt) and prompt.points.shape == (2, 2) and list(prompt.labels) == [1, 0]
+    mask = np.zeros((6, 8), bool)
+    mask[1:3, 2:5] = True
+    m = parse_prompt(json.dumps({"action": "add", "obj_id": 1, "mask": Rle.from_mask(mask).model_dump()}))
+    assert np.array_equal(m.to_prompt().mask, mask)
+    assert parse_prompt('{"action": "remove", "obj_id": 2}').obj_id == 2
+    assert parse_prompt('{"action": "reset"}').action == "reset"
+
+
+@pytest.mark.parametrize(
+    "payload,reason",
+    [
+        (b"not json", "invalid prompt message"),
+        (b'{"action": "explode"}', "action"),
+        (b'{"action": "add", "obj_id": "one", "points": [[1, 2]], "labels": [1]}', "obj_id"),
+        (b'{"action": "add", "obj_id": -1, "box": [0, 0, 5, 5]}', "obj_id"),
+        (b'{"action": "add", "obj_id": 1}', "needs a mask, points or a box"),
+        (b'{"action": "add", "obj_id": 1, "points": [[1, 2]], "labels": [7]}', "labels"),
+        (b'{"action": "add", "obj_id": 1, "points": [[1, 2]], "labels": [1, 1]}', "2 labels"),
+        (b'{"action": "add", "obj_id": 1, "box": [0, 0, 1e30, 5]}', "box"),
+        (b'{"action": "add", "obj_id": 1, "box": [0, 0, 5, 5], "extra": 1}', "extra"),
+        (b'{"action": "add", "obj_id": 1, "mask": {"size": [4, 4], "counts": "0"}}', "do not cover"),
+        (b'{"action": "add", "obj_id": 1, "mask": {"size": [100000, 100000], "counts": "0"}}', "size"),
+        (b'{"action": "add", "obj_id": 1, "mask": {"size": [4, 4], "counts": "\\u0000\\u0001"}}', "invalid character"),
+        (b'{"action": "add", "obj_id": 1, "mask": {"size": [4, 4], "counts": "oooooooooooooooooo"}}', "mask"),
+    ],
+)
+def test_malformed_and_hostile_prompts_are_refused(payload, reason):
+    with pytest.raises(ValueError, match=reason):
+        parse_prompt(payload)
+
+
+def test_huge_payloads_are_refused_by_size_limits():
+    points = [[1, 1]] * (MAX_POINTS + 1)
+    with pytest.raises(ValueError, match="points"):
+        parse_prompt(json.dumps({"action": "add", "obj_id": 1, "points": points, "labels": [1] * len(points)}))
+    with pytest.raises(ValueError, match="counts"):
+        parse_prompt(json.dumps({"action": "add", "obj_id": 1, "mask": {"size": [9, 9], "counts": "1" * 5_000_000}}))
+
+
+def test_published_schemas_are_current():
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parent.parent / "docs" / "schema"
+    for name, schema in json_schemas().items():
+        assert json.loads((folder / name).read_text()) == schema, f"regenerate docs/schema/{name}"
