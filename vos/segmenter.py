@@ -150,10 +150,10 @@ class FrameSegmenter:
         reverse: bool = False,
         num_frames: int | None = None,
     ) -> list[ObjectStep]:
-        """Segment the objects of `requests` on one frame; `num_frames` is the video's length, None on a stream."""
-        for r in requests:
-            if r.prompt is not None:
-                r.prompt.check_size(ff.size)
+        """Segment the objects of `requests` on one frame; `num_frames` is the video's length, None on a stream.
+
+        Prompts must already be checked against the frame's size (`Prompt.check_size`).
+        """
         outs: list[SamHeadsOutput | None] = [None] * len(requests)
         tracked = [i for i, r in enumerate(requests) if r.memory is not None and not self._is_mask_prompt(r)]
         conditioned = self._condition_on_memory(ff, [requests[i].memory for i in tracked], frame_idx, reverse, num_frames)

@@ -17,6 +17,7 @@ the video's length; frames are read from the source when they are needed.
 
 from __future__ import annotations
 
+import itertools
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -64,6 +65,7 @@ class VideoSession:
         self._objects: dict[int, ObjectHistory] = {}
         self._tracked: dict[int, dict[int, bool]] = {}  # object -> frame -> tracked in reverse
         self._cached: tuple[int, FrameFeatures] | None = None
+        self._serial = itertools.count()  # store folders stay distinct when an id is removed and reused
 
     # -- resources ---------------------------------------------------------------------------
     def close(self) -> None:
@@ -98,7 +100,7 @@ class VideoSession:
 
     def _new_history(self, obj_id: int) -> ObjectHistory:
         t = self.model.cfg.tracking
-        folder = Path(self._store.name) / f"object-{len(self._tracked)}-{obj_id}"
+        folder = Path(self._store.name) / f"object-{obj_id}-{next(self._serial)}"
         return ObjectHistory(folder, t.num_maskmem, t.max_obj_ptrs_in_encoder, t.memory_temporal_stride_for_eval)
 
     @torch.inference_mode()
@@ -121,16 +123,17 @@ class VideoSession:
         prompt = Prompt.make(mask, points, labels, box)
         ff = self._features(frame_idx)
         prompt.check_size(ff.size)
-        history = self._objects.get(obj_id) or self._new_history(obj_id)
+        history = self._objects.get(obj_id)
         tracked = self._tracked.get(obj_id, {})
         initial = frame_idx not in tracked
-        prev = history.get(frame_idx) if prompt.mask is None else None
+        prev = history.get(frame_idx) if history is not None and prompt.mask is None else None
         request = ObjectRequest(prompt, None if initial else history, None if prev is None else prev.logits)
         (step,) = self.segmenter.run(
             ff, [request], frame_idx, reverse=False if initial else tracked[frame_idx], num_frames=self.num_frames
         )
-        self._objects.setdefault(obj_id, history)
-        self._tracked.setdefault(obj_id, {})
+        if history is None:
+            history = self._objects[obj_id] = self._new_history(obj_id)
+            self._tracked[obj_id] = {}
         history.put(frame_idx, _record(step))
         return self.result(frame_idx)
 
