@@ -18,7 +18,7 @@ from vos.segmenter import Prompt
 MAX_POINTS = 64
 MAX_SIDE = 16384  # pixels, per side of a mask
 MAX_RLE_CHARS = 4_000_000
-ObjectId = Annotated[int, Field(ge=0, le=2**31 - 1)]
+ObjectId = Annotated[int, Field(ge=1, le=2**16 - 1)]  # a label-map pixel value (0 is background)
 Coordinate = Annotated[float, Field(ge=-MAX_SIDE, le=2 * MAX_SIDE)]
 
 
@@ -157,10 +157,23 @@ class ErrorMessage(_Message):
     payload: str  # the start of what was received
 
 
+class StatusMessage(_Message):
+    """A stream's state, published retained; the broker publishes state "offline" if the engine vanishes."""
+
+    stream: str
+    state: Literal["online", "offline", "reconnecting", "ended"]
+    detail: str = ""
+    frames: int = 0  # frames processed
+    dropped_frames: int = 0  # stale live frames skipped
+    source_reconnects: int = 0
+    dropped_messages: int = 0  # masks messages lost to a full buffer while the broker was away
+
+
 def json_schemas() -> dict[str, dict]:
     """JSON Schemas of the published and accepted messages, by file name."""
     return {
         "masks.schema.json": MaskMessage.model_json_schema(),
         "prompts.schema.json": _PROMPT.json_schema(),
         "errors.schema.json": ErrorMessage.model_json_schema(),
+        "status.schema.json": StatusMessage.model_json_schema(),
     }

@@ -19,7 +19,8 @@ from PIL import Image
 import vos
 from vos.cli import main
 from vos.errors import VosError
-from vos.evaluation.bench import BenchError, davis_palette, merge_masks, prepare_sequence, prepare_sequences
+from streams.label_map import davis_palette, merge_masks
+from vos.evaluation.bench import BenchError, prepare_sequence, prepare_sequences
 from vos.evaluation.davis import GLOBAL_COLUMNS, PER_SEQUENCE_COLUMNS, evaluate_davis
 from vos.evaluation.metrics import jaccard
 

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import torch
 
-from vos.checkpoints import load_weights, resolve_checkpoint
-from vos.config import ModelConfig, load_config
+from vos.checkpoints import load_weights, matching_configs, read_state_dict, resolve_checkpoint
+from vos.config import ModelConfig, available_models, load_config
+from vos.errors import CheckpointError
 from vos.modeling.sam2 import SAM2Model
 
 DEFAULT_CONFIG = "sam2.1_hiera_t"
@@ -23,7 +24,7 @@ def build_model(config: str | Path | ModelConfig, image_size: int | None = None)
 
 
 def load_model(
-    config: str | Path | ModelConfig = DEFAULT_CONFIG,
+    config: str | Path | ModelConfig | None = None,
     checkpoint: str | Path | None = None,
     image_size: int | None = None,
     device: str | torch.device = "cpu",
@@ -31,9 +32,21 @@ def load_model(
 ) -> SAM2Model:
     """Build `config` (a name such as "sam2.1_hiera_t", or a YAML path) and load its weights strictly.
 
-    Without `checkpoint`, the cached download is used, fetched from Meta on first use
-    when `download` is true. `image_size` (1024 or 512) overrides the config's.
+    Without `config`, the shipped config the checkpoint's keys and shapes fit is used (the
+    SAM 2.1 tiny model when no checkpoint is given either). Without `checkpoint`, the cached
+    download is used, fetched from Meta on first use when `download` is true. `image_size`
+    (1024 or 512) overrides the config's.
     """
-    model = build_model(config, image_size=image_size)
-    load_weights(model, resolve_checkpoint(model.cfg, checkpoint, download=download))
+    state_dict = None
+    if config is None and checkpoint is not None:
+        state_dict = read_state_dict(checkpoint)
+        fits = matching_configs(state_dict)
+        if not fits:
+            raise CheckpointError(
+                f"checkpoint {checkpoint} fits none of the shipped configs ({', '.join(available_models())}); "
+                "name its config with --config"
+            )
+        config = DEFAULT_CONFIG if DEFAULT_CONFIG in fits else fits[0]
+    model = build_model(config or DEFAULT_CONFIG, image_size=image_size)
+    load_weights(model, resolve_checkpoint(model.cfg, checkpoint, download=download), state_dict)
     return model.to(device).eval()

@@ -101,9 +101,10 @@ def check_state_dict(state_dict: StateDict, expected: dict[str, tuple[int, ...]]
     raise CheckpointError("\n".join(lines))
 
 
-def load_weights(model: torch.nn.Module, path: str | Path) -> None:
-    """Strictly load a checkpoint file into `model` (keys and shapes must match exactly)."""
-    state_dict = read_state_dict(path)
+def load_weights(model: torch.nn.Module, path: str | Path, state_dict: StateDict | None = None) -> None:
+    """Strictly load a checkpoint file (or its already read `state_dict`) into `model`: keys and shapes must match."""
+    if state_dict is None:
+        state_dict = read_state_dict(path)
     cfg = getattr(model, "cfg", None)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     check_state_dict(state_dict, expected, cfg.name if cfg else type(model).__name__, str(path))

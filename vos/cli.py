@@ -15,7 +15,7 @@ from vos.errors import VosError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from vos import checkpoints
+    from vos import checkpoints, engine_cli
     from vos.evaluation import cli as eval_cli
 
     parser = argparse.ArgumentParser(prog="vos", description="Streaming video object segmentation with SAM 2.")
@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     checkpoints.register_cli(sub)
     eval_cli.register_cli(sub)
     eval_cli.register_bench_cli(sub)
+    engine_cli.register_cli(sub)
     return parser
 
 

@@ -23,3 +23,15 @@ class DownloadError(CheckpointError):
     """A checkpoint could not be downloaded."""
 
     exit_code = 4
+
+
+class SourceUnavailable(VosError):
+    """A video source cannot be read: missing file, not a video, unreachable camera."""
+
+    exit_code = 5
+
+
+class BrokerUnavailable(VosError):
+    """The MQTT broker cannot be reached or refused the connection."""
+
+    exit_code = 6

@@ -138,9 +138,18 @@ class FrameSegmenter:
 
     def encode_image(self, frame: np.ndarray) -> FrameFeatures:
         """HxWx3 uint8 RGB -> the frame's features."""
-        check_rgb_image(frame)
-        out = self.model.forward_image(preprocess_image(frame, self.model.image_size, self.model.device))
-        return FrameFeatures(out.features, out.pos, (frame.shape[0], frame.shape[1]))
+        return self.encode_images([frame])[0]
+
+    def encode_images(self, frames: list[np.ndarray]) -> list[FrameFeatures]:
+        """Several frames (of any sizes) through the image encoder as one batch."""
+        for frame in frames:
+            check_rgb_image(frame)
+        images = torch.cat([preprocess_image(f, self.model.image_size, self.model.device) for f in frames])
+        out = self.model.forward_image(images)
+        return [
+            FrameFeatures([x[i : i + 1] for x in out.features], [p[i : i + 1] for p in out.pos], (f.shape[0], f.shape[1]))
+            for i, f in enumerate(frames)
+        ]
 
     def run(
         self,

@@ -23,7 +23,7 @@ from memory.memory_bank import FrameMemory, ObjectMemory
 from vos.config import TrackerConfig, tracker_config
 from vos.modeling.sam2 import SAM2Model
 from vos.postprocess import non_overlapping
-from vos.segmenter import FrameSegmenter, ObjectRequest, Prompt
+from vos.segmenter import FrameFeatures, FrameSegmenter, ObjectRequest, Prompt
 from vos.transforms import check_rgb_image, upscale_logits
 
 
@@ -94,7 +94,11 @@ class Tracker:
 
         A later prompt for the same object before that frame replaces this one.
         """
-        self._pending[obj_id] = Prompt.make(mask, points, labels, box)
+        self.set_prompt(obj_id, Prompt.make(mask, points, labels, box))
+
+    def set_prompt(self, obj_id: int, prompt: Prompt) -> None:
+        """`add_prompt` with an already checked `Prompt`."""
+        self._pending[obj_id] = prompt
 
     def remove_object(self, obj_id: int) -> None:
         self._memories.pop(obj_id, None)
@@ -107,11 +111,23 @@ class Tracker:
             t.memory_temporal_stride_for_eval, self.config.keep_first_cond_frame,
         )
 
+    @property
+    def idle(self) -> bool:
+        """No object to track or prompt: `step` would not run the model."""
+        return not self._memories and not self._pending
+
     @torch.inference_mode()
-    def step(self, frame: np.ndarray) -> TrackResult:
-        """Segment every object on an HxWx3 uint8 RGB frame and update their memories."""
+    def step(self, frame: np.ndarray, features: FrameFeatures | None = None) -> TrackResult:
+        """Segment every object on an HxWx3 uint8 RGB frame and update their memories.
+
+        `features`: the frame's image features when already computed (`FrameSegmenter.encode_images`,
+        batched across streams). A frame with no object to track does not run the model.
+        """
         check_rgb_image(frame)
         hw = (frame.shape[0], frame.shape[1])
+        if self.idle:
+            self.frame_index += 1
+            return TrackResult(self.frame_index - 1)
         for obj_id, prompt in self._pending.items():  # reject before anything changes
             try:
                 prompt.check_size(hw)
@@ -119,7 +135,11 @@ class Tracker:
                 raise ValueError(f"object {obj_id}: {e}") from None
         obj_ids = self.object_ids
         requests = [ObjectRequest(self._pending.get(i), self._memories.get(i)) for i in obj_ids]
-        steps = self.segmenter.run(self.segmenter.encode_image(frame), requests, self.frame_index)
+        if features is None:
+            features = self.segmenter.encode_image(frame)
+        elif features.size != hw:
+            raise ValueError(f"features are of a {features.size} frame, the frame is {hw}")
+        steps = self.segmenter.run(features, requests, self.frame_index)
         self._pending = {}
         for obj_id, s in zip(obj_ids, steps):
             memory = self._memories.setdefault(obj_id, self._new_memory())

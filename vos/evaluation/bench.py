@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from streams.label_map import merge_masks, write_label_map
 from vos.build import DEFAULT_CONFIG, load_model
 from vos.evaluation import EvaluationError
 from vos.evaluation.davis import (
@@ -37,31 +38,10 @@ from vos.modeling.sam2 import SAM2Model
 from vos.tracker import Tracker
 
 IMAGE_SUFFIX = ".jpg"
-BACKGROUND_ID = 0
-PALETTE_SIZE = 256
-_COLOUR_BITS = 8
-"""Bits per colour channel: the PASCAL VOC colour map spreads an id's bits over R, G and B from the top bit down."""
 
 
 class BenchError(EvaluationError):
     """The DAVIS data to track is missing or inconsistent (frames, annotations, sizes)."""
-
-
-def davis_palette() -> list[int]:
-    """The 256-colour PASCAL VOC / DAVIS 2017 palette, flat [r0, g0, b0, r1, ...] (id 1 red, 2 green, ...)."""
-    palette: list[int] = []
-    for index in range(PALETTE_SIZE):
-        rgb = [0, 0, 0]
-        value = index
-        for bit in range(_COLOUR_BITS):
-            for channel in range(3):
-                rgb[channel] |= ((value >> channel) & 1) << (_COLOUR_BITS - 1 - bit)
-            value >>= 3
-        palette.extend(rgb)
-    return palette
-
-
-_PALETTE = davis_palette()
 
 
 @dataclass(frozen=True)
@@ -144,26 +124,6 @@ def prepare_sequences(
     if not prepared:
         raise BenchError(f"none of the {len(names)} sequence(s) has an object in its first annotation")
     return prepared, notes
-
-
-def merge_masks(masks: dict[int, np.ndarray], logits: dict[int, np.ndarray], shape: tuple[int, int]) -> np.ndarray:
-    """(H, W) uint8 label map: per pixel, the id of the highest-logit object among those whose mask is on."""
-    labels = np.full(shape, BACKGROUND_ID, dtype=np.uint8)
-    if not masks:
-        return labels
-    ids = np.array(list(masks), dtype=np.uint8)
-    scores = np.stack([np.where(masks[k], logits[k], -np.inf) for k in masks])
-    best = np.argmax(scores, axis=0)
-    on = np.any(np.stack([masks[k] for k in masks]), axis=0)
-    labels[on] = ids[best[on]]
-    return labels
-
-
-def write_label_map(path: Path, labels: np.ndarray) -> None:
-    """Save an (H, W) uint8 label map as a DAVIS palette PNG (pixel = object id)."""
-    image = Image.fromarray(labels)
-    image.putpalette(_PALETTE)
-    image.save(path)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,71 @@
+"""Label maps: every object's mask of a frame in one (H, W) image whose pixel value is the object id.
+
+Overlaps are resolved as Meta's non-overlapping constraint (`_apply_non_overlapping_constraints`),
+on the output only: a pixel gets the id of the highest-logit object among those whose mask is
+on there, background (0) where none is. Saved as DAVIS palette PNGs (ids up to 255) or 16-bit
+grayscale PNGs (larger ids).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+BACKGROUND_ID = 0
+PALETTE_SIZE = 256
+MAX_LABEL_ID = 2**16 - 1
+_COLOUR_BITS = 8
+"""Bits per colour channel: the PASCAL VOC colour map spreads an id's bits over R, G and B from the top bit down."""
+
+
+def davis_palette() -> list[int]:
+    """The 256-colour PASCAL VOC / DAVIS 2017 palette, flat [r0, g0, b0, r1, ...] (id 1 red, 2 green, ...)."""
+    palette: list[int] = []
+    for index in range(PALETTE_SIZE):
+        rgb = [0, 0, 0]
+        value = index
+        for bit in range(_COLOUR_BITS):
+            for channel in range(3):
+                rgb[channel] |= ((value >> channel) & 1) << (_COLOUR_BITS - 1 - bit)
+            value >>= 3
+        palette.extend(rgb)
+    return palette
+
+
+_PALETTE = davis_palette()
+
+
+def merge_masks(masks: dict[int, np.ndarray], logits: dict[int, np.ndarray], shape: tuple[int, int]) -> np.ndarray:
+    """(H, W) label map (uint8, or uint16 for ids > 255): per pixel, the highest-logit object whose mask is on."""
+    if any(not 0 < k <= MAX_LABEL_ID for k in masks):
+        raise ValueError(f"object ids in a label map must be 1..{MAX_LABEL_ID}, got {sorted(masks)}")
+    dtype = np.uint8 if max(masks, default=0) < PALETTE_SIZE else np.uint16
+    labels = np.full(shape, BACKGROUND_ID, dtype=dtype)
+    if not masks:
+        return labels
+    ids = np.array(list(masks), dtype=dtype)
+    scores = np.stack([np.where(masks[k], logits[k], -np.inf) for k in masks])
+    best = np.argmax(scores, axis=0)
+    on = np.any(np.stack([masks[k] for k in masks]), axis=0)
+    labels[on] = ids[best[on]]
+    return labels
+
+
+def write_label_map(path: Path, labels: np.ndarray) -> None:
+    """Save an (H, W) label map: uint8 as a DAVIS palette PNG, uint16 as a 16-bit grayscale PNG."""
+    if labels.dtype == np.uint8:
+        image = Image.fromarray(labels)
+        image.putpalette(_PALETTE)
+    elif labels.dtype == np.uint16:
+        image = Image.fromarray(labels.astype(np.int32)).convert("I;16")
+    else:
+        raise ValueError(f"label maps are uint8 or uint16, got {labels.dtype}")
+    image.save(path)
+
+
+def read_label_map(path: Path) -> np.ndarray:
+    """A label map written by `write_label_map` (or any DAVIS annotation) as an (H, W) integer array."""
+    with Image.open(path) as image:
+        return np.array(image)

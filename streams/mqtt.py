@@ -1,0 +1,237 @@
+"""MQTT link of one stream (aiomqtt): masks, errors and status out, prompts in, reconnecting forever.
+
+Topics, under a configurable prefix:
+
+    {prefix}/{stream}/masks    one MaskMessage per processed frame           (QoS `qos`)
+    {prefix}/{stream}/prompts  subscribed: prompt messages                   (QoS `qos`)
+    {prefix}/{stream}/errors   an ErrorMessage per refused prompt            (QoS `qos`)
+    {prefix}/{stream}/status   StatusMessage, retained; last will: "offline" (QoS 1)
+
+aiomqtt does not reconnect by itself, so `run()` is a loop: connect, subscribe, announce
+"online", then send and receive until the connection fails; wait (exponential backoff)
+and start again. Outgoing messages wait in a bounded buffer, so the tracker never waits
+for the broker: when the buffer is full the oldest message is dropped and counted. A
+message leaves the buffer only once the broker acknowledged it (QoS 1), so a message in
+flight when the connection drops is sent again after the reconnect (at least once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import aiomqtt
+from pydantic import BaseModel, ConfigDict, Field
+
+from streams.messages import AddPrompt, ErrorMessage, RemoveObject, Reset, StatusMessage, parse_prompt
+
+log = logging.getLogger(__name__)
+
+ERROR_PAYLOAD_ECHO = 200  # characters of a refused prompt echoed in its error message
+MAX_PROMPT_BYTES = 8_000_000  # larger prompt payloads are refused before parsing
+TOPIC_FORBIDDEN = set("+#/\0")
+
+
+class MqttSettings(BaseModel):
+    """Broker and topics; the same for `vos track --mqtt` and `vos serve`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(1883, ge=1, le=65535)
+    prefix: str = "vos"
+    qos: int = Field(1, ge=0, le=2)
+    username: str | None = None
+    password: str | None = None
+    keepalive: int = Field(30, ge=5)  # seconds
+    connect_timeout: float = Field(5.0, gt=0)  # seconds, first connection and each reconnect
+    buffer_size: int = Field(1000, ge=1)  # outgoing messages held while the broker is away
+    reconnect_initial: float = Field(0.5, gt=0)  # seconds before the first reconnect attempt, doubling
+    reconnect_max: float = Field(10.0, gt=0)
+    flush_timeout: float = Field(10.0, ge=0)  # seconds `close()` waits for buffered messages
+
+
+def check_topic_level(name: str, what: str) -> str:
+    """A stream id or prefix level must be a plain MQTT topic level (no wildcards, no '/')."""
+    if not name or TOPIC_FORBIDDEN & set(name):
+        raise ValueError(f"{what} {name!r} cannot be used in an MQTT topic (empty, or has + # / or NUL)")
+    return name
+
+
+class MqttUnavailable(Exception):
+    """The broker could not be reached (or refused the connection)."""
+
+
+@dataclass
+class MqttStats:
+    published: int = 0
+    dropped: int = 0  # outgoing messages lost to a full buffer
+    reconnects: int = 0
+    connected: bool = False
+    last_error: str | None = None
+
+
+PromptHandler = Callable[[AddPrompt | RemoveObject | Reset], None]
+
+
+class MqttLink:
+    """Connection of one stream to the broker; `start()` it, `publish_*` from the engine, `close()` to flush."""
+
+    def __init__(self, settings: MqttSettings, stream: str, on_prompt: PromptHandler | None = None) -> None:
+        self.settings = settings
+        self.stream = check_topic_level(stream, "stream id")
+        base = "/".join([settings.prefix.rstrip("/"), stream]) if settings.prefix else stream
+        self.topics = {k: f"{base}/{k}" for k in ("masks", "prompts", "errors", "status")}
+        self.on_prompt = on_prompt
+        self.stats = MqttStats()
+        self._buffer: deque[tuple[str, bytes, int, bool]] = deque()
+        self._wakeup = asyncio.Event()
+        self._closing = False
+        self._status = StatusMessage(stream=stream, state="online")
+        self._task: asyncio.Task | None = None
+        self._connected = asyncio.Event()
+
+    # -- outgoing ---------------------------------------------------------------------------
+
+    def _enqueue(self, topic: str, payload: bytes, qos: int, retain: bool = False) -> None:
+        if len(self._buffer) >= self.settings.buffer_size:
+            self._buffer.popleft()
+            self.stats.dropped += 1
+        self._buffer.append((topic, payload, qos, retain))
+        self._wakeup.set()
+
+    def publish_masks(self, message: BaseModel) -> None:
+        self._enqueue(self.topics["masks"], message.model_dump_json().encode(), self.settings.qos)
+
+    def publish_error(self, error: str, payload: bytes | str = b"") -> None:
+        text = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else payload
+        message = ErrorMessage(stream=self.stream, error=error, payload=text[:ERROR_PAYLOAD_ECHO])
+        self._enqueue(self.topics["errors"], message.model_dump_json().encode(), self.settings.qos)
+
+    def publish_status(self, status: StatusMessage) -> None:
+        """Retained: a subscriber arriving later sees the last state."""
+        self._status = status
+        self._enqueue(self.topics["status"], status.model_dump_json().encode(), 1, retain=True)
+
+    @property
+    def pending(self) -> int:
+        """Messages waiting for the broker."""
+        return len(self._buffer)
+
+    # -- connection -------------------------------------------------------------------------
+
+    def _client(self) -> aiomqtt.Client:
+        s = self.settings
+        will = StatusMessage(stream=self.stream, state="offline").model_dump_json().encode()
+        return aiomqtt.Client(
+            s.host, s.port, username=s.username, password=s.password, keepalive=s.keepalive,
+            timeout=s.connect_timeout, will=aiomqtt.Will(self.topics["status"], will, qos=1, retain=True),
+        )
+
+    async def start(self) -> None:
+        """Connects once (MqttUnavailable if the broker cannot be reached), then keeps the link up in a task."""
+        try:
+            client = self._client()
+            await client.__aenter__()
+        except aiomqtt.MqttError as e:
+            raise MqttUnavailable(f"cannot connect to MQTT broker {self.settings.host}:{self.settings.port}: {e}") from None
+        self._task = asyncio.create_task(self._run(client), name=f"mqtt-{self.stream}")
+
+    async def _run(self, client: aiomqtt.Client | None) -> None:
+        delay = self.settings.reconnect_initial
+        while not self._closing:
+            try:
+                if client is None:
+                    client = self._client()
+                    await client.__aenter__()
+                    self.stats.reconnects += 1
+                    log.info("MQTT %s: reconnected", self.stream)
+                delay = self.settings.reconnect_initial
+                await self._session(client)
+            except aiomqtt.MqttError as e:
+                self.stats.last_error = str(e)
+                log.warning("MQTT %s: connection lost (%s), retrying in %.1f s", self.stream, e, delay)
+            finally:
+                self.stats.connected = False
+                self._connected.clear()
+                if client is not None:
+                    try:
+                        await client.__aexit__(None, None, None)
+                    except aiomqtt.MqttError:
+                        pass
+                    client = None
+            if self._closing:
+                break
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, self.settings.reconnect_max)
+
+    async def _session(self, client: aiomqtt.Client) -> None:
+        """One connection's life: subscribe, re-announce the status, then send and receive until it fails."""
+        await client.subscribe(self.topics["prompts"], qos=self.settings.qos)
+        await client.publish(self.topics["status"], self._status.model_dump_json().encode(), qos=1, retain=True)
+        self.stats.connected = True
+        self._connected.set()
+        receiver = asyncio.create_task(self._receive(client))
+        try:
+            while True:
+                if receiver.done():
+                    receiver.result()  # raises the connection error
+                if not self._buffer:
+                    if self._closing:
+                        return
+                    self._wakeup.clear()
+                    waiter = asyncio.create_task(self._wakeup.wait())
+                    await asyncio.wait([receiver, waiter], return_when=asyncio.FIRST_COMPLETED)
+                    waiter.cancel()
+                    continue
+                topic, payload, qos, retain = self._buffer[0]
+                await client.publish(topic, payload, qos=qos, retain=retain, timeout=self.settings.keepalive)
+                if self._buffer and self._buffer[0][0] is topic and self._buffer[0][1] is payload:
+                    self._buffer.popleft()
+                self.stats.published += 1
+        finally:
+            receiver.cancel()
+
+    async def _receive(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            self.handle_prompt_payload(message.payload)
+
+    def handle_prompt_payload(self, payload: object) -> None:
+        """Parses a prompt; a malformed one is answered on the errors topic and changes nothing."""
+        if not isinstance(payload, (bytes, bytearray)):
+            payload = b"" if payload is None else str(payload).encode()
+        if len(payload) > MAX_PROMPT_BYTES:
+            self.publish_error(f"prompt message of {len(payload)} bytes is larger than {MAX_PROMPT_BYTES}", payload[:ERROR_PAYLOAD_ECHO])
+            return
+        try:
+            prompt = parse_prompt(bytes(payload))
+        except ValueError as e:
+            self.publish_error(str(e), payload[:ERROR_PAYLOAD_ECHO])
+            return
+        if self.on_prompt is not None:
+            self.on_prompt(prompt)
+
+    async def wait_connected(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self._connected.wait(), timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
+
+    async def close(self) -> int:
+        """Sends what is buffered (up to `flush_timeout`), then disconnects; returns how many messages were lost."""
+        self._closing = True
+        self._wakeup.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), self.settings.flush_timeout)
+            except asyncio.TimeoutError:
+                self._task.cancel()
+                await asyncio.gather(self._task, return_exceptions=True)
+        lost = len(self._buffer)
+        self.stats.dropped += lost
+        self._buffer.clear()
+        return lost

@@ -1,0 +1,145 @@
+"""Frame sources for the engine: blocking decoders run in a thread, frames arrive on the event loop.
+
+A source is an async iterator of `Frame`s. Its decoder (PyAV, PIL) runs in a thread of
+its own so decoding overlaps inference and never blocks the event loop. Between the
+two sits a small buffer whose policy depends on the source:
+
+- finite sources (files, folders): the decoder waits for room; no frame is ever lost.
+- live sources (cameras, RTSP): the decoder never waits; when the consumer is slower
+  than the camera the oldest buffered frame is dropped (the newest is kept) and
+  counted in `stats.dropped`, so latency stays bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+StatusCallback = Callable[[str, str], None]
+"""Called from the decoder thread with (state, detail): "connected", "disconnected", "reconnecting", "ended"."""
+
+
+@dataclass(frozen=True)
+class Frame:
+    index: int  # position in the stream (0, 1, ...); on a live source, gaps are dropped frames
+    pts: float | None  # presentation time, seconds
+    image: np.ndarray  # HxWx3 uint8 RGB
+    decoded_at: float = field(default_factory=time.monotonic)  # time.monotonic() when decoded
+
+
+@dataclass
+class SourceStats:
+    decoded: int = 0
+    dropped: int = 0  # live sources only: stale frames replaced by newer ones
+    reconnects: int = 0
+    last_error: str | None = None
+
+
+class SourceError(Exception):
+    """The source cannot be read at all (missing file, not a video, unreachable camera)."""
+
+
+class FrameSource(ABC):
+    """Base of every source: subclasses implement `_decode`, a blocking generator of (pts, image)."""
+
+    live: bool = False
+    buffer_size: int = 4  # frames between decoder and consumer (live sources: 1, the newest)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.stats = SourceStats()
+        self.on_status: StatusCallback | None = None
+        self._stop = threading.Event()
+
+    def __len__(self) -> int:
+        """Number of frames of a finite source (TypeError for live and unbounded ones)."""
+        raise TypeError(f"{self.name} has no known length")
+
+    @property
+    def length(self) -> int | None:
+        try:
+            return len(self)
+        except TypeError:
+            return None
+
+    def open(self) -> None:
+        """Checks the source can be read; raises SourceError with a readable reason if not. Blocking."""
+
+    @abstractmethod
+    def _decode(self) -> Iterator[tuple[float | None, np.ndarray]]:
+        """Blocking: yields (pts seconds, HxWx3 uint8 RGB) until the source ends or `self._stop` is set."""
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def _status(self, state: str, detail: str = "") -> None:
+        if self.on_status is not None:
+            self.on_status(state, detail)
+
+    async def frames(self) -> AsyncIterator[Frame]:
+        """Decodes in a thread and yields frames in order; raises the decoder's error, if any, at its place."""
+        loop = asyncio.get_running_loop()
+        buffer: deque[Frame | BaseException | None] = deque()
+        ready = asyncio.Event()
+        room = threading.Semaphore(self.buffer_size)
+
+        def push(item: Frame | BaseException | None) -> None:  # on the loop
+            if self.live and isinstance(item, Frame):
+                while len(buffer) >= self.buffer_size and isinstance(buffer[0], Frame):
+                    buffer.popleft()
+                    self.stats.dropped += 1
+            buffer.append(item)
+            ready.set()
+
+        def run() -> None:  # the decoder thread
+            item: BaseException | None = None
+            try:
+                for index, (pts, image) in enumerate(self._decode()):
+                    if self._stop.is_set():
+                        break
+                    if not self.live:
+                        while not room.acquire(timeout=0.1):
+                            if self._stop.is_set():
+                                return
+                    self.stats.decoded += 1
+                    loop.call_soon_threadsafe(push, Frame(index, pts, image))
+            except BaseException as e:  # handed to the consumer, raised there
+                item = e
+            if not self._stop.is_set():
+                try:
+                    loop.call_soon_threadsafe(push, item)
+                except RuntimeError:  # the loop is closed
+                    pass
+
+        self._stop.clear()
+        thread = threading.Thread(target=run, name=f"decode-{self.name}", daemon=True)
+        thread.start()
+        try:
+            while True:
+                while not buffer:
+                    ready.clear()
+                    await ready.wait()
+                item = buffer.popleft()
+                if isinstance(item, Frame):
+                    if not self.live:
+                        room.release()
+                    yield item
+                elif item is None:
+                    return
+                else:
+                    raise item
+        finally:
+            self._stop.set()
+            await asyncio.to_thread(thread.join, 10.0)
+
+    def stop(self) -> None:
+        """Ends `frames()` after the frame being decoded (thread-safe)."""
+        self._stop.set()

@@ -1,0 +1,78 @@
+"""Which source reads a given SOURCE string: files, frame folders, RTSP URLs, webcams, lavfi graphs.
+
+    video.mp4                 a video file (PyAV)                   finite, never drops
+    frames/                   a folder of JPEG/PNG frames (DAVIS)   finite, never drops
+    rtsp://host:port/path     an RTSP camera                        live: drops stale frames, reconnects
+    /dev/video0               a webcam (v4l2)                       live
+    lavfi:testsrc=size=...    an FFmpeg filter graph (test source)  unbounded unless the graph ends
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from streams.frame_folder import FrameFolder
+from streams.source import FrameSource, SourceError
+from streams.video_file import VideoFile
+
+LAVFI_PREFIX = "lavfi:"
+
+
+class SequenceSource(FrameSource):
+    """A video file or a folder of frames, read in order (at most `max_frames`)."""
+
+    def __init__(self, path: str | Path, max_frames: int | None = None, name: str | None = None) -> None:
+        self.path = Path(path)
+        super().__init__(name or self.path.stem)
+        self.max_frames = max_frames
+        self._frames: Sequence[np.ndarray] | None = None
+        self._times: list[float] | None = None
+
+    def open(self) -> None:
+        if self._frames is not None:
+            return
+        if not self.path.exists():
+            raise SourceError(f"no such file or folder: {self.path}")
+        try:
+            if self.path.is_dir():
+                self._frames = FrameFolder(self.path)
+            else:
+                video = VideoFile(self.path)
+                self._frames, self._times = video, video.times
+        except (ValueError, OSError) as e:
+            raise SourceError(str(e)) from None
+
+    def __len__(self) -> int:
+        self.open()
+        assert self._frames is not None
+        n = len(self._frames)
+        return n if self.max_frames is None else min(n, self.max_frames)
+
+    def _decode(self) -> Iterator[tuple[float | None, np.ndarray]]:
+        self.open()
+        assert self._frames is not None
+        try:
+            for i in range(len(self)):
+                yield (None if self._times is None else self._times[i]), self._frames[i]
+        finally:
+            if isinstance(self._frames, VideoFile):
+                self._frames.close()
+                self._frames = None
+
+
+def open_source(spec: str, max_frames: int | None = None, name: str | None = None, **live_options: object) -> FrameSource:
+    """The source for a SOURCE string (not yet opened: call `open()` to check it can be read)."""
+    from streams.live import PyAVSource
+
+    if spec.startswith("rtsp://") or spec.startswith("rtsps://"):
+        return PyAVSource(spec, live=True, name=name or "rtsp", **live_options)
+    if spec.startswith("/dev/video"):
+        return PyAVSource(spec, format="v4l2", live=True, name=name or Path(spec).name, **live_options)
+    if spec.startswith(LAVFI_PREFIX):
+        return PyAVSource(spec[len(LAVFI_PREFIX):], format="lavfi", live=False, name=name or "lavfi", max_frames=max_frames)
+    if "://" in spec:
+        raise SourceError(f"unsupported source URL {spec!r} (files, folders, rtsp://, /dev/videoN, lavfi:GRAPH)")
+    return SequenceSource(spec, max_frames=max_frames, name=name)

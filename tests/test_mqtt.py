@@ -1,0 +1,161 @@
+"""streams.mqtt.MqttLink against a real Mosquitto broker: order, status, prompts, errors, outages."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from streams.messages import AddPrompt, MaskMessage, ObjectMask, RemoveObject, Rle
+from streams.mqtt import MqttLink, MqttSettings, MqttUnavailable
+from tests.mqtt_broker import MosquittoBroker, Subscriber, free_port
+
+
+@pytest.fixture
+def broker(tmp_path):
+    b = MosquittoBroker(tmp_path / "broker")
+    b.start()
+    yield b
+    b.stop()
+
+
+def settings(port: int, **kw) -> MqttSettings:
+    return MqttSettings(port=port, prefix="t/vos", reconnect_initial=0.1, reconnect_max=0.5, **kw)
+
+
+def mask_message(index: int) -> MaskMessage:
+    mask = np.zeros((6, 8), bool)
+    mask[1 : 2 + index % 4, 2:5] = True
+    return MaskMessage(stream="cam", frame_index=index, pts=index / 10, width=8, height=6, objects=[ObjectMask.from_mask(1, mask, 2.5)])
+
+
+def frame_indices(messages: list[tuple[str, bytes]], topic: str) -> list[int]:
+    return [json.loads(p)["frame_index"] for t, p in messages if t == topic]
+
+
+def test_masks_arrive_in_order_with_status_and_prompts(broker):
+    async def main():
+        received = []
+        async with Subscriber(broker.port, "t/vos/cam/#") as sub:
+            link = MqttLink(settings(broker.port), "cam", on_prompt=received.append)
+            await link.start()
+            for i in range(30):
+                link.publish_masks(mask_message(i))
+            assert await sub.wait_for(lambda m: len(frame_indices(m, "t/vos/cam/masks")) == 30, 10)
+            # A prompt published by someone else reaches the handler.
+            async with __import__("aiomqtt").Client("127.0.0.1", broker.port) as client:
+                await client.publish("t/vos/cam/prompts", b'{"action": "remove", "obj_id": 4}', qos=1)
+                await client.publish("t/vos/cam/prompts", b'{"action": "add", "obj_id": 2, "box": [1, 1, 5, 5]}', qos=1)
+            for _ in range(100):
+                if len(received) == 2:
+                    break
+                await asyncio.sleep(0.05)
+            lost = await link.close()
+        return sub.messages, received, lost, link.stats
+
+    messages, received, lost, stats = asyncio.run(main())
+    assert frame_indices(messages, "t/vos/cam/masks") == list(range(30))
+    first = MaskMessage.model_validate_json(next(p for t, p in messages if t == "t/vos/cam/masks"))
+    assert first.objects[0].mask.to_mask().shape == (6, 8) and first.objects[0].bbox == (2, 1, 3, 1)
+    status = [json.loads(p) for t, p in messages if t == "t/vos/cam/status"]
+    assert status[0]["state"] == "online"
+    assert received == [RemoveObject(action="remove", obj_id=4), AddPrompt(obj_id=2, box=(1, 1, 5, 5))]
+    assert lost == 0 and stats.published == 30 and stats.dropped == 0
+
+
+@pytest.mark.parametrize(
+    "payload, reason",
+    [
+        (b"not json", "invalid"),
+        (b'{"action": "add", "obj_id": "one", "points": [[1, 2]], "labels": [1]}', "obj_id"),
+        (b'{"action": "add", "obj_id": 1, "mask": {"size": [4, 4], "counts": "' + b"1" * 5_000_000 + b'"}}', "mask"),
+        (b'{"action": "add", "obj_id": 1, "mask": {"size": [16000, 16000], "counts": "0"}}', "do not cover"),
+        (b'{"action": "explode"}', "action"),
+        (b"\xff\xfe\x00", "invalid"),
+        (b"x" * 9_000_000, "larger than"),
+    ],
+    ids=["not-json", "wrong-type", "huge-rle", "rle-size", "unknown-action", "binary", "oversized"],
+)
+def test_malformed_prompts_are_answered_on_the_errors_topic(broker, payload, reason):
+    async def main():
+        received = []
+        async with Subscriber(broker.port, "t/vos/cam/errors") as sub:
+            link = MqttLink(settings(broker.port), "cam", on_prompt=received.append)
+            await link.start()
+            async with __import__("aiomqtt").Client("127.0.0.1", broker.port) as client:
+                await client.publish("t/vos/cam/prompts", payload, qos=1)
+            assert await sub.wait_for(lambda m: len(m) == 1, 10)
+            await link.close()
+        return sub.messages, received
+
+    messages, received = asyncio.run(main())
+    assert received == []
+    error = json.loads(messages[0][1])
+    assert error["stream"] == "cam" and reason in error["error"] and len(error["payload"]) <= 200
+
+
+def test_unreachable_broker_is_a_clear_error():
+    async def main():
+        await MqttLink(settings(free_port(), connect_timeout=2), "cam").start()
+
+    with pytest.raises(MqttUnavailable, match="cannot connect to MQTT broker 127.0.0.1"):
+        asyncio.run(main())
+
+
+def test_broker_restart_delivers_buffered_messages_and_counts_overflow(broker):
+    """While the broker is down the newest `buffer_size` messages wait; older ones are counted as dropped."""
+
+    async def main():
+        async with Subscriber(broker.port, "t/vos/cam/masks") as sub:
+            link = MqttLink(settings(broker.port, buffer_size=3), "cam")
+            await link.start()
+            link.publish_masks(mask_message(0))
+            assert await sub.wait_for(lambda m: len(m) == 1, 10)
+            broker.stop()
+            for i in range(1, 11):
+                link.publish_masks(mask_message(i))
+                await asyncio.sleep(0.01)
+            assert link.stats.dropped == 7 and link.pending == 3 and not link.stats.connected
+            broker.start()
+            assert await sub.wait_for(lambda m: len(m) >= 4, 15)
+            lost = await link.close()
+        return sub.messages, link.stats, lost
+
+    messages, stats, lost = asyncio.run(main())
+    assert frame_indices(messages, "t/vos/cam/masks") == [0, 8, 9, 10]
+    assert stats.reconnects >= 1 and stats.dropped == 7 and lost == 0
+
+
+def test_last_will_reports_offline_when_the_engine_dies(broker):
+    """A process holding a link is killed: the broker publishes the retained "offline" status."""
+    code = textwrap.dedent(f"""
+        import asyncio, sys
+        from streams.mqtt import MqttLink, MqttSettings
+        async def main():
+            link = MqttLink(MqttSettings(port={broker.port}, prefix="t/vos"), "cam")
+            await link.start()
+            await link.wait_connected(5)
+            print("UP", flush=True)
+            await asyncio.sleep(60)
+        asyncio.run(main())
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout.readline().strip() == b"UP"
+        proc.kill()
+        proc.wait()
+
+        async def main():
+            async with Subscriber(broker.port, "t/vos/cam/status", identifier="late") as sub:
+                assert await sub.wait_for(lambda m: m and json.loads(m[-1][1])["state"] == "offline", 10)
+            return sub.messages
+
+        assert json.loads(asyncio.run(main())[-1][1]) == {"stream": "cam", "state": "offline", "detail": "", "frames": 0,
+                                                           "dropped_frames": 0, "source_reconnects": 0, "dropped_messages": 0}
+    finally:
+        proc.kill()

@@ -1,0 +1,108 @@
+"""`vos serve` configuration: model, tracker options, MQTT and streams, from YAML, overridable by VOS_ variables.
+
+Environment variables override the YAML file, nested with "__": `VOS_MQTT__HOST=10.0.0.5`,
+`VOS_MODEL__IMAGE_SIZE=512`, `VOS_STREAMS='[{"id": "cam1", "source": "rtsp://..."}]'`.
+Everything is validated once, at start-up (`load_engine_config`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
+
+from streams.mqtt import MqttSettings, check_topic_level
+from vos.config import SUPPORTED_IMAGE_SIZES, TrackerConfig
+from vos.errors import ConfigError
+
+ENV_PREFIX = "VOS_"
+
+
+class ModelSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    config: str | None = None  # a shipped config name or YAML path; None: the one the checkpoint fits
+    checkpoint: Path | None = None  # None: the cached download of `config`
+    image_size: int | None = None  # 1024 or 512; None: the config's
+    device: str = "cpu"
+
+    @field_validator("image_size")
+    @classmethod
+    def _size(cls, v: int | None) -> int | None:
+        if v not in (None, *SUPPORTED_IMAGE_SIZES):
+            raise ValueError(f"image_size must be one of {SUPPORTED_IMAGE_SIZES}, got {v}")
+        return v
+
+
+class LiveSettings(BaseModel):
+    """How live sources (RTSP, webcams) connect and reconnect."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    timeout: float = Field(5.0, gt=0)  # seconds without data before a connection counts as lost
+    rtsp_transport: Literal["tcp", "udp"] = "tcp"
+    reconnect_initial: float = Field(0.5, gt=0)  # seconds, doubling up to reconnect_max
+    reconnect_max: float = Field(5.0, gt=0)
+
+
+class StreamSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str  # the MQTT topic level of the stream
+    source: str  # file, folder, rtsp:// URL, /dev/videoN or lavfi:GRAPH
+    out: Path | None = None  # folder for label-map PNGs and masks.jsonl
+    max_frames: int | None = Field(None, ge=1)
+
+    @field_validator("id")
+    @classmethod
+    def _topic_level(cls, v: str) -> str:
+        return check_topic_level(v, "stream id")
+
+
+class EngineConfig(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid")
+
+    model: ModelSettings = ModelSettings()
+    tracker: TrackerConfig = TrackerConfig()
+    mqtt: MqttSettings | None = None
+    live: LiveSettings = LiveSettings()
+    max_batch: int = Field(4, ge=1)  # frames of different streams through the image encoder together
+    streams: list[StreamSettings] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> EngineConfig:
+        ids = [s.id for s in self.streams]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"stream ids must be unique, got {ids}")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, YamlConfigSettingsSource(settings_cls)
+
+
+def load_engine_config(path: str | Path) -> EngineConfig:
+    """The YAML file with VOS_ environment overrides, validated; ConfigError with every problem if invalid."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"engine config not found: {path}")
+
+    class FromFile(EngineConfig):
+        model_config = SettingsConfigDict(**{**EngineConfig.model_config, "yaml_file": path})
+
+    try:
+        return FromFile()
+    except ValidationError as e:
+        problems = "\n".join(f"  {'.'.join(map(str, err['loc'])) or '(top)'}: {err['msg']}" for err in e.errors())
+        raise ConfigError(f"invalid engine config {path}:\n{problems}") from None
+    except ValueError as e:  # YAML syntax, unreadable file
+        raise ConfigError(f"cannot read engine config {path}: {e}") from None
