@@ -63,16 +63,31 @@ class SequenceSource(FrameSource):
                 self._frames = None
 
 
-def open_source(spec: str, max_frames: int | None = None, name: str | None = None, **live_options: object) -> FrameSource:
-    """The source for a SOURCE string (not yet opened: call `open()` to check it can be read)."""
-    from streams.live import PyAVSource
+def open_source(
+    spec: str,
+    max_frames: int | None = None,
+    name: str | None = None,
+    timeout: float = 5.0,
+    rtsp_transport: str = "tcp",
+    reconnect_initial: float = 0.5,
+    reconnect_max: float = 5.0,
+) -> FrameSource:
+    """The source for a SOURCE string (not yet opened: call `open()` to check it can be read).
 
-    if spec.startswith("rtsp://") or spec.startswith("rtsps://"):
-        return PyAVSource(spec, live=True, name=name or "rtsp", **live_options)
-    if spec.startswith("/dev/video"):
-        return PyAVSource(spec, format="v4l2", live=True, name=name or Path(spec).name, **live_options)
-    if spec.startswith(LAVFI_PREFIX):
-        return PyAVSource(spec[len(LAVFI_PREFIX):], format="lavfi", live=False, name=name or "lavfi", max_frames=max_frames)
+    `timeout` (seconds without data), `rtsp_transport` and the reconnect backoff apply to live sources.
+    """
+    if spec.startswith(("rtsp://", "rtsps://", "/dev/video", LAVFI_PREFIX)):
+        from streams.live import PyAVSource  # noqa: PLC0415 (PyAV's network stack only when asked for)
+
+        live = dict(
+            rtsp_transport=rtsp_transport, timeout_s=timeout, reconnect_delay_s=reconnect_initial,
+            max_reconnect_delay_s=reconnect_max,
+        )
+        if spec.startswith(LAVFI_PREFIX):
+            return PyAVSource(spec[len(LAVFI_PREFIX) :], format="lavfi", live=False, name=name or "lavfi")
+        if spec.startswith("/dev/video"):
+            return PyAVSource(spec, format="v4l2", live=True, name=name or Path(spec).name, **live)
+        return PyAVSource(spec, live=True, name=name or "rtsp", **live)
     if "://" in spec:
         raise SourceError(f"unsupported source URL {spec!r} (files, folders, rtsp://, /dev/videoN, lavfi:GRAPH)")
     return SequenceSource(spec, max_frames=max_frames, name=name)

@@ -9,21 +9,7 @@ import pytest
 import vos
 from streams.video_file import VideoFile
 from tests.conftest import read_frame
-
-FPS = 25
-
-
-def write_video(path, frames, codec: str = "libx264", gop: int = 8) -> None:
-    """An H.264 file with B-frames (frames decode out of presentation order) and a keyframe every `gop` frames."""
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream(codec, rate=FPS)
-        stream.width, stream.height = frames[0].shape[1], frames[0].shape[0]
-        stream.pix_fmt = "yuv420p"
-        stream.codec_context.gop_size = gop
-        stream.codec_context.max_b_frames = 2
-        for image in frames:
-            out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
-        out.mux(stream.encode())
+from tests.video_reference import VIDEO_FPS as FPS, write_video
 
 
 @pytest.fixture(scope="module")

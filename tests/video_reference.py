@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import av
 import numpy as np
 from PIL import Image
 
 LOGIT_TOL = 1e-3
 NUM_FRAMES = 16
+VIDEO_FPS = 25  # frame rate of the test videos written by `write_video`
 
 
 def write_clip(davis_root: Path, sequence: str, size: int, folder: Path, n: int = NUM_FRAMES) -> list[np.ndarray]:
@@ -76,3 +78,16 @@ def assert_frame_matches(result, meta: tuple[np.ndarray, list[float]], obj_ids: 
         assert (result.scores[obj_id] > 0) == (score > 0), (frame, obj_id)
     assert worst <= LOGIT_TOL, (frame, worst)
     return worst
+
+
+def write_video(path, frames, codec: str = "libx264", gop: int = 8, fps: int = VIDEO_FPS) -> None:
+    """An H.264 file with B-frames (frames decode out of presentation order) and a keyframe every `gop` frames."""
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream(codec, rate=fps)
+        stream.width, stream.height = frames[0].shape[1], frames[0].shape[0]
+        stream.pix_fmt = "yuv420p"
+        stream.codec_context.gop_size = gop
+        stream.codec_context.max_b_frames = 2
+        for image in frames:
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        out.mux(stream.encode())

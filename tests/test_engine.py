@@ -1,0 +1,132 @@
+"""The engine end to end with real components: `vos track` on a video file to Mosquitto and a folder."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import vos
+import vos.cli
+from streams.label_map import read_label_map
+from streams.messages import MaskMessage
+from streams.video_file import VideoFile
+from tests.conftest import read_frame
+from tests.mqtt_broker import MosquittoBroker, Subscriber, free_port
+from tests.video_reference import write_video
+
+SEQUENCE = "car-shadow"
+CLIP_FRAMES = 16
+MAX_FRAMES = 12
+TOPIC = "T/cams"
+
+
+@pytest.fixture(scope="module")
+def clip(davis_root, tmp_path_factory):
+    """A full-size (854x480) H.264 clip with B-frames, longer than --max-frames."""
+    path = tmp_path_factory.mktemp("engine") / f"{SEQUENCE}.mp4"
+    write_video(path, [read_frame(davis_root, SEQUENCE, i) for i in range(CLIP_FRAMES)])
+    return path
+
+
+@pytest.fixture
+def broker(tmp_path):
+    b = MosquittoBroker(tmp_path / "broker")
+    b.start()
+    yield b
+    b.stop()
+
+
+def vos_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "vos.cli", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_track_file_publishes_every_frame_and_writes_the_same_masks(clip, davis_root, tracking_checkpoint, broker, tmp_path):
+    """The acceptance run: 12 messages, frames 0..11 in order, one RLE mask per object, equal to the PNGs."""
+    first = davis_root / "Annotations" / "480p" / SEQUENCE / "00000.png"
+    out = tmp_path / "out"
+
+    async def main():
+        async with Subscriber(broker.port, f"{TOPIC}/+/masks") as sub:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "vos.cli", "track", str(clip), "--checkpoint", str(tracking_checkpoint),
+                "--image-size", "512", "--mask", f"1={first}", "--out", str(out), "--mqtt", broker.url,
+                "--topic", TOPIC, "--max-frames", str(MAX_FRAMES), "--quiet",
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            )
+            stdout, stderr = await asyncio.wait_for(proc.communicate(), 300)
+            assert proc.returncode == 0, stderr.decode()
+            await sub.wait_for(lambda m: len(m) >= MAX_FRAMES, 5)
+        return sub.messages, stderr.decode()
+
+    messages, stderr = asyncio.run(main())
+    assert f"{MAX_FRAMES} frames in" in stderr and "MQTT messages published, 0 lost" in stderr
+    assert {t for t, _ in messages} == {f"{TOPIC}/{SEQUENCE}/masks"}
+    decoded = [MaskMessage.model_validate_json(p) for _, p in messages]
+    assert [m.frame_index for m in decoded] == list(range(MAX_FRAMES))
+    lines = [MaskMessage.model_validate_json(line) for line in (out / "masks.jsonl").read_text().splitlines()]
+    assert lines == decoded
+    with VideoFile(clip) as video:
+        times = video.times
+    nonempty = 0
+    for m in decoded:
+        assert (m.width, m.height) == (854, 480) and m.pts == pytest.approx(times[m.frame_index])
+        assert [o.id for o in m.objects] == [1]
+        mask = m.objects[0].mask.to_mask()
+        assert mask.shape == (480, 854) and int(mask.sum()) == m.objects[0].area
+        labels = read_label_map(out / f"{m.frame_index:05d}.png")
+        np.testing.assert_array_equal(mask, labels == 1)
+        assert set(np.unique(labels)) <= {0, 1}
+        nonempty += bool(m.objects[0].area)
+    assert nonempty == MAX_FRAMES  # the score head is biased to "present": every frame has a mask
+    assert sorted(p.name for p in out.glob("*.png")) == [f"{i:05d}.png" for i in range(MAX_FRAMES)]
+
+
+def test_engine_masks_equal_the_tracker_alone(clip, davis_root, tracking_checkpoint, tmp_path):
+    """The pipeline (threads, batching, encoding) changes nothing: its label maps are the tracker's."""
+    from streams.label_map import merge_masks
+
+    out = tmp_path / "out"
+    frames = 5
+    result = vos_cli(
+        "track", str(clip), "--checkpoint", str(tracking_checkpoint), "--image-size", "512", "--quiet",
+        "--point", "1=420,300", "--point", "1=100,50,0", "--box", "2=0,0,200,150", "--out", str(out),
+        "--max-frames", str(frames),
+    )
+    assert result.returncode == 0, result.stderr
+    tracker = vos.Tracker(vos.load_model(checkpoint=tracking_checkpoint, image_size=512))
+    tracker.add_prompt(1, points=[(420, 300), (100, 50)], labels=[1, 0])
+    tracker.add_prompt(2, box=(0, 0, 200, 150))
+    with VideoFile(clip) as video:
+        for i in range(frames):
+            r = tracker.step(video[i])
+            np.testing.assert_array_equal(read_label_map(out / f"{i:05d}.png"), merge_masks(r.masks, r.logits, (480, 854)))
+
+
+@pytest.mark.parametrize(
+    "args, code, message",
+    [
+        (["track", "missing.mp4", "--point", "1=1,1"], 5, "no such file or folder: missing.mp4"),
+        (["track", "{text}", "--point", "1=1,1"], 5, "cannot open"),
+        (["track", "{clip}", "--point", "1=1"], 2, "expected 2 or 3 comma-separated numbers"),
+        (["track", "{clip}", "--mask", "1=nothere.png"], 2, "no such file nothere.png"),
+        (["track", "{clip}"], 2, "nothing to track"),
+        (["track", "{clip}", "--point", "1=1,1", "--prompt-frame", "99"], 2, "past the source's 16 frames"),
+        (["track", "{clip}", "--point", "1=1,1", "--config", "sam2.1_hiera_s", "--checkpoint", "{ckpt}"], 3, "does not match model config sam2.1_hiera_s"),
+        (["track", "{clip}", "--point", "1=1,1", "--checkpoint", "{ckpt}", "--image-size", "512", "--mqtt", "mqtt://127.0.0.1:{port}"], 6, "cannot connect to MQTT broker"),
+        (["track", "rtsp://127.0.0.1:{port}/cam", "--point", "1=1,1", "--timeout", "2"], 5, "rtsp://127.0.0.1"),
+    ],
+    ids=["missing", "not-a-video", "bad-point", "missing-mask", "no-prompt", "prompt-frame", "checkpoint-mismatch", "broker-refused", "rtsp-unreachable"],
+)
+def test_errors_a_person_can_act_on(args, code, message, clip, tiny_checkpoint, tmp_path, capsys):
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video")
+    fill = {"clip": str(clip), "text": str(text), "ckpt": str(tiny_checkpoint), "port": str(free_port())}
+    args = [a.format(**fill) for a in args]
+    assert vos.cli.main(args) == code
+    err = capsys.readouterr().err
+    assert err.startswith("vos: error: ") and message.format(**fill) in err, err
