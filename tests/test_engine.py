@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -130,3 +131,56 @@ def test_errors_a_person_can_act_on(args, code, message, clip, tiny_checkpoint, 
     assert vos.cli.main(args) == code
     err = capsys.readouterr().err
     assert err.startswith("vos: error: ") and message.format(**fill) in err, err
+
+
+def test_serve_runs_streams_with_a_batched_image_encoder(clip, tracking_checkpoint, broker, tmp_path):
+    """Two streams of one config; VOS_ variables override the YAML; frames ready together share a batch."""
+    frames = 3
+    config = tmp_path / "engine.yaml"
+    config.write_text(
+        "model: {checkpoint: %s, image_size: 512}\n"
+        "mqtt: {host: 127.0.0.1, port: 1, prefix: srv}\n"
+        "streams:\n" % tracking_checkpoint
+        + "".join(
+            f"  - {{id: {name}, source: '{clip}', out: '{tmp_path / name}', max_frames: {frames},"
+            " prompts: [{frame: 0, obj_id: 3, box: [300, 200, 600, 420]}]}\n"
+            for name in ("a", "b")
+        )
+    )
+
+    async def main():
+        async with Subscriber(broker.port, "srv/+/masks") as sub:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "vos.cli", "serve", str(config), stderr=asyncio.subprocess.PIPE,
+                env={**__import__("os").environ, "VOS_MQTT__PORT": str(broker.port)},
+            )
+            _, stderr = await asyncio.wait_for(proc.communicate(), 300)
+            assert proc.returncode == 0, stderr.decode()
+            await sub.wait_for(lambda m: len(m) >= 2 * frames, 5)
+        return sub.messages, stderr.decode()
+
+    messages, log = asyncio.run(main())
+    by_stream = {name: [MaskMessage.model_validate_json(p) for t, p in messages if t == f"srv/{name}/masks"] for name in "ab"}
+    for name, got in by_stream.items():
+        assert [m.frame_index for m in got] == list(range(frames)) and all([o.id for o in m.objects] == [3] for m in got)
+    assert [m.objects for m in by_stream["a"]] == [m.objects for m in by_stream["b"]]  # same frames, same masks
+    for i in range(frames):
+        np.testing.assert_array_equal(read_label_map(tmp_path / "a" / f"{i:05d}.png"), read_label_map(tmp_path / "b" / f"{i:05d}.png"))
+    batches = re.search(r"image-encoder batches: (.*)", log).group(1)
+    assert "of 2" in batches, log
+
+
+def test_engine_config_is_validated_once_with_every_problem(tmp_path):
+    from vos.engine_config import load_engine_config
+    from vos.errors import ConfigError
+
+    shipped = load_engine_config(Path(__file__).resolve().parent.parent / "configs" / "engine.yaml")
+    assert [s.id for s in shipped.streams] == ["entrance", "demo"] and shipped.mqtt.qos == 1
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("streams: [{id: a/b, source: x.mp4}, {id: c, source: y.mp4, prompts: [{obj_id: 0, box: [1, 2]}]}]\nbogus: 1\n")
+    with pytest.raises(ConfigError) as e:
+        load_engine_config(bad)
+    for problem in ("streams.0.id", "cannot be used in an MQTT topic", "streams.1.prompts.0.obj_id", "streams.1.prompts.0.box", "bogus"):
+        assert problem in str(e.value)
+    with pytest.raises(ConfigError, match="engine config not found"):
+        load_engine_config(tmp_path / "none.yaml")

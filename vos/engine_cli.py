@@ -8,6 +8,7 @@ import logging
 import re
 import signal
 import sys
+from collections import Counter
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -216,9 +217,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         for spec, source in zip(config.streams, sources):
             mqtt = await start_mqtt(config.mqtt, spec.id) if config.mqtt else None
             folder = FolderSink(spec.out) if spec.out else None
-            runners.append(StreamRunner(source, Tracker(model, config.tracker), inference, folder, mqtt, max_frames=spec.max_frames))
+            tracker = Tracker(model, config.tracker)
+            runners.append(StreamRunner(source, tracker, inference, folder, mqtt, spec.initial_prompts(), spec.max_frames))
         log.info("serving %d stream(s): %s", len(runners), ", ".join(r.stream for r in runners))
-        return _report(await run_runners(runners, inference), runners)
+        code = _report(await run_runners(runners, inference), runners)
+        sizes = Counter(inference.batches)
+        log.info("image-encoder batches: %s", ", ".join(f"{n} of {size}" for size, n in sorted(sizes.items())) or "none")
+        return code
 
     return asyncio.run(main())
 

@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
+from streams.messages import AddPrompt
 from streams.mqtt import MqttSettings, check_topic_level
 from vos.config import SUPPORTED_IMAGE_SIZES, TrackerConfig
 from vos.errors import ConfigError
@@ -47,6 +48,12 @@ class LiveSettings(BaseModel):
     reconnect_max: float = Field(5.0, gt=0)
 
 
+class StreamPrompt(AddPrompt):
+    """A prompt of the config, applied on source frame `frame` (prompts over MQTT apply to the next frame)."""
+
+    frame: int = Field(0, ge=0)
+
+
 class StreamSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -54,6 +61,13 @@ class StreamSettings(BaseModel):
     source: str  # file, folder, rtsp:// URL, /dev/videoN or lavfi:GRAPH
     out: Path | None = None  # folder for label-map PNGs and masks.jsonl
     max_frames: int | None = Field(None, ge=1)
+    prompts: list[StreamPrompt] = []
+
+    def initial_prompts(self) -> dict[int, list[AddPrompt]]:
+        by_frame: dict[int, list[AddPrompt]] = {}
+        for p in self.prompts:
+            by_frame.setdefault(p.frame, []).append(p)
+        return by_frame
 
     @field_validator("id")
     @classmethod
