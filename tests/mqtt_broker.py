@@ -84,6 +84,7 @@ class Subscriber:
     def __init__(self, port: int, topic: str, identifier: str = "vos-test-subscriber") -> None:
         self.port, self.topic, self.identifier = port, topic, identifier
         self.messages: list[tuple[str, bytes]] = []
+        self.times: list[float] = []  # time.monotonic() of each message's arrival
         self.connections = 0
         self._task = None
 
@@ -106,6 +107,7 @@ class Subscriber:
                     self._subscribed.set()
                     async for message in client.messages:
                         self.messages.append((str(message.topic), bytes(message.payload)))
+                        self.times.append(time.monotonic())
             except aiomqtt.MqttError:
                 await asyncio.sleep(0.1)
 

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import aiomqtt
 import numpy as np
 import pytest
 
 import vos
 import vos.cli
 from streams.label_map import read_label_map
-from streams.messages import MaskMessage
+from streams.messages import AddPrompt, MaskMessage, Rle
 from streams.video_file import VideoFile
 from tests.conftest import read_frame
 from tests.mqtt_broker import MosquittoBroker, Subscriber, free_port
@@ -184,3 +186,57 @@ def test_engine_config_is_validated_once_with_every_problem(tmp_path):
         assert problem in str(e.value)
     with pytest.raises(ConfigError, match="engine config not found"):
         load_engine_config(tmp_path / "none.yaml")
+
+
+def test_live_camera_prompt_over_mqtt_and_camera_restart(rtsp_server, tracking_checkpoint, broker):
+    """An RTSP camera with no object: a prompt sent over MQTT mid-stream starts tracking; malformed and
+    unknown-object prompts are answered on the errors topic; the camera is killed and restarted, the
+    source reconnects and the object is still tracked (its memory kept)."""
+    from streams.mqtt import MqttLink, MqttSettings
+    from streams.sources import open_source
+    from vos.engine import InferenceQueue, StreamRunner
+
+    async def main():
+        source = open_source(rtsp_server.url, name="cam", timeout=2.0, reconnect_initial=0.2, reconnect_max=1.0)
+        await asyncio.to_thread(source.open)
+        tracker = vos.Tracker(vos.load_model(checkpoint=tracking_checkpoint, image_size=512))
+        async with Subscriber(broker.port, "live/cam/#") as sub:
+            mqtt = MqttLink(MqttSettings(port=broker.port, prefix="live"), "cam")
+            await mqtt.start()
+            runner = StreamRunner(source, tracker, InferenceQueue(1), mqtt=mqtt)
+            task = asyncio.create_task(runner.run())
+
+            def masks(m):
+                return [MaskMessage.model_validate_json(p) for t, p in m if t == "live/cam/masks"]
+
+            assert await sub.wait_for(lambda m: len(masks(m)) >= 2, 60)
+            assert all(not x.objects for x in masks(sub.messages))
+            async with aiomqtt.Client("127.0.0.1", broker.port) as client:
+                for payload in (b'{"action": "add", "obj_id": 5, "points": "everywhere"}', b'{"action": "remove", "obj_id": 9}',
+                                AddPrompt(obj_id=7, mask=Rle.from_mask(np.ones((48, 64), bool))).model_dump_json().encode(),
+                                b'{"action": "add", "obj_id": 5, "box": [300, 200, 600, 420]}'):
+                    await client.publish("live/cam/prompts", payload, qos=1)
+            assert await sub.wait_for(lambda m: any(x.objects for x in masks(m)), 60)
+            rtsp_server.stop()
+            await asyncio.sleep(1.5)
+            rtsp_server.start()
+            assert await sub.wait_for(lambda m: source.stats.reconnects >= 1, 60)
+            seen = len(masks(sub.messages))
+            assert await sub.wait_for(lambda m: len(masks(m)) >= seen + 2, 60)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        return sub.messages, runner.report
+
+    messages, report = asyncio.run(main())
+    got = [MaskMessage.model_validate_json(p) for t, p in messages if t == "live/cam/masks"]
+    indices = [m.frame_index for m in got]
+    assert indices == sorted(set(indices)) and report.dropped_frames > 0  # newest frames, stale ones dropped
+    first = next(i for i, m in enumerate(got) if m.objects)
+    assert all([o.id for o in m.objects] == [5] and o.area for m in got[first:] for o in m.objects)
+    assert len(got) - first >= 3 and all(m.objects for m in got[first:])
+    errors = [json.loads(p)["error"] for t, p in messages if t == "live/cam/errors"]
+    assert len(errors) == 3, errors
+    for reason in ("add.points", "unknown object id 9", "object 7: the mask prompt is (48, 64), the frame is (480, 854)"):
+        assert any(reason in e for e in errors), (reason, errors)
+    states = [json.loads(p)["state"] for t, p in messages if t == "live/cam/status"]
+    assert states[0] == "online" and "reconnecting" in states and states[-1] in ("online", "offline")

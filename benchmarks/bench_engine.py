@@ -1,0 +1,183 @@
+"""The engine's overhead and live latency: `vos track` against the tracker alone, and decode -> MQTT delivery.
+
+1. Throughput: a DAVIS clip (H.264 mp4, full 854x480 frames, one object prompted by its first
+   annotation, random sam2.1_hiera_t weights with objects present) through
+   - the tracker alone: frames decoded into RAM beforehand, only `Tracker.step` timed;
+   - `vos track CLIP --mask ... --out DIR --mqtt ...` in a subprocess against a real Mosquitto:
+     decoding, tracking, label maps, RLE, PNG + JSON lines, MQTT QoS 1; the CLI's own
+     "N frames in X s" (model loading excluded), and the whole process's wall time.
+   Both run twice, alternately; the best of each is printed with their ratio.
+2. Live latency: the engine in this process on an RTSP camera (GStreamer's RTSP server at
+   10 frames/s, as the tests start it), masks to Mosquitto, and a subscriber here: for every
+   processed frame, seconds from the frame's decode to the subscriber receiving its message.
+
+    python benchmarks/bench_engine.py [--frames 30] [--size 512] [--live-frames 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from streams.messages import AddPrompt, MaskMessage  # noqa: E402
+from streams.mqtt import MqttLink, MqttSettings  # noqa: E402
+from streams.sources import open_source  # noqa: E402
+from streams.video_file import VideoFile  # noqa: E402
+from tests.conftest import DEFAULT_DAVIS, OBJECT_SCORE_BIAS_OFFSET, read_frame  # noqa: E402
+from tests.mqtt_broker import MosquittoBroker, Subscriber  # noqa: E402
+from tests.rtsp_fixtures import RtspServer, free_port, rtsp_server_missing  # noqa: E402
+from tests.video_reference import write_video  # noqa: E402
+from vos.build import build_model, load_model  # noqa: E402
+from vos.engine import InferenceQueue, StreamRunner  # noqa: E402
+from vos.engine_cli import read_mask_png  # noqa: E402
+from vos.tracker import Tracker  # noqa: E402
+
+SEED = 0
+LIVE_FPS = 10
+LIVE_GOP = 10
+ROUNDS = 2
+
+
+def prepare(folder: Path, davis: Path, sequence: str, n: int, size: int) -> tuple[Path, Path, Path]:
+    """The clip, its first annotation and random weights (objects present)."""
+    clip = folder / f"{sequence}.mp4"
+    write_video(clip, [read_frame(davis, sequence, i) for i in range(n)])
+    torch.manual_seed(SEED)
+    sd = build_model("sam2.1_hiera_t", image_size=size).state_dict()
+    sd["sam_mask_decoder.pred_obj_score_head.layers.2.bias"] += OBJECT_SCORE_BIAS_OFFSET
+    weights = folder / "weights.pt"
+    torch.save({"model": sd}, weights)
+    return clip, davis / "Annotations" / "480p" / sequence / "00000.png", weights
+
+
+def tracker_alone(clip: Path, mask_png: Path, weights: Path, size: int) -> float:
+    """Seconds of `Tracker.step` over every frame of the clip."""
+    tracker = Tracker(load_model(checkpoint=weights, image_size=size))
+    with VideoFile(clip) as video:
+        frames = list(video)
+    tracker.add_prompt(1, mask=read_mask_png(mask_png, 1))
+    start = time.perf_counter()
+    for frame in frames:
+        tracker.step(frame)
+    return time.perf_counter() - start
+
+
+def vos_track(clip: Path, mask_png: Path, weights: Path, size: int, broker: MosquittoBroker, out: Path) -> tuple[float, float]:
+    """(seconds the CLI reports for its frames, wall seconds of the whole process)."""
+    start = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-m", "vos.cli", "track", str(clip), "--checkpoint", str(weights), "--image-size", str(size),
+         "--mask", f"1={mask_png}", "--out", str(out), "--mqtt", broker.url, "--topic", "bench", "--quiet"],
+        capture_output=True, text=True, cwd=REPO,
+    )  # fmt: skip
+    wall = time.perf_counter() - start
+    if result.returncode != 0:
+        raise RuntimeError(result.stderr)
+    match = re.search(r"(\d+) frames in ([\d.]+) s", result.stderr)
+    return float(match.group(2)), wall
+
+
+async def live_latency(server: RtspServer, broker: MosquittoBroker, weights: Path, size: int, frames: int, box) -> dict:
+    decoded_at: dict[int, float] = {}
+    received: dict[int, float] = {}
+    step_seconds: list[float] = []
+    source = open_source(server.url, name="cam")
+    await asyncio.to_thread(source.open)
+    tracker = Tracker(load_model(checkpoint=weights, image_size=size))
+    step = tracker.step
+
+    def timed_step(*args, **kwargs):
+        t = time.perf_counter()
+        out = step(*args, **kwargs)
+        step_seconds.append(time.perf_counter() - t)
+        return out
+
+    tracker.step = timed_step  # type: ignore[method-assign]
+    async with Subscriber(broker.port, "live/cam/masks", identifier="bench-live") as sub:
+        mqtt = MqttLink(MqttSettings(port=broker.port, prefix="live"), "cam")
+        await mqtt.start()
+        runner = StreamRunner(
+            source, tracker, InferenceQueue(1), mqtt=mqtt, initial_prompts={0: [AddPrompt(obj_id=1, box=box)]},
+            max_frames=frames, on_frame=lambda frame, message: decoded_at.__setitem__(frame.index, frame.decoded_at),
+        )
+        report = await runner.run()
+        await sub.wait_for(lambda m: len(m) >= report.frames, 10)
+    for (_, payload), t in zip(sub.messages, sub.times):
+        received[MaskMessage.model_validate_json(payload).frame_index] = t
+    latencies = [received[i] - decoded_at[i] for i in decoded_at if i in received]
+    return {"report": report, "latencies": latencies, "steps": step_seconds}
+
+
+def summary(values: list[float]) -> str:
+    values = sorted(values)
+    p90 = values[min(len(values) - 1, int(0.9 * len(values)))]
+    return f"median {statistics.median(values):.3f} s, p90 {p90:.3f} s, max {values[-1]:.3f} s"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--frames", type=int, default=30)
+    parser.add_argument("--size", type=int, default=512, choices=(512, 1024))
+    parser.add_argument("--sequence", default="car-shadow")
+    parser.add_argument("--davis", type=Path, default=DEFAULT_DAVIS)
+    parser.add_argument("--live-frames", type=int, default=20, help="frames processed from the RTSP camera (0: skip)")
+    args = parser.parse_args()
+    torch.set_num_threads(torch.get_num_threads())
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        clip, mask_png, weights = prepare(folder, args.davis, args.sequence, args.frames, args.size)
+        broker = MosquittoBroker(folder / "broker")
+        broker.start()
+        try:
+            alone, engine, wall = [], [], []
+            for r in range(ROUNDS):
+                alone.append(tracker_alone(clip, mask_png, weights, args.size))
+                seconds, whole = vos_track(clip, mask_png, weights, args.size, broker, folder / f"out{r}")
+                engine.append(seconds)
+                wall.append(whole)
+            n = args.frames
+            print(f"## Throughput: {n} frames of {args.sequence} (854x480 H.264), {args.size} px, one object, "
+                  f"{torch.get_num_threads()} torch threads, best of {ROUNDS}")  # fmt: skip
+            print(f"tracker alone (frames in RAM):              {n / min(alone):.3f} frames/s")
+            print(f"vos track (decode+track+PNG+JSONL+MQTT):    {n / min(engine):.3f} frames/s")
+            print(f"vos track, whole process (with model load): {n / min(wall):.3f} frames/s")
+            print(f"ratio vos track / tracker alone:            {min(alone) / min(engine):.3f}")
+
+            if args.live_frames:
+                reason = rtsp_server_missing()
+                if reason:
+                    print(f"## Live latency: skipped ({reason})")
+                    return
+                live_clip = folder / "live.mp4"
+                write_video(live_clip, [read_frame(args.davis, args.sequence, i) for i in range(40)], gop=LIVE_GOP, fps=LIVE_FPS, b_frames=0)
+                server = RtspServer(live_clip, free_port(), folder / "rtsp.log")
+                server.start()
+                try:
+                    box = (300.0, 200.0, 600.0, 420.0)
+                    live = asyncio.run(live_latency(server, broker, weights, args.size, args.live_frames, box))
+                finally:
+                    server.stop()
+                report = live["report"]
+                print(f"## Live: RTSP camera at {LIVE_FPS} frames/s, {report.frames} frames processed, "
+                      f"{report.dropped_frames} stale frames dropped")  # fmt: skip
+                print(f"decode -> MQTT message received: {summary(live['latencies'])}")
+                print(f"tracker step alone:              {summary(live['steps'])}")
+        finally:
+            broker.stop()
+
+
+if __name__ == "__main__":
+    main()
