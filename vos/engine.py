@@ -13,6 +13,7 @@ frames, on the event loop, after checks that leave the tracker unchanged when th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -241,16 +242,17 @@ class StreamRunner:
         start = time.monotonic()
         state, detail = "ended", ""
         try:
-            async for frame in self.source.frames():
-                if writer.done():
-                    writer.result()
-                self._apply_prompts(frame)
-                result = await self.inference.step(self.tracker, frame.image)
-                await results.put((frame, result))
-                self.report.frames += 1
-                bar.update()
-                if self.max_frames is not None and self.report.frames >= self.max_frames:
-                    break
+            async with contextlib.aclosing(self.source.frames()) as frames:  # stops the decoder on break
+                async for frame in frames:
+                    if writer.done():
+                        writer.result()
+                    self._apply_prompts(frame)
+                    result = await self.inference.step(self.tracker, frame.image)
+                    await results.put((frame, result))
+                    self.report.frames += 1
+                    bar.update()
+                    if self.max_frames is not None and self.report.frames >= self.max_frames:
+                        break
             await results.put(None)
             await writer
         except BaseException as e:
