@@ -99,25 +99,27 @@ class FrameSource(ABC):
             buffer.append(item)
             ready.set()
 
+        def decode() -> None:  # in the decoder thread, until the source ends or `stop()`
+            for index, (pts, image) in enumerate(self._decode()):
+                if self._stop.is_set():
+                    return
+                if not self.live:
+                    while not room.acquire(timeout=0.1):
+                        if self._stop.is_set():
+                            return
+                self.stats.decoded += 1
+                loop.call_soon_threadsafe(push, Frame(index, pts, image))
+
         def run() -> None:  # the decoder thread
             item: BaseException | None = None
             try:
-                for index, (pts, image) in enumerate(self._decode()):
-                    if self._stop.is_set():
-                        break
-                    if not self.live:
-                        while not room.acquire(timeout=0.1):
-                            if self._stop.is_set():
-                                return
-                    self.stats.decoded += 1
-                    loop.call_soon_threadsafe(push, Frame(index, pts, image))
+                decode()
             except BaseException as e:  # handed to the consumer, raised there
                 item = e
-            if not self._stop.is_set():
-                try:
-                    loop.call_soon_threadsafe(push, item)
-                except RuntimeError:  # the loop is closed
-                    pass
+            try:  # the end, also after `stop()`: a consumer waiting for a frame must wake up
+                loop.call_soon_threadsafe(push, None if self._stop.is_set() else item)
+            except RuntimeError:  # the loop is closed
+                pass
 
         self._stop.clear()
         thread = threading.Thread(target=run, name=f"decode-{self.name}", daemon=True)
