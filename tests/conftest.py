@@ -87,3 +87,5 @@ def tracking_checkpoint(tiny_checkpoint, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("ckpt_tracking") / "sam2.1_hiera_tiny.pt"
     torch.save({"model": sd}, path)
     return path
+
+from tests.rtsp_fixtures import rtsp_clip, rtsp_server  # noqa: E402, F401  (fixtures for the live-source tests)
