@@ -37,7 +37,7 @@ from streams.sources import open_source  # noqa: E402
 from streams.video_file import VideoFile  # noqa: E402
 from tests.conftest import DEFAULT_DAVIS, OBJECT_SCORE_BIAS_OFFSET, read_frame  # noqa: E402
 from tests.mqtt_broker import MosquittoBroker, Subscriber  # noqa: E402
-from tests.rtsp_fixtures import RtspServer, free_port, rtsp_server_missing  # noqa: E402
+from tests.rtsp_fixtures import CAMERA_X264_OPTIONS, RtspServer, free_port, rtsp_server_missing  # noqa: E402
 from tests.video_reference import write_video  # noqa: E402
 from vos.build import build_model, load_model  # noqa: E402
 from vos.engine import InferenceQueue, StreamRunner  # noqa: E402
@@ -162,7 +162,7 @@ def main() -> None:
                     print(f"## Live latency: skipped ({reason})")
                     return
                 live_clip = folder / "live.mp4"
-                write_video(live_clip, [read_frame(args.davis, args.sequence, i) for i in range(40)], gop=LIVE_GOP, fps=LIVE_FPS, b_frames=0)
+                write_video(live_clip, [read_frame(args.davis, args.sequence, i) for i in range(40)], gop=LIVE_GOP, fps=LIVE_FPS, b_frames=0, options=CAMERA_X264_OPTIONS)
                 server = RtspServer(live_clip, free_port(), folder / "rtsp.log")
                 server.start()
                 try:

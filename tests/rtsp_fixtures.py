@@ -15,7 +15,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import av
 import pytest
 
 __all__ = ["rtsp_clip", "rtsp_server"]
@@ -26,6 +25,7 @@ READY_TIMEOUT_S = 15.0
 CLIP_SEQUENCE = "car-shadow"
 CLIP_FRAMES = 40
 CLIP_FPS = 10
+CAMERA_X264_OPTIONS = {"preset": "ultrafast", "tune": "zerolatency"}  # encoded as a live camera would
 CLIP_GOP = 10  # a keyframe a second: a client joining the stream starts decoding within a second
 
 
@@ -115,19 +115,11 @@ class RtspServer:
 def rtsp_clip(davis_root, tmp_path_factory) -> RtspClip:
     """An H.264 mp4 of DAVIS frames, encoded as a camera would: no B-frames, a keyframe every second."""
     from tests.conftest import read_frame  # here: conftest imports this module
+    from tests.video_reference import write_video
 
     path = tmp_path_factory.mktemp("rtsp") / f"{CLIP_SEQUENCE}.mp4"
     frames = [read_frame(davis_root, CLIP_SEQUENCE, i) for i in range(CLIP_FRAMES)]
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=CLIP_FPS)
-        stream.height, stream.width = frames[0].shape[:2]
-        stream.pix_fmt = "yuv420p"
-        stream.codec_context.gop_size = CLIP_GOP
-        stream.codec_context.max_b_frames = 0
-        stream.codec_context.options = {"preset": "ultrafast", "tune": "zerolatency"}
-        for image in frames:
-            out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
-        out.mux(stream.encode())
+    write_video(path, frames, gop=CLIP_GOP, fps=CLIP_FPS, b_frames=0, options=CAMERA_X264_OPTIONS)
     height, width = frames[0].shape[:2]
     return RtspClip(path, height, width, CLIP_FPS, CLIP_FRAMES)
 

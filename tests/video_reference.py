@@ -80,7 +80,7 @@ def assert_frame_matches(result, meta: tuple[np.ndarray, list[float]], obj_ids: 
     return worst
 
 
-def write_video(path, frames, codec: str = "libx264", gop: int = 8, fps: int = VIDEO_FPS, b_frames: int = 2) -> None:
+def write_video(path, frames, codec: str = "libx264", gop: int = 8, fps: int = VIDEO_FPS, b_frames: int = 2, options: dict[str, str] | None = None) -> None:
     """An H.264 file with `b_frames` B-frames (frames decode out of presentation order), a keyframe every `gop` frames."""
     with av.open(str(path), "w") as out:
         stream = out.add_stream(codec, rate=fps)
@@ -88,6 +88,8 @@ def write_video(path, frames, codec: str = "libx264", gop: int = 8, fps: int = V
         stream.pix_fmt = "yuv420p"
         stream.codec_context.gop_size = gop
         stream.codec_context.max_b_frames = b_frames
+        if options:
+            stream.codec_context.options = options
         for image in frames:
             out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
         out.mux(stream.encode())
