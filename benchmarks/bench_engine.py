@@ -47,7 +47,7 @@ from vos.tracker import Tracker  # noqa: E402
 SEED = 0
 LIVE_FPS = 10
 LIVE_GOP = 10
-ROUNDS = 2
+ROUNDS = 3
 
 
 def prepare(folder: Path, davis: Path, sequence: str, n: int, size: int) -> tuple[Path, Path, Path]:

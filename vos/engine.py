@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from streams.folder_sink import FolderSink
 from streams.label_map import merge_masks
@@ -32,6 +33,8 @@ from vos.tracker import Tracker, TrackResult
 log = logging.getLogger(__name__)
 
 PromptMessage = AddPrompt | RemoveObject | Reset
+SOURCE_STATUS = {"connected": "online", "disconnected": "reconnecting", "reconnecting": "reconnecting"}
+"""Stream status published for each connection event of a live source."""
 
 
 class InferenceQueue:
@@ -77,6 +80,7 @@ class InferenceQueue:
                 else:
                     future.set_result(result)
 
+    @torch.inference_mode()
     def _step_batch(self, batch: list[tuple[Tracker, np.ndarray]]) -> list[TrackResult | Exception]:
         active = [i for i, (t, _) in enumerate(batch) if not t.idle]
         features: dict[int, object] = {}
@@ -223,8 +227,10 @@ class StreamRunner:
                 self.on_frame(frame, message)
 
     def _on_source_status(self, state: str, detail: str) -> None:
+        """The source's connection events as the stream's status (its end is published by `run`)."""
         log.info("stream %s: source %s %s", self.stream, state, detail)
-        self._status("online" if state == "connected" else "reconnecting", f"source {state}: {detail}".strip())
+        if state in SOURCE_STATUS:
+            self._status(SOURCE_STATUS[state], f"source {state}: {detail}".strip())
 
     async def run(self) -> StreamReport:
         """Processes the stream until the source ends, `max_frames`, or cancellation."""
