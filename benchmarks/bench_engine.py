@@ -92,24 +92,15 @@ def vos_track(clip: Path, mask_png: Path, weights: Path, size: int, broker: Mosq
 async def live_latency(server: RtspServer, broker: MosquittoBroker, weights: Path, size: int, frames: int, box) -> dict:
     decoded_at: dict[int, float] = {}
     received: dict[int, float] = {}
-    step_seconds: list[float] = []
     source = open_source(server.url, name="cam")
     await asyncio.to_thread(source.open)
     tracker = Tracker(load_model(checkpoint=weights, image_size=size))
-    step = tracker.step
-
-    def timed_step(*args, **kwargs):
-        t = time.perf_counter()
-        out = step(*args, **kwargs)
-        step_seconds.append(time.perf_counter() - t)
-        return out
-
-    tracker.step = timed_step  # type: ignore[method-assign]
+    inference = InferenceQueue(1)
     async with Subscriber(broker.port, "live/cam/masks", identifier="bench-live") as sub:
         mqtt = MqttLink(MqttSettings(port=broker.port, prefix="live"), "cam")
         await mqtt.start()
         runner = StreamRunner(
-            source, tracker, InferenceQueue(1), mqtt=mqtt, initial_prompts={0: [AddPrompt(obj_id=1, box=box)]},
+            source, tracker, inference, mqtt=mqtt, initial_prompts={0: [AddPrompt(obj_id=1, box=box)]},
             max_frames=frames, on_frame=lambda frame, message: decoded_at.__setitem__(frame.index, frame.decoded_at),
         )
         report = await runner.run()
@@ -117,7 +108,7 @@ async def live_latency(server: RtspServer, broker: MosquittoBroker, weights: Pat
     for (_, payload), t in zip(sub.messages, sub.times):
         received[MaskMessage.model_validate_json(payload).frame_index] = t
     latencies = [received[i] - decoded_at[i] for i in decoded_at if i in received]
-    return {"report": report, "latencies": latencies, "steps": step_seconds}
+    return {"report": report, "latencies": latencies, "model": inference.seconds}
 
 
 def summary(values: list[float]) -> str:
@@ -174,7 +165,7 @@ def main() -> None:
                 print(f"## Live: RTSP camera at {LIVE_FPS} frames/s, {report.frames} frames processed, "
                       f"{report.dropped_frames} stale frames dropped")  # fmt: skip
                 print(f"decode -> MQTT message received: {summary(live['latencies'])}")
-                print(f"tracker step alone:              {summary(live['steps'])}")
+                print(f"model time per frame (encoder + tracker step): {summary(live['model'])}")
         finally:
             broker.stop()
 

@@ -49,6 +49,7 @@ class InferenceQueue:
         self._ready = asyncio.Event()
         self._task: asyncio.Task | None = None
         self.batches: list[int] = []  # sizes of the image-encoder batches run, for reports
+        self.seconds: list[float] = []  # model time of each batch (image encoder + every tracker step)
 
     async def step(self, tracker: Tracker, image: np.ndarray) -> TrackResult:
         if self._task is None or self._task.done():
@@ -68,10 +69,12 @@ class InferenceQueue:
             live = [b for b in batch if not b[2].done()]
             if not live:
                 continue
+            started = time.perf_counter()
             try:
                 results = await asyncio.to_thread(self._step_batch, [(t, img) for t, img, _ in live])
             except Exception as e:  # every frame of a failed batch gets the error
                 results = [e] * len(live)
+            self.seconds.append(time.perf_counter() - started)
             for (_, _, future), result in zip(live, results):
                 if future.done():
                     continue
