@@ -89,3 +89,4 @@ def tracking_checkpoint(tiny_checkpoint, tmp_path_factory) -> Path:
     return path
 
 from tests.rtsp_fixtures import rtsp_clip, rtsp_server  # noqa: E402, F401  (fixtures for the live-source tests)
+from tests.mqtt_broker import broker  # noqa: E402, F401  (a Mosquitto broker per test)

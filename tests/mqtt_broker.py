@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import aiomqtt
+import pytest
 
 START_TIMEOUT = 10.0  # seconds
 
@@ -119,3 +120,12 @@ class Subscriber:
                 return False
             await asyncio.sleep(0.05)
         return True
+
+
+@pytest.fixture
+def broker(tmp_path):
+    """A running Mosquitto for one test; `broker.stop()` / `broker.start()` restart it on the same port."""
+    b = MosquittoBroker(tmp_path / "broker")
+    b.start()
+    yield b
+    b.stop()

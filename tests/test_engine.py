@@ -19,7 +19,7 @@ from streams.label_map import read_label_map
 from streams.messages import AddPrompt, MaskMessage, Rle
 from streams.video_file import VideoFile
 from tests.conftest import read_frame
-from tests.mqtt_broker import MosquittoBroker, Subscriber, free_port
+from tests.mqtt_broker import Subscriber, free_port
 from tests.video_reference import write_video
 
 SEQUENCE = "car-shadow"
@@ -34,14 +34,6 @@ def clip(davis_root, tmp_path_factory):
     path = tmp_path_factory.mktemp("engine") / f"{SEQUENCE}.mp4"
     write_video(path, [read_frame(davis_root, SEQUENCE, i) for i in range(CLIP_FRAMES)])
     return path
-
-
-@pytest.fixture
-def broker(tmp_path):
-    b = MosquittoBroker(tmp_path / "broker")
-    b.start()
-    yield b
-    b.stop()
 
 
 def vos_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:

@@ -13,15 +13,7 @@ import pytest
 
 from streams.messages import AddPrompt, MaskMessage, ObjectMask, RemoveObject, Rle
 from streams.mqtt import MqttLink, MqttSettings, MqttUnavailable
-from tests.mqtt_broker import MosquittoBroker, Subscriber, free_port
-
-
-@pytest.fixture
-def broker(tmp_path):
-    b = MosquittoBroker(tmp_path / "broker")
-    b.start()
-    yield b
-    b.stop()
+from tests.mqtt_broker import Subscriber, free_port
 
 
 def settings(port: int, **kw) -> MqttSettings:
