@@ -75,10 +75,14 @@ class ObjectHistory(MemoryReader):
         return record
 
     def _remember(self, frame_idx: int, record: FrameRecord) -> None:
+        """Keep the record in the LRU cache; only the `num_maskmem` most recently used keep their projections."""
         self._cache[frame_idx] = record
         self._cache.move_to_end(frame_idx)
         while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
+        for i, old in enumerate(reversed(self._cache.values())):
+            if i >= self.num_maskmem:
+                old.memory.projected = None
 
     def _drop_file(self, frame_idx: int) -> None:
         if frame_idx in self._on_disk:

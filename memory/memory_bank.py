@@ -12,8 +12,12 @@ therefore stay flat however long the stream runs.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from memory.memory_attention import ProjectedMemory
 
 
 @dataclass
@@ -22,6 +26,8 @@ class FrameMemory:
 
     features: torch.Tensor | None  # (C_mem, E, E), stored in bfloat16 as Meta's predictor does
     obj_ptr: torch.Tensor  # (C,)
+    # The features as memory attention reads them (B = 1), made once when first needed; dropped with the features.
+    projected: ProjectedMemory | None = None
 
 
 class MemoryReader:
@@ -42,9 +48,9 @@ class MemoryReader:
     def recent(self, frame_idx: int) -> FrameMemory | None:
         raise NotImplementedError
 
-    def spatial_memories(self, frame_idx: int, reverse: bool = False) -> list[tuple[int, torch.Tensor]]:
-        """(t_pos, features) to attend to: conditioning frames at t_pos 0, then recent frames, oldest first."""
-        out = [(0, m.features) for m in self.cond_frames.values() if m.features is not None]
+    def spatial_memories(self, frame_idx: int, reverse: bool = False) -> list[tuple[int, FrameMemory]]:
+        """(t_pos, memory) to attend to: conditioning frames at t_pos 0, then recent frames, oldest first."""
+        out = [(0, m) for m in self.cond_frames.values() if m.features is not None]
         sign = -1 if reverse else 1
         for t_pos in range(1, self.num_maskmem):
             t_rel = self.num_maskmem - t_pos
@@ -56,7 +62,7 @@ class MemoryReader:
                 prev = -(-(frame_idx + 2) // self.stride) * self.stride + (t_rel - 2) * self.stride
             mem = self.recent(prev)
             if mem is not None and mem.features is not None:
-                out.append((t_pos, mem.features))
+                out.append((t_pos, mem))
         return out
 
     def pointers(

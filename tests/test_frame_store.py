@@ -22,8 +22,8 @@ def test_records_round_trip_through_disk_with_a_bounded_cache(tmp_path):
     again = history.get(3)  # read back from its file
     assert torch.equal(again.logits, record(3).logits) and again.memory.features.dtype == torch.bfloat16
     assert torch.equal(again.memory.obj_ptr, record(3).memory.obj_ptr) and torch.equal(again.score, record(3).score)
-    assert [int(m[0, 0, 0]) for _, m in history.spatial_memories(50)] == [0, 44, 45, 46, 47, 48, 49]
-    assert [int(m[0, 0, 0]) for _, m in history.spatial_memories(10, reverse=True)] == [0, 16, 15, 14, 13, 12, 11]
+    assert [int(m.features[0, 0, 0]) for _, m in history.spatial_memories(50)] == [0, 44, 45, 46, 47, 48, 49]
+    assert [int(m.features[0, 0, 0]) for _, m in history.spatial_memories(10, reverse=True)] == [0, 16, 15, 14, 13, 12, 11]
     # A prompt on a tracked frame makes it conditioning: out of the files, into RAM.
     history.put(30, record(30, conditioning=True))
     assert 30 in history.cond_frames and not (tmp_path / "obj" / "0000030.pt").exists() and history.recent(30) is None

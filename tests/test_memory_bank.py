@@ -23,7 +23,7 @@ def test_bank_stays_bounded_and_keeps_what_is_read():
         assert sum(m.features is not None for m in bank.recent_frames.values()) <= bank.spatial_window + 1
     spatial = bank.spatial_memories(1000)
     assert [t for t, _ in spatial] == [0, 1, 2, 3, 4, 5, 6]
-    assert [int(m[0, 0, 0]) for _, m in spatial] == [0, 994, 995, 996, 997, 998, 999]
+    assert [int(m.features[0, 0, 0]) for _, m in spatial] == [0, 994, 995, 996, 997, 998, 999]
     ptrs = bank.pointers(1000)
     assert [d for d, _ in ptrs] == [1000] + list(range(1, 16))
     assert [int(p[0]) for _, p in ptrs] == [0] + list(range(999, 984, -1))
@@ -47,7 +47,7 @@ def test_temporal_stride_picks_every_rth_frame_plus_the_last():
     bank.add(0, entry(0), conditioning=True)
     for f in range(1, 100):
         bank.add(f, entry(f), conditioning=False)
-    assert [int(m[0, 0, 0]) for _, m in bank.spatial_memories(100)][1:] == [75, 80, 85, 90, 95, 99]
+    assert [int(m.features[0, 0, 0]) for _, m in bank.spatial_memories(100)][1:] == [75, 80, 85, 90, 95, 99]
 
 
 def test_tracker_rejects_bad_prompts_and_frames_without_losing_state(tiny_checkpoint):

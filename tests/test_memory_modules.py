@@ -43,7 +43,7 @@ def test_memory_attention_matches(tiny_checkpoint, meta_tiny, size, num_ptr_toke
     ref = meta_tiny[size].memory_attention(
         curr=[curr], curr_pos=[curr_pos], memory=memory, memory_pos=memory_pos, num_obj_ptr_tokens=num_ptr_tokens
     )
-    out = ours.memory_attention(curr, memory, curr_pos, memory_pos, num_obj_ptr_tokens=num_ptr_tokens)
+    out = ours.memory_attention.attend_to(curr, memory, curr_pos, memory_pos, num_obj_ptr_tokens=num_ptr_tokens)
     assert out.shape == (hw, 2, 256)
     assert (out - ref).abs().max() <= TOL
 

@@ -20,8 +20,8 @@ from tests.video_reference import (
 CORRECTION_FRAME = 10
 
 
-def run_tracker(model, frames, mask, click, correction):
-    tracker = vos.Tracker(model, fill_hole_area=0)
+def run_tracker(model, frames, mask, click, correction, **options):
+    tracker = vos.Tracker(model, fill_hole_area=0, **options)
     tracker.add_prompt(1, mask=mask)
     tracker.add_prompt(2, points=click, labels=[1])
     for f, frame in enumerate(frames):
@@ -30,18 +30,18 @@ def run_tracker(model, frames, mask, click, correction):
         yield tracker.step(frame)
 
 
-def meta_reference(checkpoint, folder, size, mask, click, correction):
+def meta_reference(checkpoint, folder, size, mask, click, correction, device="cpu"):
     """Per frame: Meta's (N, 1, H, W) video-res logits and the object scores it held right then."""
-    meta = meta_video_predictor(checkpoint, size)
+    meta = meta_video_predictor(checkpoint, size, device)
     meta.add_all_frames_to_correct_as_cond = True
     state = meta.init_state(video_path=str(folder))
     meta.add_new_mask(state, frame_idx=0, obj_id=1, mask=mask)
     meta.add_new_points_or_box(state, frame_idx=0, obj_id=2, points=click, labels=np.array([1], np.int32))
-    ref = {f: meta_frame(state, f, m) for f, _, m in meta.propagate_in_video(state, max_frame_num_to_track=CORRECTION_FRAME)}
+    ref = {f: meta_frame(state, f, m.cpu()) for f, _, m in meta.propagate_in_video(state, max_frame_num_to_track=CORRECTION_FRAME)}
     meta.add_new_points_or_box(
         state, frame_idx=CORRECTION_FRAME, obj_id=2, points=correction, labels=np.array([1, 0], np.int32)
     )
-    ref.update({f: meta_frame(state, f, m) for f, _, m in meta.propagate_in_video(state, start_frame_idx=CORRECTION_FRAME)})
+    ref.update({f: meta_frame(state, f, m.cpu()) for f, _, m in meta.propagate_in_video(state, start_frame_idx=CORRECTION_FRAME)})
     return ref
 
 

@@ -39,13 +39,13 @@ def centroid_click(mask: np.ndarray) -> np.ndarray:
     return np.array([[xs.mean(), ys.mean()]], dtype=np.float32)
 
 
-def meta_video_predictor(checkpoint: Path, size: int):
+def meta_video_predictor(checkpoint: Path, size: int, device: str = "cpu"):
     """Meta's SAM2VideoPredictor for sam2.1_hiera_t at `size`, hole filling off (its CPU path skips it anyway)."""
     from sam2.build_sam import build_sam2_video_predictor
 
     overrides = [f"++model.image_size={size}"] if size != 1024 else []
     meta = build_sam2_video_predictor(
-        "configs/sam2.1/sam2.1_hiera_t.yaml", str(checkpoint), device="cpu", hydra_overrides_extra=overrides
+        "configs/sam2.1/sam2.1_hiera_t.yaml", str(checkpoint), device=device, hydra_overrides_extra=overrides
     )
     meta.fill_hole_area = 0
     return meta

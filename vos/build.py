@@ -8,6 +8,7 @@ import torch
 
 from vos.checkpoints import load_weights, matching_configs, read_state_dict, resolve_checkpoint
 from vos.config import ModelConfig, available_models, load_config
+from vos.device import DEFAULT_PRECISION, Precision, check_device, resolve_precision
 from vos.errors import CheckpointError
 from vos.modeling.sam2 import SAM2Model
 
@@ -29,14 +30,18 @@ def load_model(
     image_size: int | None = None,
     device: str | torch.device = "cpu",
     download: bool = True,
+    precision: Precision = DEFAULT_PRECISION,
 ) -> SAM2Model:
     """Build `config` (a name such as "sam2.1_hiera_t", or a YAML path) and load its weights strictly.
 
     Without `config`, the shipped config the checkpoint's keys and shapes fit is used (the
     SAM 2.1 tiny model when no checkpoint is given either). Without `checkpoint`, the cached
     download is used, fetched from Meta on first use when `download` is true. `image_size`
-    (1024 or 512) overrides the config's.
+    (1024 or 512) overrides the config's. `precision` ("fp32", "bf16" or "auto", see
+    `vos.device`) is what trackers and predictors built on the model run in.
     """
+    dev = check_device(device)
+    chosen = resolve_precision(precision, dev)
     state_dict = None
     if config is None and checkpoint is not None:
         state_dict = read_state_dict(checkpoint)
@@ -49,4 +54,6 @@ def load_model(
         config = DEFAULT_CONFIG if DEFAULT_CONFIG in fits else fits[0]
     model = build_model(config or DEFAULT_CONFIG, image_size=image_size)
     load_weights(model, resolve_checkpoint(model.cfg, checkpoint, download=download), state_dict)
-    return model.to(device).eval()
+    model = model.to(dev).eval()
+    model.precision = chosen
+    return model

@@ -8,7 +8,7 @@ on `image_size` (feature sizes, prompt-encoder grid, mask-input size) is derived
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -17,6 +17,10 @@ from vos.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "models"
 SUPPORTED_IMAGE_SIZES = (512, 1024)
+# What the model computes in (`vos.device`): fp32 (Meta's numbers), bf16, or auto (bf16 where native).
+Precision = Literal["fp32", "bf16", "auto"]
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "auto")
+DEFAULT_PRECISION: Precision = "fp32"
 
 
 class _Strict(BaseModel):
@@ -176,6 +180,10 @@ class TrackerConfig(_Strict):
     max_cond_frames: int = Field(16, ge=1)
     # ... except the object's first prompt, unless this is false.
     keep_first_cond_frame: bool = True
+    # "fp32", "bf16" or "auto" (`vos.device`); None: the precision the model was loaded with.
+    precision: Precision | None = None
+    # torch.compile the image encoder and the tracked-frame step (`vos.compiled`); the first frames compile.
+    compile: bool = False
 
 
 def tracker_config(config: TrackerConfig | None = None, **options: Any) -> TrackerConfig:

@@ -20,6 +20,7 @@ from streams.messages import AddPrompt, Rle
 from streams.mqtt import MqttLink, MqttSettings, MqttUnavailable, check_topic_level
 from streams.source import FrameSource, SourceError
 from streams.sources import open_source
+from vos.cli_options import add_speed_arguments, apply_threads
 from vos.config import SUPPORTED_IMAGE_SIZES, TrackerConfig
 from vos.engine import InferenceQueue, StreamReport, StreamRunner
 from vos.engine_config import EngineConfig, LiveSettings, load_engine_config
@@ -187,8 +188,11 @@ def cmd_track(args: argparse.Namespace) -> int:
         source.name = re.sub(r"[^A-Za-z0-9_.-]", "_", source.name) or "stream"
     if source.length is not None and args.prompt_frame >= source.length:
         raise ConfigError(f"--prompt-frame {args.prompt_frame} is past the source's {source.length} frames")
-    model = load_model(args.config, checkpoint=args.checkpoint, image_size=args.image_size, device=args.device)
-    tracker = Tracker(model, TrackerConfig())
+    apply_threads(args.threads)
+    model = load_model(
+        args.config, checkpoint=args.checkpoint, image_size=args.image_size, device=args.device, precision=args.precision
+    )
+    tracker = Tracker(model, TrackerConfig(compile=args.compile))
     folder = FolderSink(args.out) if args.out else None
 
     async def main() -> int:
@@ -209,7 +213,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     sources = [open_checked(s.source, s.max_frames, s.id, config.live) for s in config.streams]
     m = config.model
-    model = load_model(m.config, checkpoint=m.checkpoint, image_size=m.image_size, device=m.device)
+    apply_threads(m.threads)
+    model = load_model(m.config, checkpoint=m.checkpoint, image_size=m.image_size, device=m.device, precision=m.precision)
 
     async def main() -> int:
         inference = InferenceQueue(max_batch=config.max_batch)
@@ -250,7 +255,8 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--qos", type=int, choices=(0, 1, 2), default=1, help="MQTT QoS of masks and errors (default 1)")
     p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
     p.add_argument("--timeout", type=float, default=LiveSettings().timeout, help="live sources: seconds without data before reconnecting")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda or cuda:N (default cpu)")
+    add_speed_arguments(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_track)
 

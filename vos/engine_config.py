@@ -15,7 +15,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from streams.messages import AddPrompt
 from streams.mqtt import MqttSettings, check_topic_level
-from vos.config import SUPPORTED_IMAGE_SIZES, TrackerConfig
+from vos.config import DEFAULT_PRECISION, SUPPORTED_IMAGE_SIZES, Precision, TrackerConfig
 from vos.errors import ConfigError
 
 ENV_PREFIX = "VOS_"
@@ -28,6 +28,8 @@ class ModelSettings(BaseModel):
     checkpoint: Path | None = None  # None: the cached download of `config`
     image_size: int | None = None  # 1024 or 512; None: the config's
     device: str = "cpu"
+    precision: Precision = DEFAULT_PRECISION  # fp32, bf16 or auto (bf16 where the hardware has it natively)
+    threads: int | None = Field(None, ge=1)  # torch intra-op threads; None: torch's choice (one per core)
 
     @field_validator("image_size")
     @classmethod

@@ -38,7 +38,8 @@ class ImagePredictor:
         check_rgb_image(image)
         self.reset_predictor()
         x = preprocess_image(image, self.model.image_size, self.device)
-        feats = self.model.forward_image(x).features
+        with self.model.autocast():
+            feats = self.model.forward_image(x).features
         image_embed = feats[-1]
         if self.model.cfg.tracking.directly_add_no_mem_embed:
             image_embed = self.model.add_no_mem_embed(image_embed)
@@ -96,7 +97,8 @@ class ImagePredictor:
             if tuple(masks_in.shape[-2:]) != expected:
                 raise ValueError(f"mask_input must be {expected[0]}x{expected[1]} low-res logits, got {tuple(masks_in.shape)}")
 
-        masks, ious, low_res = self._predict(coords, labels, boxes, masks_in, multimask_output, return_logits)
+        with self.model.autocast():
+            masks, ious, low_res = self._predict(coords, labels, boxes, masks_in, multimask_output, return_logits)
         if masks.shape[0] == 1:
             masks, ious, low_res = masks[0], ious[0], low_res[0]
         return masks.float().cpu().numpy() if return_logits else masks.cpu().numpy(), ious.float().cpu().numpy(), low_res.float().cpu().numpy()

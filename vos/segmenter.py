@@ -22,9 +22,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from memory.memory_bank import MemoryReader
+from memory.memory_attention import ProjectedMemory
+from memory.memory_bank import FrameMemory, MemoryReader
 from vos.modeling.prompt_encoder import prepend_box
 from vos.modeling.sam2 import SAM2Model, SamHeadsOutput
+from vos.compiled import stages
+from vos.device import resolve_precision
 from vos.postprocess import fill_holes
 from vos.transforms import check_rgb_image, preprocess_image, to_input_frame
 
@@ -124,17 +127,23 @@ class ObjectStep:
     obj_ptr: torch.Tensor  # (C,)
     memory_features: torch.Tensor  # (C_mem, E, E) in MEMORY_DTYPE
     conditioning: bool  # prompted: kept as a conditioning frame
+    projected: ProjectedMemory  # memory_features as memory attention reads them
+
+    @property
+    def memory(self) -> FrameMemory:
+        """What this frame leaves in the object's memory."""
+        return FrameMemory(self.memory_features, self.obj_ptr, self.projected)
 
 
 class FrameSegmenter:
     """Runs SAM 2's per-frame video step for any number of objects."""
 
-    def __init__(self, model: SAM2Model, fill_hole_area: int = 0) -> None:
+    def __init__(self, model: SAM2Model, fill_hole_area: int = 0, precision: str | None = None, compile: bool = False) -> None:
+        """`precision`: "fp32", "bf16" or "auto" (`vos.device`), None: the model's; `compile`: `vos.compiled`."""
         self.model = model.eval()
         self.fill_hole_area = fill_hole_area
-        e = model.cfg.image_embedding_size
-        with torch.inference_mode():  # the memory's sine encoding: (C_mem, E, E), the same for every frame
-            self.memory_pos = model.memory_encoder.position_encoding(torch.zeros(1, model.mem_dim, e, e, device=model.device))[0]
+        self.precision = model.precision if precision is None else resolve_precision(precision, model.device)
+        self.stages = stages(model, compile)
 
     def encode_image(self, frame: np.ndarray) -> FrameFeatures:
         """HxWx3 uint8 RGB -> the frame's features."""
@@ -145,7 +154,8 @@ class FrameSegmenter:
         for frame in frames:
             check_rgb_image(frame)
         images = torch.cat([preprocess_image(f, self.model.image_size, self.model.device) for f in frames])
-        out = self.model.forward_image(images)
+        with self.model.autocast(self.precision):
+            out = self.stages.forward_image(images)
         return [
             FrameFeatures([x[i : i + 1] for x in out.features], [p[i : i + 1] for p in out.pos], (f.shape[0], f.shape[1]))
             for i, f in enumerate(frames)
@@ -163,6 +173,12 @@ class FrameSegmenter:
 
         Prompts must already be checked against the frame's size (`Prompt.check_size`).
         """
+        with self.model.autocast(self.precision):
+            return self._run(ff, requests, frame_idx, reverse, num_frames)
+
+    def _run(
+        self, ff: FrameFeatures, requests: list[ObjectRequest], frame_idx: int, reverse: bool, num_frames: int | None
+    ) -> list[ObjectStep]:
         outs: list[SamHeadsOutput | None] = [None] * len(requests)
         tracked = [i for i, r in enumerate(requests) if r.memory is not None and not self._is_mask_prompt(r)]
         conditioned = self._condition_on_memory(ff, [requests[i].memory for i in tracked], frame_idx, reverse, num_frames)
@@ -194,15 +210,24 @@ class FrameSegmenter:
         out: list[torch.Tensor | None] = [None] * len(memories)
         top, top_pos = ff.features[-1], ff.pos[-1]
         for (t_pos, distances), members in groups.items():
-            spatial = [(p, torch.stack([reads[i][0][k][1] for i in members])) for k, p in enumerate(t_pos)]
+            frames = [[reads[i][0][k][1] for i in members] for k in range(len(t_pos))]
+            self._project([m for ms in frames for m in ms])
             pointers = [(d, torch.stack([reads[i][1][k][1] for i in members])) for k, d in enumerate(distances)]
             pix = self.model.condition_on_memory(
-                top.expand(len(members), -1, -1, -1), top_pos, spatial, self.memory_pos, pointers,
-                max_ptr_distance=max_ptrs - 1,
+                top, top_pos, [(p, [m.projected for m in ms]) for p, ms in zip(t_pos, frames)], pointers,
+                max_ptr_distance=max_ptrs - 1, attention=self.stages.memory_attention,
             )
             for j, i in enumerate(members):
                 out[i] = pix[j : j + 1]
         return out
+
+    def _project(self, memories: list[FrameMemory]) -> None:
+        """Give every memory its projections (`FrameMemory.projected`), those still missing in one batch."""
+        missing = list({id(m): m for m in memories if m.projected is None}.values())
+        if missing:
+            projected = self.model.project_memory(torch.stack([m.features for m in missing]))
+            for i, m in enumerate(missing):
+                m.projected = projected[i]
 
     def _prompt_tensors(self, ff: FrameFeatures, prompt: Prompt) -> tuple[torch.Tensor, torch.Tensor]:
         """Clicks and box corners -> (1, P, 2) coordinates in the model's input frame and (1, P) labels."""
@@ -236,9 +261,7 @@ class FrameSegmenter:
         high_res = ff.features[:2]
         prev = r.prev_logits
         if r.prompt is None or prev is None:
-            out = self.model.forward_sam_heads(
-                pix, high_res_features=high_res, multimask_output=self.model.use_multimask(0, is_init_cond_frame=False)
-            )
+            out = self.stages.decode_tracked(pix, high_res)
             if r.prompt is None:
                 return out
             prev = fill_holes(out.low_res_masks, self.fill_hole_area)
@@ -265,10 +288,12 @@ class FrameSegmenter:
         prompted = torch.tensor([r.prompt is not None for r in requests], device=raw.device)
         scores = torch.cat([o.object_score_logits for o in outs])
         top = ff.features[-1]
-        mem_feats, _ = self.model.encode_memory(
+        mem_feats, _ = self.stages.encode_memory(
             top.expand(len(outs), -1, -1, -1), torch.where(prompted.view(-1, 1, 1, 1), filled, raw), scores, prompted
         )
+        mem_feats = mem_feats.to(MEMORY_DTYPE)
+        projected = self.model.project_memory(mem_feats)
         return [
-            ObjectStep(filled[i : i + 1], scores[i : i + 1], o.obj_ptr[0], mem_feats[i].to(MEMORY_DTYPE), r.prompt is not None)
+            ObjectStep(filled[i : i + 1], scores[i : i + 1], o.obj_ptr[0], mem_feats[i], r.prompt is not None, projected[i])
             for i, (r, o) in enumerate(zip(requests, outs))
         ]

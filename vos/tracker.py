@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from memory.memory_bank import FrameMemory, ObjectMemory
+from memory.memory_bank import ObjectMemory
 from vos.config import TrackerConfig, tracker_config
 from vos.modeling.sam2 import SAM2Model
 from vos.postprocess import non_overlapping
@@ -63,13 +63,13 @@ class Tracker:
     """Tracks any number of objects through a stream of frames.
 
     Options (see `vos.config.TrackerConfig`): fill_hole_area, non_overlap_masks,
-    max_cond_frames, keep_first_cond_frame.
+    max_cond_frames, keep_first_cond_frame, precision, compile.
     """
 
     def __init__(self, model: SAM2Model, config: TrackerConfig | None = None, **options: Any) -> None:
         self.config = tracker_config(config, **options)
         self.model = model.eval()
-        self.segmenter = FrameSegmenter(self.model, self.config.fill_hole_area)
+        self.segmenter = FrameSegmenter(self.model, self.config.fill_hole_area, self.config.precision, self.config.compile)
         self.reset()
 
     def reset(self) -> None:
@@ -143,7 +143,7 @@ class Tracker:
         self._pending = {}
         for obj_id, s in zip(obj_ids, steps):
             memory = self._memories.setdefault(obj_id, self._new_memory())
-            memory.add(self.frame_index, FrameMemory(s.memory_features, s.obj_ptr), conditioning=s.conditioning)
+            memory.add(self.frame_index, s.memory, conditioning=s.conditioning)
         result = TrackResult.from_logits(
             self.frame_index, obj_ids, [s.low_res_logits for s in steps], [s.score for s in steps], hw,
             self.config.non_overlap_masks,

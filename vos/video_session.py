@@ -27,7 +27,6 @@ import numpy as np
 import torch
 
 from memory.frame_store import FrameRecord, ObjectHistory
-from memory.memory_bank import FrameMemory
 from streams.frame_folder import FrameFolder
 from streams.video_file import VideoFile
 from vos.config import TrackerConfig, tracker_config
@@ -60,7 +59,7 @@ class VideoSession:
             raise ValueError("the video has no frames")
         first = np.asarray(self.frames[0])
         self.frame_size: tuple[int, int] = (first.shape[0], first.shape[1])
-        self.segmenter = FrameSegmenter(self.model, self.config.fill_hole_area)
+        self.segmenter = FrameSegmenter(self.model, self.config.fill_hole_area, self.config.precision, self.config.compile)
         self._store = tempfile.TemporaryDirectory(prefix="vos-session-", dir=store_dir)
         self._objects: dict[int, ObjectHistory] = {}
         self._tracked: dict[int, dict[int, bool]] = {}  # object -> frame -> tracked in reverse
@@ -192,4 +191,4 @@ def _open_video(path: str | Path) -> FrameFolder | VideoFile:
 
 
 def _record(step: ObjectStep) -> FrameRecord:
-    return FrameRecord(step.low_res_logits, step.score, FrameMemory(step.memory_features, step.obj_ptr), step.conditioning)
+    return FrameRecord(step.low_res_logits, step.score, step.memory, step.conditioning)

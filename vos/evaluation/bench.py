@@ -23,6 +23,8 @@ from tqdm import tqdm
 
 from streams.label_map import merge_masks, write_label_map
 from vos.build import DEFAULT_CONFIG, load_model
+from vos.config import TrackerConfig
+from vos.device import DEFAULT_PRECISION, Precision
 from vos.evaluation import EvaluationError
 from vos.evaluation.davis import (
     RESOLUTION,
@@ -152,7 +154,11 @@ class BenchResult:
 
 
 def track_sequences(
-    model: SAM2Model, sequences: Sequence[BenchSequence], out_dir: Path, progress: bool = False
+    model: SAM2Model,
+    sequences: Sequence[BenchSequence],
+    out_dir: Path,
+    progress: bool = False,
+    tracker_config: TrackerConfig | None = None,
 ) -> tuple[int, float, float]:
     """Track and write every sequence; returns (frames, seconds in `Tracker.step`, wall seconds)."""
     start = time.perf_counter()
@@ -164,7 +170,7 @@ def track_sequences(
             bar.set_postfix_str(seq.name, refresh=False)
             seq_dir = Path(out_dir) / seq.name
             seq_dir.mkdir(parents=True, exist_ok=True)
-            tracker = Tracker(model)
+            tracker = Tracker(model, tracker_config)
             for obj_id, mask in seq.prompts.items():
                 tracker.add_prompt(obj_id, mask=mask)
             for frame in seq.frames:
@@ -186,6 +192,8 @@ def bench_davis(
     checkpoint: str | Path | None = None,
     image_size: int | None = None,
     device: str = "cpu",
+    precision: Precision = DEFAULT_PRECISION,
+    compile: bool = False,
     subset: str = "val",
     sequences: Sequence[str] | None = None,
     max_frames: int | None = None,
@@ -197,13 +205,14 @@ def bench_davis(
 
     The data is checked before the model is loaded. With `max_frames`, only the first `max_frames`
     frames of each sequence are tracked and scored (the protocol skips the first and the last of them).
+    `precision` and `compile` as for `vos.load_model` and `vos.Tracker`.
     """
     davis_root, out_dir = Path(davis_root), Path(out_dir)
     prepared, notes = prepare_sequences(davis_root, subset, sequences, resolution, max_frames)
     start = time.perf_counter()
-    model = load_model(config, checkpoint=checkpoint, image_size=image_size, device=device)
+    model = load_model(config, checkpoint=checkpoint, image_size=image_size, device=device, precision=precision)
     load_seconds = time.perf_counter() - start
-    frames, tracker_seconds, loop_seconds = track_sequences(model, prepared, out_dir, progress)
+    frames, tracker_seconds, loop_seconds = track_sequences(model, prepared, out_dir, progress, TrackerConfig(compile=compile))
     evaluation = evaluate_davis(
         davis_root,
         out_dir,

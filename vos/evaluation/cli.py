@@ -10,6 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from vos.cli_options import add_speed_arguments, apply_threads
+
 
 def _positive_int(text: str) -> int:
     value = int(text)
@@ -163,6 +165,7 @@ def register_bench_cli(sub: argparse._SubParsersAction) -> None:
     )
     davis.add_argument("--resolution", default="480p", help="Annotations/JPEGImages sub-folder (default: 480p)")
     davis.add_argument("--device", default="cpu", help="torch device for the model (default: cpu)")
+    add_speed_arguments(davis)
     davis.add_argument("--workers", type=_positive_int, default=None, help="scoring threads (default: all CPUs)")
     davis.add_argument("-q", "--quiet", action="store_true", help="print only the results, no progress bar")
     davis.set_defaults(func=run_bench_davis)
@@ -172,6 +175,7 @@ def run_bench_davis(args: argparse.Namespace) -> int:
     from vos.evaluation.bench import bench_davis, format_bench
     from vos.evaluation.davis import write_davis_csv
 
+    apply_threads(args.threads)
     result = bench_davis(
         args.davis_root,
         args.out,
@@ -179,6 +183,8 @@ def run_bench_davis(args: argparse.Namespace) -> int:
         checkpoint=args.checkpoint,
         image_size=args.image_size,
         device=args.device,
+        precision=args.precision,
+        compile=args.compile,
         subset=args.subset,
         sequences=args.sequences,
         max_frames=args.max_frames,

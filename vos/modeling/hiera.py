@@ -162,8 +162,21 @@ class Hiera(nn.Module):
             )
             dim = dim_out
         self.channel_list = [self.blocks[i].dim_out for i in self.stage_ends[::-1]]
+        self._pos_cache: tuple[tuple, torch.Tensor] | None = None
 
     def _pos_embed(self, hw: tuple[int, int]) -> torch.Tensor:
+        """(1, H, W, C) position embedding of an (H, W) patch grid; kept while the weights do not change (no autograd).
+
+        Weights made under inference mode have no version counter to tell a change by: not kept then.
+        """
+        if torch.is_grad_enabled() or torch.compiler.is_compiling() or self.pos_embed.is_inference():
+            return self._make_pos_embed(hw)
+        key = (tuple(hw), self.pos_embed.device, self.pos_embed._version, self.pos_embed_window._version)
+        if self._pos_cache is None or self._pos_cache[0] != key:
+            self._pos_cache = (key, self._make_pos_embed(hw))
+        return self._pos_cache[1]
+
+    def _make_pos_embed(self, hw: tuple[int, int]) -> torch.Tensor:
         pos = F.interpolate(self.pos_embed, size=hw, mode="bicubic")
         reps = [p // w for p, w in zip(pos.shape, self.pos_embed_window.shape)]
         return (pos + self.pos_embed_window.tile(reps)).permute(0, 2, 3, 1)

@@ -7,6 +7,8 @@ lives in the tracker.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -14,9 +16,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.init import trunc_normal_
 
-from memory.memory_attention import MemoryAttention
+from memory.memory_attention import MemoryAttention, ProjectedMemory
 from memory.memory_encoder import MemoryEncoder
 from vos.config import ModelConfig
+from vos.device import autocast
 from vos.modeling.common import MLP
 from vos.modeling.image_encoder import ImageEncoder
 from vos.modeling.mask_decoder import MaskDecoder
@@ -94,10 +97,16 @@ class SAM2Model(nn.Module):
         else:
             self.obj_ptr_proj = nn.Linear(d, d)
         self.obj_ptr_tpos_proj = nn.Linear(d, self.mem_dim) if t.proj_tpos_enc_in_obj_ptrs else nn.Identity()
+        self._slot_key_cache: dict = {}
+        self.precision = "fp32"  # what trackers and predictors on this model run in (`vos.load_model` sets it)
 
     @property
     def device(self) -> torch.device:
         return self.no_mem_embed.device
+
+    def autocast(self, precision: str | None = None) -> contextlib.AbstractContextManager:
+        """The autocast context for `precision` ("fp32" or "bf16"; default: the model's)."""
+        return autocast(self.device, precision or self.precision)
 
     def forward_image(self, images: torch.Tensor) -> BackboneOutput:
         """(B, 3, S, S) normalized images -> features for the decoder and the memory path."""
@@ -157,6 +166,7 @@ class SAM2Model(nn.Module):
             is_obj = object_score_logits > 0
             low_res_multimasks = torch.where(is_obj[:, None, None], low_res_multimasks, NO_OBJ_SCORE)
         low_res_multimasks = low_res_multimasks.float()
+        object_score_logits = object_score_logits.float()
         high_res_multimasks = F.interpolate(
             low_res_multimasks, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False
         )
@@ -171,7 +181,7 @@ class SAM2Model(nn.Module):
         else:
             low_res_masks, high_res_masks = low_res_multimasks, high_res_multimasks
 
-        obj_ptr = self.obj_ptr_proj(sam_token)
+        obj_ptr = self.obj_ptr_proj(sam_token).float()
         if pred_obj_scores:
             presence = object_score_logits.sigmoid() if self.cfg.tracking.soft_no_obj_ptr else is_obj.float()
             obj_ptr = self._gate_obj_ptr(obj_ptr, presence)
@@ -246,53 +256,90 @@ class SAM2Model(nn.Module):
             features = features + absent[..., None, None] * self.no_obj_embed_spatial[..., None, None]
         return features, pos
 
+    def project_memory(self, features: torch.Tensor) -> ProjectedMemory:
+        """Memory features (B, C_mem, E, E) of one frame -> what every memory-attention layer reads from them.
+
+        Computed once per frame and object (`FrameMemory.projected`), not on every frame that reads it.
+        """
+        pos = self.memory_encoder.position_encoding(features[:1])  # (1, C_mem, E, E)
+        tokens = features.float().flatten(2).transpose(1, 2)  # (B, N, C_mem)
+        return self.memory_attention.project_memory(tokens, pos.flatten(2).transpose(1, 2), rotate=True)
+
+    def _slot_keys(self, dtype: torch.dtype, num_tokens: int) -> list[torch.Tensor]:
+        """Per layer (num_maskmem, H, N, D): what each temporal slot adds to a frame's keys (cached per dtype)."""
+        key = (dtype, self.device, num_tokens)
+        if self._slot_key_cache.get("key") != key:
+            with torch.autocast(self.device.type, enabled=False):
+                tables = self.memory_attention.slot_keys(self.maskmem_tpos_enc.view(-1, self.mem_dim).float(), num_tokens)
+            self._slot_key_cache = {"key": key, "tables": [t.to(dtype) for t in tables]}
+        return self._slot_key_cache["tables"]
+
     def condition_on_memory(
         self,
         pix_feat: torch.Tensor,
         pix_pos: torch.Tensor,
-        spatial: list[tuple[int, torch.Tensor]],
-        memory_pos: torch.Tensor,
+        spatial: list[tuple[int, list[ProjectedMemory]]],
         pointers: list[tuple[int, torch.Tensor]],
         max_ptr_distance: int,
+        attention: Callable | None = None,
     ) -> torch.Tensor:
-        """Memory attention for B objects whose memories have the same layout: (B, C, E, E) -> (B, C, E, E).
+        """Memory attention for B objects whose memories have the same layout: (1, C, E, E) -> (B, C, E, E).
 
-        pix_pos: (1, C, E, E) the frame's sine encoding; spatial: (t_pos, (B, C_mem, E, E))
-        memories, t_pos 0 for conditioning frames and 1..num_maskmem-1 for recent ones (oldest
-        first); memory_pos: (C_mem, E, E) their sine encoding; pointers: (temporal distance,
-        (B, C)) object pointers; max_ptr_distance normalizes the distances.
+        pix_feat: the frame's features, shared by all objects; pix_pos (1, C, E, E) their sine
+        encoding; spatial: (t_pos, the B objects' projected memories of one frame each), t_pos 0
+        for conditioning frames and 1..num_maskmem-1 for recent ones (oldest first); pointers:
+        (temporal distance, (B, C)) object pointers; max_ptr_distance normalizes the distances;
+        attention: what runs `self.memory_attention` (a compiled version of it).
         """
-        t = self.cfg.tracking
-        b, c, (h, w) = pix_feat.shape[0], self.hidden_dim, pix_feat.shape[-2:]
-        num_maskmem = t.num_maskmem
-        mem_pos = memory_pos.flatten(1).t().unsqueeze(1)  # (HW, 1, C_mem)
-        tokens, token_pos = [], []
-        for t_pos, feats in spatial:
-            tokens.append(feats.flatten(2).permute(2, 0, 1))  # (HW, B, C_mem)
-            token_pos.append((mem_pos + self.maskmem_tpos_enc[num_maskmem - t_pos - 1]).expand(-1, b, -1))
-        num_ptr_tokens = 0
-        if t.use_obj_ptrs_in_encoder and pointers:
-            distances, ptrs = zip(*pointers)
-            ptrs = torch.stack(ptrs, dim=0)  # (P, B, C)
-            if t.add_tpos_enc_to_obj_ptrs:
-                dist = torch.tensor(distances, device=pix_feat.device, dtype=torch.float32) / max_ptr_distance
-                ptr_pos = self.obj_ptr_tpos_proj(sine_encoding_1d(dist, c if t.proj_tpos_enc_in_obj_ptrs else self.mem_dim))
-                ptr_pos = ptr_pos.unsqueeze(1).expand(-1, b, -1)
-            else:
-                ptr_pos = ptrs.new_zeros(len(distances), b, self.mem_dim)
-            if self.mem_dim < c:  # a pointer becomes C / C_mem tokens
-                split = c // self.mem_dim
-                ptrs = ptrs.reshape(-1, b, split, self.mem_dim).permute(0, 2, 1, 3).flatten(0, 1)
-                ptr_pos = ptr_pos.repeat_interleave(split, dim=0)
-            tokens.append(ptrs)
-            token_pos.append(ptr_pos)
-            num_ptr_tokens = ptrs.shape[0]
-        memory = torch.cat(tokens, dim=0).float()
-        out = self.memory_attention(
-            curr=pix_feat.flatten(2).permute(2, 0, 1),
-            memory=memory,
-            curr_pos=pix_pos.flatten(2).permute(2, 0, 1).expand(-1, b, -1),
-            memory_pos=torch.cat(token_pos, dim=0),
-            num_obj_ptr_tokens=num_ptr_tokens,
+        c, (h, w) = self.hidden_dim, pix_feat.shape[-2:]
+        ptrs = None
+        if self.cfg.tracking.use_obj_ptrs_in_encoder and pointers:
+            ptrs = self._project_pointers(pointers, max_ptr_distance)
+        out = (attention or self.memory_attention)(
+            pix_feat.flatten(2).transpose(1, 2), pix_pos.flatten(2).transpose(1, 2), self._gather_memory(spatial, ptrs)
         )
-        return out.permute(1, 2, 0).reshape(b, c, h, w)
+        return out.transpose(1, 2).reshape(-1, c, h, w)
+
+    def _gather_memory(self, spatial: list[tuple[int, list[ProjectedMemory]]], ptrs: ProjectedMemory | None) -> ProjectedMemory:
+        """Every object's frames, each with the keys of its temporal slot, then the pointer tokens, along M."""
+        first = spatial[0][1][0] if spatial else ptrs
+        b = len(spatial[0][1]) if spatial else ptrs.tokens.shape[0]
+        lengths = [mems[0].tokens.shape[-2] for _, mems in spatial] + ([ptrs.tokens.shape[-2]] if ptrs else [])
+        tokens = first.tokens.new_empty(b, sum(lengths), first.tokens.shape[-1])
+        starts = [sum(lengths[:i]) for i in range(len(lengths))]
+        for (_, mems), start, n in zip(spatial, starts, lengths):
+            for i, m in enumerate(mems):
+                tokens[i, start : start + n] = m.tokens[0]
+        if ptrs is not None:
+            tokens[:, starts[-1] :] = ptrs.tokens
+        keys = []
+        for layer, k0 in enumerate(first.keys):
+            k = k0.new_empty(b, k0.shape[1], sum(lengths), k0.shape[-1])
+            for (t_pos, mems), start, n in zip(spatial, starts, lengths):
+                table = self._slot_keys(k.dtype, n)[layer][self.cfg.tracking.num_maskmem - t_pos - 1]
+                for i, m in enumerate(mems):
+                    if table.numel():
+                        torch.add(m.keys[layer][0], table, out=k[i, :, start : start + n])
+                    else:
+                        k[i, :, start : start + n] = m.keys[layer][0]
+            if ptrs is not None:
+                k[:, :, starts[-1] :] = ptrs.keys[layer]
+            keys.append(k)
+        return ProjectedMemory(keys, tokens)
+
+    def _project_pointers(self, pointers: list[tuple[int, torch.Tensor]], max_ptr_distance: int) -> ProjectedMemory:
+        """(temporal distance, (B, C)) object pointers -> projected pointer tokens (C / C_mem tokens each)."""
+        t, c = self.cfg.tracking, self.hidden_dim
+        distances, ptrs = zip(*pointers)
+        ptrs = torch.stack(ptrs, dim=1).float()  # (B, P, C)
+        b = ptrs.shape[0]
+        if t.add_tpos_enc_to_obj_ptrs:
+            dist = torch.tensor(distances, device=ptrs.device, dtype=torch.float32) / max_ptr_distance
+            ptr_pos = self.obj_ptr_tpos_proj(sine_encoding_1d(dist, c if t.proj_tpos_enc_in_obj_ptrs else self.mem_dim))
+        else:
+            ptr_pos = ptrs.new_zeros(len(distances), self.mem_dim)
+        if self.mem_dim < c:  # a pointer becomes C / C_mem tokens
+            split = c // self.mem_dim
+            ptrs = ptrs.reshape(b, -1, self.mem_dim)
+            ptr_pos = ptr_pos.repeat_interleave(split, dim=0)
+        return self.memory_attention.project_memory(ptrs, ptr_pos[None].float(), rotate=False)

@@ -1,0 +1,80 @@
+"""Where and in which precision the model computes: device checks, native bf16 detection, `precision` choice.
+
+`precision` is one of
+- "fp32": everything in float32, equal to Meta's reference (the default);
+- "bf16": image encoder, memory attention, memory encoder and mask decoder under bfloat16
+  autocast; outputs (mask logits, scores) stay float32;
+- "auto": bf16 where the hardware multiplies bf16 natively (CUDA GPUs with bf16, CPUs with
+  AVX-512 BF16 or AMX), fp32 elsewhere. On CPUs without native bf16 (AVX2 only), bf16 is
+  emulated and several times *slower* than fp32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import warnings
+from typing import Literal
+
+import torch
+
+from vos.config import DEFAULT_PRECISION, PRECISIONS, Precision  # noqa: F401  (re-exported)
+from vos.errors import ConfigError
+
+log = logging.getLogger("vos")
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """The torch device, or ConfigError when it is malformed or not present on this machine."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ConfigError(f"device {device!r} is not a torch device (use cpu, cuda or cuda:N): {e}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"device {device!r} was asked for but CUDA is not available here "
+                "(no GPU, or a CPU-only build of torch): use --device cpu, or install a CUDA build of torch"
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type != "cpu":
+        raise ConfigError(f"device {device!r}: only cpu and cuda are supported")
+    return dev
+
+
+def native_bf16(device: str | torch.device = "cpu") -> bool:
+    """Whether bf16 matrix multiplication runs natively (faster than fp32) on `device`."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+    if dev.type == "cpu":
+        has = lambda name: bool(getattr(torch.cpu, name, lambda: False)())  # noqa: E731
+        return has("_is_avx512_bf16_supported") or has("_is_amx_tile_supported")
+    return False
+
+
+def resolve_precision(precision: str, device: str | torch.device = "cpu") -> Literal["fp32", "bf16"]:
+    """"fp32" / "bf16" / "auto" -> what runs on `device`; warns when bf16 is asked for where it is slow."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    native = native_bf16(device)
+    if precision == "auto":
+        chosen = "bf16" if native else "fp32"
+        log.info("precision auto: %s on %s (%s native bf16)", chosen, torch.device(device), "has" if native else "no")
+        return chosen
+    if precision == "bf16" and not native:
+        warnings.warn(
+            f"precision bf16 on {torch.device(device)}, which has no native bf16 matrix multiplication: "
+            "it runs, but slower than fp32 (use precision='auto' to pick the faster one)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return precision  # type: ignore[return-value]
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """bfloat16 autocast on `device` for precision "bf16"; nothing for "fp32"."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
