@@ -17,6 +17,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -40,11 +41,14 @@ SOURCE_STATUS = {"connected": "online", "disconnected": "reconnecting", "reconne
 class InferenceQueue:
     """Runs tracker steps in one worker thread, batching the image encoder over the frames waiting together.
 
-    Every tracker must use the same model. At most `max_batch` frames share a batch.
+    Every tracker must use the same model. At most `max_batch` frames share a batch. The thread is
+    the queue's own (not asyncio's shared pool): torch's OpenMP team belongs to the thread that calls
+    it, so model work hopping between pool threads would leave several teams competing for the cores.
     """
 
     def __init__(self, max_batch: int = 4) -> None:
         self.max_batch = max_batch
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
         self._waiting: list[tuple[Tracker, np.ndarray, asyncio.Future]] = []
         self._ready = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -71,7 +75,8 @@ class InferenceQueue:
                 continue
             started = time.perf_counter()
             try:
-                results = await asyncio.to_thread(self._step_batch, [(t, img) for t, img, _ in live])
+                batch_in = [(t, img) for t, img, _ in live]
+                results = await asyncio.get_running_loop().run_in_executor(self._executor, self._step_batch, batch_in)
             except Exception as e:  # every frame of a failed batch gets the error
                 results = [e] * len(live)
             self.seconds.append(time.perf_counter() - started)
@@ -100,9 +105,11 @@ class InferenceQueue:
         return results
 
     async def close(self) -> None:
+        """Stops batching and ends the worker thread once the step in flight, if any, is done."""
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        await asyncio.to_thread(self._executor.shutdown, wait=True)
 
 
 @dataclass
