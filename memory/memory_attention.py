@@ -55,10 +55,6 @@ class ProjectedMemory:
         index = slice(index, index + 1) if isinstance(index, int) else index
         return ProjectedMemory([k[index] for k in self.keys], self.tokens[index])
 
-    @property
-    def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (*self.keys, self.tokens))
-
 
 def _weights_buffer(rows: int, cols: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """A (rows, cols) scratch matrix of this thread, grown when needed and kept (no page faults per call)."""
