@@ -184,14 +184,14 @@ class MemoryAttention(nn.Module):
         key_in = memory if memory_pos is None or not self.cfg.pos_enc_at_cross_attn_keys else memory + memory_pos
         return ProjectedMemory([layer.cross_attn_image.project_keys(key_in, rotate) for layer in self.layers], memory.float())
 
-    def slot_keys(self, slot_pos: torch.Tensor, num_tokens: int) -> list[torch.Tensor]:
+    def slot_keys(self, slot_pos: torch.Tensor, num_tokens: int) -> list[torch.Tensor] | None:
         """What a temporal-slot embedding adds to the keys of a frame's tokens, per layer.
 
         slot_pos (T, C_mem) -> per layer (T, H, N, D): the rotated key projection of the
-        embedding alone (no bias), N = num_tokens grid positions.
+        embedding alone (no bias), N = num_tokens grid positions. None when keys take no position.
         """
         if not self.cfg.pos_enc_at_cross_attn_keys:
-            return [slot_pos.new_zeros(len(slot_pos), 0)] * len(self.layers)
+            return None
         out = []
         for layer in self.layers:
             attn = layer.cross_attn_image

@@ -120,3 +120,32 @@ def test_bf16_tracker_agrees_with_fp32(davis_root, tracking_checkpoint, tmp_path
             assert np.ptp(a.logits[obj]) > 0.5  # real logits, not an absent object's constant
     # bf16 really ran: the logits differ from fp32's
     assert max(np.abs(a.logits[1] - b.logits[1]).max() for a, b in zip(results["fp32"][1:], results["bf16"][1:])) > 1e-3
+
+
+def test_weight_caches_follow_the_weights():
+    model = vos.build_model("sam2.1_hiera_t", image_size=512).eval()
+    with torch.no_grad():
+        before = model._slot_keys(torch.float32, 1024)[0].clone()
+        model.memory_attention.layers[0].cross_attn_image.k_proj.weight.mul_(2)
+        assert torch.allclose(model._slot_keys(torch.float32, 1024)[0], 2 * before, atol=1e-5)
+        trunk = model.image_encoder.trunk
+        pos = trunk._pos_embed((128, 128)).clone()
+        trunk.pos_embed.add_(1.0)
+        assert torch.allclose(trunk._pos_embed((128, 128)), pos + 1.0, atol=1e-5)
+
+
+@pytest.mark.slow
+@torch.inference_mode()
+def test_compiled_tracker_equals_eager_on_cpu(davis_root, tracking_checkpoint, tmp_path):
+    """compile=True on CPU (inductor; about 2 minutes of compilation on 2 cores)."""
+    size = 512
+    frames = write_clip(davis_root, "car-shadow", size, tmp_path, n=4)
+    gt = ground_truth(davis_root, "car-shadow", 0, size)
+    model = vos.load_model("sam2.1_hiera_t", checkpoint=tracking_checkpoint, image_size=size)
+    logits = []
+    for compile in (False, True):
+        tracker = vos.Tracker(model, fill_hole_area=0, compile=compile)
+        tracker.add_prompt(1, mask=gt)
+        tracker.add_prompt(2, points=[(size * 0.2, size * 0.8)], labels=[1])
+        logits.append([np.stack([r.logits[1], r.logits[2]]) for r in map(tracker.step, frames)])
+    assert max(np.abs(a - b).max() for a, b in zip(*logits)) <= 1e-4

@@ -7,8 +7,8 @@ from pathlib import Path
 import torch
 
 from vos.checkpoints import load_weights, matching_configs, read_state_dict, resolve_checkpoint
-from vos.config import ModelConfig, available_models, load_config
-from vos.device import DEFAULT_PRECISION, Precision, check_device, resolve_precision
+from vos.config import DEFAULT_PRECISION, ModelConfig, Precision, available_models, load_config
+from vos.device import check_device, resolve_precision
 from vos.errors import CheckpointError
 from vos.modeling.sam2 import SAM2Model
 

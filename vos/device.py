@@ -18,7 +18,7 @@ from typing import Literal
 
 import torch
 
-from vos.config import DEFAULT_PRECISION, PRECISIONS, Precision  # noqa: F401  (re-exported)
+from vos.config import PRECISIONS
 from vos.errors import ConfigError
 
 log = logging.getLogger("vos")

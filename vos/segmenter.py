@@ -24,10 +24,10 @@ import torch.nn.functional as F
 
 from memory.memory_attention import ProjectedMemory
 from memory.memory_bank import FrameMemory, MemoryReader
-from vos.modeling.prompt_encoder import prepend_box
-from vos.modeling.sam2 import SAM2Model, SamHeadsOutput
 from vos.compiled import stages
 from vos.device import resolve_precision
+from vos.modeling.prompt_encoder import prepend_box
+from vos.modeling.sam2 import SAM2Model, SamHeadsOutput
 from vos.postprocess import fill_holes
 from vos.transforms import check_rgb_image, preprocess_image, to_input_frame
 

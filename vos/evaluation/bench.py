@@ -23,8 +23,7 @@ from tqdm import tqdm
 
 from streams.label_map import merge_masks, write_label_map
 from vos.build import DEFAULT_CONFIG, load_model
-from vos.config import TrackerConfig
-from vos.device import DEFAULT_PRECISION, Precision
+from vos.config import DEFAULT_PRECISION, Precision, TrackerConfig
 from vos.evaluation import EvaluationError
 from vos.evaluation.davis import (
     RESOLUTION,

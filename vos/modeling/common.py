@@ -6,6 +6,15 @@ import torch
 from torch import nn
 
 
+def weights_key(*params: torch.Tensor) -> tuple:
+    """What values computed from these parameters depend on: their storage and version counters.
+
+    A cache keyed on it is refreshed when the weights are loaded or changed in place. Parameters
+    made under inference mode have no version counter: only a new storage is seen there.
+    """
+    return tuple((p.device, p.data_ptr(), -1 if p.is_inference() else p._version) for p in params)
+
+
 class MLP(nn.Module):
     """`num_layers` linear layers with an activation between them: (..., in) -> (..., out)."""
 

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vos.config import TrunkConfig
-from vos.modeling.common import MLP
+from vos.modeling.common import MLP, weights_key
 
 LAYER_NORM_EPS = 1e-6
 
@@ -165,13 +165,10 @@ class Hiera(nn.Module):
         self._pos_cache: tuple[tuple, torch.Tensor] | None = None
 
     def _pos_embed(self, hw: tuple[int, int]) -> torch.Tensor:
-        """(1, H, W, C) position embedding of an (H, W) patch grid; kept while the weights do not change (no autograd).
-
-        Weights made under inference mode have no version counter to tell a change by: not kept then.
-        """
-        if torch.is_grad_enabled() or torch.compiler.is_compiling() or self.pos_embed.is_inference():
+        """(1, H, W, C) position embedding of an (H, W) patch grid; kept while the weights do not change (no autograd)."""
+        if torch.is_grad_enabled() or torch.compiler.is_compiling():
             return self._make_pos_embed(hw)
-        key = (tuple(hw), self.pos_embed.device, self.pos_embed._version, self.pos_embed_window._version)
+        key = (tuple(hw), weights_key(self.pos_embed, self.pos_embed_window))
         if self._pos_cache is None or self._pos_cache[0] != key:
             self._pos_cache = (key, self._make_pos_embed(hw))
         return self._pos_cache[1]

@@ -20,7 +20,7 @@ from memory.memory_attention import MemoryAttention, ProjectedMemory
 from memory.memory_encoder import MemoryEncoder
 from vos.config import ModelConfig
 from vos.device import autocast
-from vos.modeling.common import MLP
+from vos.modeling.common import MLP, weights_key
 from vos.modeling.image_encoder import ImageEncoder
 from vos.modeling.mask_decoder import MaskDecoder
 from vos.modeling.position_encoding import sine_encoding_1d
@@ -97,7 +97,7 @@ class SAM2Model(nn.Module):
         else:
             self.obj_ptr_proj = nn.Linear(d, d)
         self.obj_ptr_tpos_proj = nn.Linear(d, self.mem_dim) if t.proj_tpos_enc_in_obj_ptrs else nn.Identity()
-        self._slot_key_cache: dict = {}
+        self._slot_key_cache: tuple[tuple, list[torch.Tensor] | None] | None = None
         self.precision = "fp32"  # what trackers and predictors on this model run in (`vos.load_model` sets it)
 
     @property
@@ -265,14 +265,18 @@ class SAM2Model(nn.Module):
         tokens = features.float().flatten(2).transpose(1, 2)  # (B, N, C_mem)
         return self.memory_attention.project_memory(tokens, pos.flatten(2).transpose(1, 2), rotate=True)
 
-    def _slot_keys(self, dtype: torch.dtype, num_tokens: int) -> list[torch.Tensor]:
-        """Per layer (num_maskmem, H, N, D): what each temporal slot adds to a frame's keys (cached per dtype)."""
-        key = (dtype, self.device, num_tokens)
-        if self._slot_key_cache.get("key") != key:
+    def _slot_keys(self, dtype: torch.dtype, num_tokens: int) -> list[torch.Tensor] | None:
+        """Per layer (num_maskmem, H, N, D): what each temporal slot adds to a frame's keys; None when keys take no position.
+
+        Kept while the weights it is made of do not change.
+        """
+        layers = [layer.cross_attn_image.k_proj.weight for layer in self.memory_attention.layers]
+        key = (dtype, num_tokens, weights_key(self.maskmem_tpos_enc, *layers))
+        if self._slot_key_cache is None or self._slot_key_cache[0] != key:
             with torch.autocast(self.device.type, enabled=False):
                 tables = self.memory_attention.slot_keys(self.maskmem_tpos_enc.view(-1, self.mem_dim).float(), num_tokens)
-            self._slot_key_cache = {"key": key, "tables": [t.to(dtype) for t in tables]}
-        return self._slot_key_cache["tables"]
+            self._slot_key_cache = (key, None if tables is None else [t.to(dtype) for t in tables])
+        return self._slot_key_cache[1]
 
     def condition_on_memory(
         self,
@@ -316,12 +320,13 @@ class SAM2Model(nn.Module):
         for layer, k0 in enumerate(first.keys):
             k = k0.new_empty(b, k0.shape[1], sum(lengths), k0.shape[-1])
             for (t_pos, mems), start, n in zip(spatial, starts, lengths):
-                table = self._slot_keys(k.dtype, n)[layer][self.cfg.tracking.num_maskmem - t_pos - 1]
+                tables = self._slot_keys(k.dtype, n)
                 for i, m in enumerate(mems):
-                    if table.numel():
-                        torch.add(m.keys[layer][0], table, out=k[i, :, start : start + n])
-                    else:
+                    if tables is None:
                         k[i, :, start : start + n] = m.keys[layer][0]
+                    else:
+                        slot = tables[layer][self.cfg.tracking.num_maskmem - t_pos - 1]
+                        torch.add(m.keys[layer][0], slot, out=k[i, :, start : start + n])
             if ptrs is not None:
                 k[:, :, starts[-1] :] = ptrs.keys[layer]
             keys.append(k)
