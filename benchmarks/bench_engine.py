@@ -31,10 +31,6 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from streams.messages import AddPrompt, MaskMessage  # noqa: E402
-from streams.mqtt import MqttLink, MqttSettings  # noqa: E402
-from streams.sources import open_source  # noqa: E402
-from streams.video_file import VideoFile  # noqa: E402
 from tests.conftest import DEFAULT_DAVIS, OBJECT_SCORE_BIAS_OFFSET, read_frame  # noqa: E402
 from tests.mqtt_broker import MosquittoBroker, Subscriber  # noqa: E402
 from tests.rtsp_fixtures import CAMERA_X264_OPTIONS, RtspServer, free_port, rtsp_server_missing  # noqa: E402
@@ -42,6 +38,10 @@ from tests.video_reference import write_video  # noqa: E402
 from vos.build import build_model, load_model  # noqa: E402
 from vos.engine import InferenceQueue, StreamRunner  # noqa: E402
 from vos.engine_cli import read_mask_png  # noqa: E402
+from vos.streams.messages import AddPrompt, MaskMessage  # noqa: E402
+from vos.streams.mqtt import MqttLink, MqttSettings  # noqa: E402
+from vos.streams.sources import open_source  # noqa: E402
+from vos.streams.video_file import VideoFile  # noqa: E402
 from vos.tracker import Tracker  # noqa: E402
 
 SEED = 0

@@ -1,1 +1,1 @@
-"""Per-object memory: the memory encoder, memory attention and the bounded memory bank."""
+"""Per-object memory state: the bounded memory bank (tracking) and the frame store (sessions)."""

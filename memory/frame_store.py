@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from memory.memory_bank import FrameMemory, MemoryReader
+from vos.memory.memory_bank import FrameMemory, MemoryReader
 
 
 @dataclass

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import torch
 
 if TYPE_CHECKING:
-    from memory.memory_attention import ProjectedMemory
+    from vos.modeling.memory_attention import ProjectedMemory
 
 
 @dataclass

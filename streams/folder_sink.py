@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from streams.label_map import write_label_map
-from streams.messages import MaskMessage
+from vos.streams.label_map import write_label_map
+from vos.streams.messages import MaskMessage
 
 JSONL_NAME = "masks.jsonl"
 

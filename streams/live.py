@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import av
 import numpy as np
 
-from streams.source import FrameSource, SourceError
+from vos.streams.source import FrameSource, SourceError
 
 MICROSECONDS = 1_000_000
 RTSP_SCHEMES = ("rtsp", "rtsps")

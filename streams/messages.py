@@ -13,7 +13,7 @@ import numpy as np
 import pycocotools.mask as coco_mask
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
-from vos.segmenter import Prompt
+from vos.prompts import Prompt
 
 MAX_POINTS = 64
 MAX_SIDE = 16384  # pixels, per side of a mask

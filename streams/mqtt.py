@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import aiomqtt
 from pydantic import BaseModel, ConfigDict, Field
 
-from streams.messages import AddPrompt, ErrorMessage, RemoveObject, Reset, StatusMessage, parse_prompt
+from vos.streams.messages import AddPrompt, ErrorMessage, RemoveObject, Reset, StatusMessage, parse_prompt
 
 log = logging.getLogger(__name__)
 

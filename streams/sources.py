@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from streams.frame_folder import FrameFolder
-from streams.source import FrameSource, SourceError
-from streams.video_file import VideoFile
+from vos.streams.frame_folder import FrameFolder
+from vos.streams.source import FrameSource, SourceError
+from vos.streams.video_file import VideoFile
 
 LAVFI_PREFIX = "lavfi:"
 
@@ -77,7 +77,7 @@ def open_source(
     `timeout` (seconds without data), `rtsp_transport` and the reconnect backoff apply to live sources.
     """
     if spec.startswith(("rtsp://", "rtsps://", "/dev/video", LAVFI_PREFIX)):
-        from streams.live import PyAVSource  # noqa: PLC0415 (PyAV's network stack only when asked for)
+        from vos.streams.live import PyAVSource  # noqa: PLC0415 (PyAV's network stack only when asked for)
 
         live = dict(
             rtsp_transport=rtsp_transport, timeout_s=timeout, reconnect_delay_s=reconnect_initial,

@@ -88,5 +88,5 @@ def tracking_checkpoint(tiny_checkpoint, tmp_path_factory) -> Path:
     torch.save({"model": sd}, path)
     return path
 
-from tests.rtsp_fixtures import rtsp_clip, rtsp_server  # noqa: E402, F401  (fixtures for the live-source tests)
 from tests.mqtt_broker import broker  # noqa: E402, F401  (a Mosquitto broker per test)
+from tests.rtsp_fixtures import rtsp_clip, rtsp_server  # noqa: E402, F401  (fixtures for the live-source tests)

@@ -19,10 +19,10 @@ from PIL import Image
 import vos
 from vos.cli import main
 from vos.errors import VosError
-from streams.label_map import davis_palette, merge_masks
 from vos.evaluation.bench import BenchError, prepare_sequence, prepare_sequences
 from vos.evaluation.davis import GLOBAL_COLUMNS, PER_SEQUENCE_COLUMNS, evaluate_davis
 from vos.evaluation.metrics import jaccard
+from vos.streams.label_map import davis_palette, merge_masks
 
 SEQUENCES = [
     "blackswan", "bmx-trees", "breakdance", "camel", "car-shadow",

@@ -15,12 +15,12 @@ import pytest
 
 import vos
 import vos.cli
-from streams.label_map import read_label_map
-from streams.messages import AddPrompt, MaskMessage, Rle
-from streams.video_file import VideoFile
 from tests.conftest import read_frame
 from tests.mqtt_broker import Subscriber, free_port
 from tests.video_reference import write_video
+from vos.streams.label_map import read_label_map
+from vos.streams.messages import AddPrompt, MaskMessage, Rle
+from vos.streams.video_file import VideoFile
 
 SEQUENCE = "car-shadow"
 CLIP_FRAMES = 16
@@ -83,7 +83,7 @@ def test_track_file_publishes_every_frame_and_writes_the_same_masks(clip, davis_
 
 def test_engine_masks_equal_the_tracker_alone(clip, davis_root, tracking_checkpoint, tmp_path):
     """The pipeline (threads, batching, encoding) changes nothing: its label maps are the tracker's."""
-    from streams.label_map import merge_masks
+    from vos.streams.label_map import merge_masks
 
     out = tmp_path / "out"
     frames = 5
@@ -184,9 +184,9 @@ def test_live_camera_prompt_over_mqtt_and_camera_restart(rtsp_server, tracking_c
     """An RTSP camera with no object: a prompt sent over MQTT mid-stream starts tracking; malformed and
     unknown-object prompts are answered on the errors topic; the camera is killed and restarted, the
     source reconnects and the object is still tracked (its memory kept)."""
-    from streams.mqtt import MqttLink, MqttSettings
-    from streams.sources import open_source
     from vos.engine import InferenceQueue, StreamRunner
+    from vos.streams.mqtt import MqttLink, MqttSettings
+    from vos.streams.sources import open_source
 
     async def main():
         source = open_source(rtsp_server.url, name="cam", timeout=2.0, reconnect_initial=0.2, reconnect_max=1.0)
@@ -237,10 +237,10 @@ def test_live_camera_prompt_over_mqtt_and_camera_restart(rtsp_server, tracking_c
 def test_broker_restart_mid_run_loses_nothing(clip, davis_root, tracking_checkpoint, broker):
     """The broker is killed and restarted while a file is tracked: no crash, every frame's message
     reaches a subscriber with a persistent session (QoS 1), none is counted as lost."""
-    from streams.mqtt import MqttLink, MqttSettings
-    from streams.sources import open_source
     from vos.engine import InferenceQueue, StreamRunner
     from vos.engine_cli import prompts_from_args
+    from vos.streams.mqtt import MqttLink, MqttSettings
+    from vos.streams.sources import open_source
 
     frames = 10
     first = davis_root / "Annotations" / "480p" / SEQUENCE / "00000.png"

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests import davis_reference as ref  # the toolkit's per-frame J and F, written out with numpy
 from vos.evaluation import EvaluationError
 from vos.evaluation.metrics import (
     binary_lut,
@@ -20,8 +21,6 @@ from vos.evaluation.metrics import (
     read_mask,
     score_frame,
 )
-
-from tests import davis_reference as ref  # the toolkit's per-frame J and F, written out with numpy
 
 DAVIS_SIZE = (480, 854)
 DAVIS_RADIUS = 8

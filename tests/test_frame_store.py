@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from memory.frame_store import FrameRecord, ObjectHistory
-from memory.memory_bank import FrameMemory
+from vos.memory.frame_store import FrameRecord, ObjectHistory
+from vos.memory.memory_bank import FrameMemory
 
 
 def record(i: int, conditioning: bool = False) -> FrameRecord:

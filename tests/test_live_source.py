@@ -14,9 +14,9 @@ import av
 import numpy as np
 import pytest
 
-from streams.live import PyAVSource
-from streams.source import Frame, SourceError
 from tests.rtsp_fixtures import RtspClip, free_port
+from vos.streams.live import PyAVSource
+from vos.streams.source import Frame, SourceError
 
 TIMEOUT_S = 1.0
 SLACK_S = 1.5  # process start-up and scheduling on a busy machine

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import vos
-from memory.memory_bank import FrameMemory, ObjectMemory
+from vos.memory.memory_bank import FrameMemory, ObjectMemory
 
 
 def entry(i: int) -> FrameMemory:

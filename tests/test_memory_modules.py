@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import vos
-from memory.rope import apply_rope, axial_rope_tables
+from vos.modeling.rope import apply_rope, axial_rope_tables
 
 TOL = 1e-4
 

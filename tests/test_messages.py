@@ -8,8 +8,8 @@ import numpy as np
 import pycocotools.mask as coco_mask
 import pytest
 
-from streams.messages import MAX_POINTS, ObjectMask, Rle, _rle_runs, json_schemas, parse_prompt
-from vos.segmenter import Prompt
+from vos.prompts import Prompt
+from vos.streams.messages import MAX_POINTS, ObjectMask, Rle, _rle_runs, json_schemas, parse_prompt
 
 
 def test_rle_round_trip_and_runs_equal_pycocotools(davis_root):

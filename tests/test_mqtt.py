@@ -11,9 +11,9 @@ import textwrap
 import numpy as np
 import pytest
 
-from streams.messages import AddPrompt, MaskMessage, ObjectMask, RemoveObject, Rle
-from streams.mqtt import MqttLink, MqttSettings, MqttUnavailable
 from tests.mqtt_broker import Subscriber, free_port
+from vos.streams.messages import AddPrompt, MaskMessage, ObjectMask, RemoveObject, Rle
+from vos.streams.mqtt import MqttLink, MqttSettings, MqttUnavailable
 
 
 def settings(port: int, **kw) -> MqttSettings:
@@ -127,7 +127,7 @@ def test_last_will_reports_offline_when_the_engine_dies(broker):
     """A process holding a link is killed: the broker publishes the retained "offline" status."""
     code = textwrap.dedent(f"""
         import asyncio, sys
-        from streams.mqtt import MqttLink, MqttSettings
+        from vos.streams.mqtt import MqttLink, MqttSettings
         async def main():
             link = MqttLink(MqttSettings(port={broker.port}, prefix="t/vos"), "cam")
             await link.start()

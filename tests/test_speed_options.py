@@ -15,12 +15,12 @@ import pytest
 import torch
 
 import vos
-from memory.frame_store import FrameRecord, ObjectHistory
-from memory.memory_bank import FrameMemory, ObjectMemory
 from tests.video_reference import ground_truth, write_clip
 from vos.device import check_device, native_bf16, resolve_precision
 from vos.engine_config import EngineConfig
 from vos.errors import ConfigError
+from vos.memory.frame_store import FrameRecord, ObjectHistory
+from vos.memory.memory_bank import FrameMemory, ObjectMemory
 
 BF16_MIN_PEARSON = 0.98
 

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 import vos
-from streams.video_file import VideoFile
 from tests.conftest import read_frame
-from tests.video_reference import VIDEO_FPS as FPS, write_video
+from tests.video_reference import VIDEO_FPS as FPS
+from tests.video_reference import write_video
+from vos.streams.video_file import VideoFile
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,13 @@ import torch
 
 import vos
 from tests.video_reference import (
-    NUM_FRAMES, assert_frame_matches, centroid_click, ground_truth, meta_frame, meta_video_predictor, write_clip,
+    NUM_FRAMES,
+    assert_frame_matches,
+    centroid_click,
+    ground_truth,
+    meta_frame,
+    meta_video_predictor,
+    write_clip,
 )
 
 PROMPT_FRAME = 8

@@ -3,30 +3,56 @@
     import vos
     model = vos.load_model("sam2.1_hiera_t", checkpoint="sam2.1_hiera_tiny.pt", image_size=1024)
     predictor = vos.ImagePredictor(model)
+
+Names are imported on first use (PEP 562), so `import vos` and the torch-free modules
+(`vos.config`, `vos.prompts`, `vos.streams.messages`) stay cheap.
 """
 
-from vos.build import build_model, load_model
-from vos.config import ModelConfig, available_models, load_config
-from vos.errors import CheckpointError, ConfigError, DownloadError, VosError
-from vos.image_predictor import ImagePredictor
-from vos.config import TrackerConfig
-from vos.tracker import TrackResult, Tracker
-from vos.video_session import VideoSession
+from __future__ import annotations
 
-__all__ = [
-    "CheckpointError",
-    "ConfigError",
-    "DownloadError",
-    "ImagePredictor",
-    "ModelConfig",
-    "TrackResult",
-    "Tracker",
-    "TrackerConfig",
-    "VideoSession",
-    "VosError",
-    "available_models",
-    "build_model",
-    "load_config",
-    "load_model",
-]
+import importlib
+from typing import TYPE_CHECKING
+
 __version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS = {
+    "build_model": "vos.build",
+    "load_model": "vos.build",
+    "ModelConfig": "vos.config",
+    "TrackerConfig": "vos.config",
+    "available_models": "vos.config",
+    "load_config": "vos.config",
+    "CheckpointError": "vos.errors",
+    "ConfigError": "vos.errors",
+    "DownloadError": "vos.errors",
+    "VosError": "vos.errors",
+    "ImagePredictor": "vos.image_predictor",
+    "Prompt": "vos.prompts",
+    "TrackResult": "vos.tracker",
+    "Tracker": "vos.tracker",
+    "VideoSession": "vos.video_session",
+}
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from vos.build import build_model, load_model
+    from vos.config import ModelConfig, TrackerConfig, available_models, load_config
+    from vos.errors import CheckpointError, ConfigError, DownloadError, VosError
+    from vos.image_predictor import ImagePredictor
+    from vos.prompts import Prompt
+    from vos.tracker import TrackResult, Tracker
+    from vos.video_session import VideoSession
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'vos' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

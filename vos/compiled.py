@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import torch
 
-from memory.memory_attention import ProjectedMemory
+from vos.modeling.memory_attention import ProjectedMemory
 from vos.modeling.sam2 import SAM2Model, SamHeadsOutput
 
 

@@ -1,4 +1,4 @@
-"""Model configuration: YAML files in `configs/models/`, validated by pydantic.
+"""Model configuration: YAML files in `configs/models/` (installed as `vos.configs`), validated by pydantic.
 
 A model file may `extends:` another file in the same folder (a shallow-per-section
 merge), so the SAM 2 / SAM 2.1 families share one base each. Everything that depends
@@ -13,9 +13,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from vos.configs import MODELS_DIR as CONFIG_DIR
 from vos.errors import ConfigError
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "models"
 SUPPORTED_IMAGE_SIZES = (512, 1024)
 # What the model computes in (`vos.device`): fp32 (Meta's numbers), bf16, or auto (bf16 where native).
 Precision = Literal["fp32", "bf16", "auto"]

@@ -23,12 +23,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from streams.folder_sink import FolderSink
-from streams.label_map import merge_masks
-from streams.messages import AddPrompt, MaskMessage, ObjectMask, RemoveObject, Reset, StatusMessage
-from streams.mqtt import MqttLink
-from streams.source import Frame, FrameSource
 from vos.errors import ConfigError
+from vos.streams.folder_sink import FolderSink
+from vos.streams.label_map import merge_masks
+from vos.streams.messages import AddPrompt, MaskMessage, ObjectMask, RemoveObject, Reset, StatusMessage
+from vos.streams.mqtt import MqttLink
+from vos.streams.source import Frame, FrameSource
 from vos.tracker import Tracker, TrackResult
 
 log = logging.getLogger(__name__)

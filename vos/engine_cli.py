@@ -14,17 +14,17 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from streams.folder_sink import FolderSink
-from streams.label_map import read_label_map
-from streams.messages import AddPrompt, Rle
-from streams.mqtt import MqttLink, MqttSettings, MqttUnavailable, check_topic_level
-from streams.source import FrameSource, SourceError
-from streams.sources import open_source
 from vos.cli_options import add_speed_arguments, apply_threads
 from vos.config import SUPPORTED_IMAGE_SIZES, TrackerConfig
 from vos.engine import InferenceQueue, StreamReport, StreamRunner
 from vos.engine_config import EngineConfig, LiveSettings, load_engine_config
 from vos.errors import BrokerUnavailable, ConfigError, SourceUnavailable
+from vos.streams.folder_sink import FolderSink
+from vos.streams.label_map import read_label_map
+from vos.streams.messages import AddPrompt, Rle
+from vos.streams.mqtt import MqttLink, MqttSettings, MqttUnavailable, check_topic_level
+from vos.streams.source import FrameSource, SourceError
+from vos.streams.sources import open_source
 
 log = logging.getLogger("vos")
 

@@ -13,10 +13,10 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
-from streams.messages import AddPrompt
-from streams.mqtt import MqttSettings, check_topic_level
 from vos.config import DEFAULT_PRECISION, SUPPORTED_IMAGE_SIZES, Precision, TrackerConfig
 from vos.errors import ConfigError
+from vos.streams.messages import AddPrompt
+from vos.streams.mqtt import MqttSettings, check_topic_level
 
 ENV_PREFIX = "VOS_"
 

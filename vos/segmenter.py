@@ -22,76 +22,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from memory.memory_attention import ProjectedMemory
-from memory.memory_bank import FrameMemory, MemoryReader
 from vos.compiled import stages
 from vos.device import resolve_precision
+from vos.memory.memory_bank import FrameMemory, MemoryReader
+from vos.modeling.memory_attention import ProjectedMemory
 from vos.modeling.prompt_encoder import prepend_box
 from vos.modeling.sam2 import SAM2Model, SamHeadsOutput
 from vos.postprocess import fill_holes
+from vos.prompts import Prompt
 from vos.transforms import check_rgb_image, preprocess_image, to_input_frame
 
 MEMORY_DTYPE = torch.bfloat16  # stored memory features, as Meta's video predictor stores them
 MASK_PROMPT_THRESHOLD = 0.5
 PREV_LOGITS_CLAMP = 32.0  # Meta clamps the logits it feeds back with a correction
-
-
-@dataclass
-class Prompt:
-    """A prompt for one object on one frame, in the frame's pixels."""
-
-    mask: np.ndarray | None = None  # bool (H, W)
-    points: np.ndarray | None = None  # (N, 2) clicks, x, y
-    labels: np.ndarray | None = None  # (N,) 1 object, 0 background
-    box: np.ndarray | None = None  # (2, 2) x0, y0 / x1, y1
-
-    @classmethod
-    def make(
-        cls,
-        mask: np.ndarray | None = None,
-        points: list | np.ndarray | None = None,
-        labels: list | np.ndarray | None = None,
-        box: tuple | np.ndarray | None = None,
-    ) -> Prompt:
-        """Check and normalize a user prompt: a bool mask (H, W), or clicks with labels (1 / 0), and/or a box."""
-        if mask is not None and (points is not None or box is not None):
-            raise ValueError("give a mask or points/box, not both")
-        if mask is not None:
-            mask = np.asarray(mask)
-            if mask.ndim != 2:
-                raise ValueError(f"mask must be 2-D (H, W), got shape {mask.shape}")
-            return cls(mask=mask.astype(bool))
-        if points is None and box is None:
-            raise ValueError("a prompt needs a mask, points or a box")
-        coords = lab = corners = None
-        if points is not None:
-            coords = np.asarray(points, dtype=np.float32).reshape(-1, 2)
-            if labels is None:
-                raise ValueError("labels must be given with points")
-            lab = np.asarray(labels, dtype=np.int32).reshape(-1)
-            if len(lab) != len(coords):
-                raise ValueError(f"{len(coords)} points but {len(lab)} labels")
-            if not np.isin(lab, (0, 1)).all():
-                raise ValueError("point labels must be 1 (object) or 0 (background)")
-            if not np.isfinite(coords).all():
-                raise ValueError("point coordinates must be finite")
-        elif labels is not None:
-            raise ValueError("labels given without points")
-        if box is not None:
-            corners = np.asarray(box, dtype=np.float32).reshape(-1)
-            if corners.shape != (4,) or not np.isfinite(corners).all():
-                raise ValueError("a box is 4 finite numbers: x0, y0, x1, y1")
-            corners = corners.reshape(2, 2)
-        return cls(points=coords, labels=lab, box=corners)
-
-    def check_size(self, hw: tuple[int, int]) -> None:
-        if self.mask is not None and self.mask.shape != hw:
-            raise ValueError(f"the mask prompt is {self.mask.shape}, the frame is {hw}")
-
-    @property
-    def num_points(self) -> int:
-        """Clicks plus 2 for a box (its corners), as the decoder counts them."""
-        return (0 if self.points is None else len(self.points)) + (0 if self.box is None else 2)
 
 
 @dataclass

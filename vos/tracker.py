@@ -19,11 +19,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from memory.memory_bank import ObjectMemory
 from vos.config import TrackerConfig, tracker_config
+from vos.memory.memory_bank import ObjectMemory
 from vos.modeling.sam2 import SAM2Model
 from vos.postprocess import non_overlapping
-from vos.segmenter import FrameFeatures, FrameSegmenter, ObjectRequest, Prompt
+from vos.prompts import Prompt
+from vos.segmenter import FrameFeatures, FrameSegmenter, ObjectRequest
 from vos.transforms import check_rgb_image, upscale_logits
 
 

@@ -26,12 +26,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from memory.frame_store import FrameRecord, ObjectHistory
-from streams.frame_folder import FrameFolder
-from streams.video_file import VideoFile
 from vos.config import TrackerConfig, tracker_config
+from vos.memory.frame_store import FrameRecord, ObjectHistory
 from vos.modeling.sam2 import SAM2Model
-from vos.segmenter import FrameFeatures, FrameSegmenter, ObjectRequest, ObjectStep, Prompt
+from vos.prompts import Prompt
+from vos.segmenter import FrameFeatures, FrameSegmenter, ObjectRequest, ObjectStep
+from vos.streams.frame_folder import FrameFolder
+from vos.streams.video_file import VideoFile
 from vos.tracker import TrackResult
 
 

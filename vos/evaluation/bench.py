@@ -21,7 +21,6 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from streams.label_map import merge_masks, write_label_map
 from vos.build import DEFAULT_CONFIG, load_model
 from vos.config import DEFAULT_PRECISION, Precision, TrackerConfig
 from vos.evaluation import EvaluationError
@@ -36,6 +35,7 @@ from vos.evaluation.davis import (
 )
 from vos.evaluation.metrics import read_mask, short_list
 from vos.modeling.sam2 import SAM2Model
+from vos.streams.label_map import merge_masks, write_label_map
 from vos.tracker import Tracker
 
 IMAGE_SUFFIX = ".jpg"

@@ -16,13 +16,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.init import trunc_normal_
 
-from memory.memory_attention import MemoryAttention, ProjectedMemory
-from memory.memory_encoder import MemoryEncoder
 from vos.config import ModelConfig
 from vos.device import autocast
 from vos.modeling.common import MLP, weights_key
 from vos.modeling.image_encoder import ImageEncoder
 from vos.modeling.mask_decoder import MaskDecoder
+from vos.modeling.memory_attention import MemoryAttention, ProjectedMemory
+from vos.modeling.memory_encoder import MemoryEncoder
 from vos.modeling.position_encoding import sine_encoding_1d
 from vos.modeling.prompt_encoder import LABEL_PAD, PromptEncoder
 

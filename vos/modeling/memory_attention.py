@@ -30,9 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from memory.rope import apply_rope, axial_rope_tables
 from vos.config import MemoryAttentionConfig
 from vos.modeling.attention import Attention
+from vos.modeling.rope import apply_rope, axial_rope_tables
 
 POS_ENC_AT_INPUT_SCALE = 0.1
 ATTENTION_CHUNK = 512  # query rows per step of the CPU cross-attention
