@@ -36,11 +36,10 @@ from tests.mqtt_broker import MosquittoBroker, Subscriber  # noqa: E402
 from tests.rtsp_fixtures import CAMERA_X264_OPTIONS, RtspServer, free_port, rtsp_server_missing  # noqa: E402
 from tests.video_reference import write_video  # noqa: E402
 from vos.build import build_model, load_model  # noqa: E402
-from vos.engine import InferenceQueue, StreamRunner  # noqa: E402
+from vos.engine import Engine, StreamSettings  # noqa: E402
 from vos.engine_cli import read_mask_png  # noqa: E402
-from vos.streams.messages import AddPrompt, MaskMessage  # noqa: E402
-from vos.streams.mqtt import MqttLink, MqttSettings  # noqa: E402
-from vos.streams.sources import open_source  # noqa: E402
+from vos.streams.messages import MaskMessage  # noqa: E402
+from vos.streams.mqtt import MqttSettings  # noqa: E402
 from vos.streams.video_file import VideoFile  # noqa: E402
 from vos.tracker import Tracker  # noqa: E402
 
@@ -89,26 +88,30 @@ def vos_track(clip: Path, mask_png: Path, weights: Path, size: int, broker: Mosq
     return float(match.group(2)), wall
 
 
+class DecodeTimes:
+    """A sink that notes when each written frame was decoded."""
+
+    def __init__(self) -> None:
+        self.decoded_at: dict[int, float] = {}
+
+    async def write(self, frame, message, labels) -> None:
+        self.decoded_at[frame.index] = frame.decoded_at
+
+
 async def live_latency(server: RtspServer, broker: MosquittoBroker, weights: Path, size: int, frames: int, box) -> dict:
-    decoded_at: dict[int, float] = {}
     received: dict[int, float] = {}
-    source = open_source(server.url, name="cam")
-    await asyncio.to_thread(source.open)
-    tracker = Tracker(load_model(checkpoint=weights, image_size=size))
-    inference = InferenceQueue(1)
+    times = DecodeTimes()
+    stream = StreamSettings(source=server.url, id="cam", max_frames=frames, prompts=[{"obj_id": 1, "box": box}])
+    model = load_model(checkpoint=weights, image_size=size)
     async with Subscriber(broker.port, "live/cam/masks", identifier="bench-live") as sub:
-        mqtt = MqttLink(MqttSettings(port=broker.port, prefix="live"), "cam")
-        await mqtt.start()
-        runner = StreamRunner(
-            source, tracker, inference, mqtt=mqtt, initial_prompts={0: [AddPrompt(obj_id=1, box=box)]},
-            max_frames=frames, on_frame=lambda frame, message: decoded_at.__setitem__(frame.index, frame.decoded_at),
-        )
-        report = await runner.run()
+        mqtt = MqttSettings(port=broker.port, prefix="live")
+        async with Engine(model, [stream], mqtt=mqtt, max_batch=1, sinks={"cam": [times]}) as engine:
+            [report] = await engine.run()
         await sub.wait_for(lambda m: len(m) >= report.frames, 10)
     for (_, payload), t in zip(sub.messages, sub.times):
         received[MaskMessage.model_validate_json(payload).frame_index] = t
-    latencies = [received[i] - decoded_at[i] for i in decoded_at if i in received]
-    return {"report": report, "latencies": latencies, "model": inference.seconds}
+    latencies = [received[i] - times.decoded_at[i] for i in times.decoded_at if i in received]
+    return {"report": report, "latencies": latencies, "model": list(engine.inference.seconds)}
 
 
 def summary(values: list[float]) -> str:

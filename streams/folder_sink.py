@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 
 from vos.streams.label_map import write_label_map
 from vos.streams.messages import MaskMessage
+from vos.streams.source import Frame
 
 JSONL_NAME = "masks.jsonl"
 
 
 class FolderSink:
     """Writes `FOLDER/{frame_index:05d}.png` (DAVIS palette PNG) and appends to `FOLDER/masks.jsonl`.
+
+        async with FolderSink("out/") as sink:
+            await sink.write(frame, message, labels)
 
     Each line is flushed as it is written, so an interrupted run keeps every frame it finished.
     """
@@ -22,22 +28,38 @@ class FolderSink:
         if not (png or jsonl):
             raise ValueError("a folder sink writes PNGs, JSON lines or both")
         self.folder = Path(folder)
+        self.png = png
+        self.jsonl = jsonl
+        self._lines: TextIO | None = None
+
+    def open(self) -> None:
+        """Creates the folder and starts masks.jsonl (ValueError if that is impossible)."""
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
+            if self.jsonl:
+                self._lines = open(self.folder / JSONL_NAME, "w", encoding="utf-8")
         except OSError as e:
-            raise ValueError(f"cannot create output folder {self.folder}: {e}") from None
-        self.png = png
-        self._lines = open(self.folder / JSONL_NAME, "w", encoding="utf-8") if jsonl else None
+            raise ValueError(f"cannot write to output folder {self.folder}: {e}") from None
 
-    def write(self, message: MaskMessage, labels: np.ndarray) -> None:
-        """Blocking: the frame's (H, W) label map and its message."""
+    def close(self) -> None:
+        if self._lines is not None:
+            self._lines.close()
+            self._lines = None
+
+    async def __aenter__(self) -> FolderSink:
+        self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def write_blocking(self, message: MaskMessage, labels: np.ndarray) -> None:
+        """The frame's (H, W) label map and its message."""
         if self.png:
             write_label_map(self.folder / f"{message.frame_index:05d}.png", labels)
         if self._lines is not None:
             self._lines.write(message.model_dump_json() + "\n")
             self._lines.flush()
 
-    def close(self) -> None:
-        if self._lines is not None:
-            self._lines.close()
-            self._lines = None
+    async def write(self, frame: Frame, message: MaskMessage, labels: np.ndarray) -> None:
+        await asyncio.to_thread(self.write_blocking, message, labels)

@@ -10,7 +10,7 @@ Timeouts, as verified with PyAV 18.1 / FFmpeg 8.1 (libavformat 62):
   protocol: `open_s` bounds `avformat_open_input` and then, afresh, the stream probing;
   `read_s` bounds each packet read (ExitError, "Immediate exit requested").
 
-Both are set from `timeout_s`, so a dead or stalled source raises instead of hanging. FFmpeg
+Both are set from `LiveSettings.timeout`, so a dead or stalled source raises instead of hanging. FFmpeg
 reports an RTSP answer that never came as "Invalid data found when processing input"; such
 failures are reported here as "nothing received within N s".
 """
@@ -25,6 +25,7 @@ import av
 import numpy as np
 
 from vos.streams.source import FrameSource, SourceError
+from vos.streams.sources import LiveSettings
 
 MICROSECONDS = 1_000_000
 RTSP_SCHEMES = ("rtsp", "rtsps")
@@ -36,9 +37,12 @@ class PyAVSource(FrameSource):
 
     Live sources (everything but lavfi, unless `live` says otherwise) keep only the newest
     frame and treat an error or end of stream as a disconnect: they reconnect with exponential
-    backoff, from `reconnect_delay_s` doubling up to `max_reconnect_delay_s`, forever, or until
+    backoff (`settings.reconnect_initial` doubling up to `reconnect_max`), forever, or until
     `max_reconnects` attempts in a row have failed (then SourceError). Frame indices keep
     counting across reconnects; presentation times may restart from 0 on the new connection.
+    `settings.timeout` bounds connecting and each read (a stalled RTSP stream is noticed after
+    about twice that); `settings.probe` delays every (re)connection by up to that much, and the
+    probed frames then arrive at once and all but the newest are dropped.
     """
 
     def __init__(
@@ -48,40 +52,29 @@ class PyAVSource(FrameSource):
         format: str | None = None,
         live: bool | None = None,
         options: dict[str, str] | None = None,
-        rtsp_transport: str = "tcp",
-        timeout_s: float = 5.0,
-        probe_s: float | None = 1.0,
-        reconnect_delay_s: float = 0.5,
-        max_reconnect_delay_s: float = 5.0,
-        max_reconnects: int | None = None,
+        settings: LiveSettings = LiveSettings(),
         name: str | None = None,
     ) -> None:
         """`format`: FFmpeg input format ("v4l2", "lavfi"; guessed for /dev/video*, else probed).
-        `options`: demuxer options, over the defaults built here. `timeout_s` bounds connecting
-        and each read (a stalled RTSP stream is noticed after about twice that). `probe_s`: how
-        much of a live stream FFmpeg reads to probe it on connecting (None: FFmpeg's default,
-        5 s), which delays every (re)connection by up to that much; the probed frames then
-        arrive at once and all but the newest are dropped."""
+        `options`: demuxer options, over the defaults built here."""
         super().__init__(name or url)
         self.url = url
         self.format = format or ("v4l2" if url.startswith("/dev/video") else None)
         self.live = self.format != "lavfi" if live is None else live
         if self.live:
             self.buffer_size = 1
-        self.timeout_s = timeout_s
-        self.reconnect_delay_s = reconnect_delay_s
-        self.max_reconnect_delay_s = max_reconnect_delay_s
-        self.max_reconnects = max_reconnects
-        self.options = self._default_options(rtsp_transport, probe_s) | (options or {})
+        self.settings = settings
+        self.options = self._default_options() | (options or {})
         self._container: av.container.InputContainer | None = None
 
-    def _default_options(self, rtsp_transport: str, probe_s: float | None) -> dict[str, str]:
+    def _default_options(self) -> dict[str, str]:
         options = {}
+        s = self.settings
         if urlsplit(self.url).scheme in RTSP_SCHEMES:
-            options["rtsp_transport"] = rtsp_transport
-            options["timeout"] = str(round(self.timeout_s * MICROSECONDS))
-        if self.live and probe_s is not None:
-            options["analyzeduration"] = str(round(probe_s * MICROSECONDS))
+            options["rtsp_transport"] = s.rtsp_transport
+            options["timeout"] = str(round(s.timeout * MICROSECONDS))
+        if self.live and s.probe is not None:
+            options["analyzeduration"] = str(round(s.probe * MICROSECONDS))
         return options
 
     def open(self) -> None:
@@ -101,7 +94,7 @@ class PyAVSource(FrameSource):
         started = time.monotonic()
         try:
             container = av.open(
-                self.url, format=self.format, container_options=self.options, timeout=(self.timeout_s, self.timeout_s)
+                self.url, format=self.format, container_options=self.options, timeout=(self.settings.timeout, self.settings.timeout)
             )
         except av.FFmpegError as e:
             raise SourceError(f"cannot {verb} {self.url}: {self._reason(e, started)}") from e
@@ -113,9 +106,9 @@ class PyAVSource(FrameSource):
     def _reason(self, error: av.FFmpegError, started: float) -> str:
         """What went wrong, in words; a timeout, whatever FFmpeg called it, says so."""
         if isinstance(error, (av.error.ExitError, av.error.TimeoutError)) or (
-            time.monotonic() - started >= self.timeout_s
+            time.monotonic() - started >= self.settings.timeout
         ):
-            return f"nothing received within {self.timeout_s:g} s"
+            return f"nothing received within {self.settings.timeout:g} s"
         return error.strerror or str(error)
 
     def _frames(self, container: av.container.InputContainer) -> Iterator[tuple[float | None, np.ndarray]]:
@@ -170,9 +163,10 @@ class PyAVSource(FrameSource):
             self.stats.last_error = reason
             self._status("disconnected", reason)
             failures = 1 if got_frame else failures + 1
-            if self.max_reconnects is not None and failures > self.max_reconnects:
-                raise SourceError(f"gave up on {self.url} after {self.max_reconnects} reconnection attempts: {reason}")
-            delay = min(self.reconnect_delay_s * 2 ** (failures - 1), self.max_reconnect_delay_s)
+            s = self.settings
+            if s.max_reconnects is not None and failures > s.max_reconnects:
+                raise SourceError(f"gave up on {self.url} after {s.max_reconnects} reconnection attempts: {reason}")
+            delay = min(s.reconnect_initial * 2 ** (failures - 1), s.reconnect_max)
             self._status("reconnecting", f"{self.url} in {delay:g} s")
             if self._stop.wait(delay):
                 return

@@ -161,7 +161,7 @@ class StatusMessage(_Message):
     """A stream's state, published retained; the broker publishes state "offline" if the engine vanishes."""
 
     stream: str
-    state: Literal["online", "offline", "reconnecting", "ended"]
+    state: Literal["online", "offline", "reconnecting", "ended", "stopped"]  # stopped: asked to (SIGTERM, Ctrl-C)
     detail: str = ""
     frames: int = 0  # frames processed
     dropped_frames: int = 0  # stale live frames skipped

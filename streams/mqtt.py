@@ -7,9 +7,15 @@ Topics, under a configurable prefix:
     {prefix}/{stream}/errors   an ErrorMessage per refused prompt            (QoS `qos`)
     {prefix}/{stream}/status   StatusMessage, retained; last will: "offline" (QoS 1)
 
-aiomqtt does not reconnect by itself, so `run()` is a loop: connect, subscribe, announce
-"online", then send and receive until the connection fails; wait (exponential backoff)
-and start again. Outgoing messages wait in a bounded buffer, so the tracker never waits
+    async with MqttLink(settings, "cam") as link:   # connects once, or MqttUnavailable
+        link.publish_masks(message)                 # never waits for the broker
+        prompts = link.take_prompts()               # parsed prompts received since the last call
+
+aiomqtt does not reconnect by itself, so the link runs a loop: `async with` a client
+(connect), subscribe, announce the status, then send and receive until the connection
+fails; wait (exponential backoff) and connect again. Each connection gets a new client:
+a reused one keeps paho's queue of unacknowledged messages and re-sends them besides
+this link's buffer (duplicates, and messages counted as dropped arriving anyway). Outgoing messages wait in a bounded buffer, so the tracker never waits
 for the broker: when the buffer is full the oldest message is dropped and counted. A
 message leaves the buffer only once the broker acknowledged it (QoS 1), so a message in
 flight when the connection drops is sent again after the reconnect (at least once).
@@ -20,18 +26,33 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+from urllib.parse import urlparse
 
 import aiomqtt
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from vos.streams.messages import AddPrompt, ErrorMessage, RemoveObject, Reset, StatusMessage, parse_prompt
+from vos.streams.messages import (
+    AddPrompt,
+    ErrorMessage,
+    MaskMessage,
+    RemoveObject,
+    Reset,
+    StatusMessage,
+    parse_prompt,
+)
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from vos.streams.source import Frame
 
 log = logging.getLogger(__name__)
 
 ERROR_PAYLOAD_ECHO = 200  # characters of a refused prompt echoed in its error message
 MAX_PROMPT_BYTES = 8_000_000  # larger prompt payloads are refused before parsing
+MAX_PENDING_PROMPTS = 32  # prompts waiting for the next frame; more are refused
 TOPIC_FORBIDDEN = set("+#/\0")
 
 
@@ -45,13 +66,32 @@ class MqttSettings(BaseModel):
     prefix: str = "vos"
     qos: int = Field(1, ge=0, le=2)
     username: str | None = None
-    password: str | None = None
+    password: SecretStr | None = None  # never printed: repr and logs show **********
     keepalive: int = Field(30, ge=5)  # seconds
     connect_timeout: float = Field(5.0, gt=0)  # seconds, first connection and each reconnect
     buffer_size: int = Field(1000, ge=1)  # outgoing messages held while the broker is away
     reconnect_initial: float = Field(0.5, gt=0)  # seconds before the first reconnect attempt, doubling
     reconnect_max: float = Field(10.0, gt=0)
     flush_timeout: float = Field(10.0, ge=0)  # seconds `close()` waits for buffered messages
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        v = v.strip("/")
+        if set("+#\0") & set(v) or v.startswith("$"):
+            raise ValueError(f"topic prefix {v!r} cannot hold + # or NUL, or start with $ (broker-reserved topics)")
+        return v
+
+    @classmethod
+    def from_url(cls, url: str, **fields: object) -> MqttSettings:
+        """`mqtt://[USER:PASSWORD@]HOST[:PORT]` plus other fields (ValueError if invalid)."""
+        parsed = urlparse(url if "://" in url else f"mqtt://{url}")
+        if parsed.scheme != "mqtt" or not parsed.hostname:
+            raise ValueError(f"{url!r}: expected mqtt://HOST[:PORT]")
+        address = {"host": parsed.hostname, "username": parsed.username, "password": parsed.password}
+        if parsed.port:
+            address["port"] = parsed.port
+        return cls(**address, **fields)
 
 
 def check_topic_level(name: str, what: str) -> str:
@@ -68,25 +108,27 @@ class MqttUnavailable(Exception):
 @dataclass
 class MqttStats:
     published: int = 0
-    dropped: int = 0  # outgoing messages lost to a full buffer
+    dropped: int = 0  # outgoing messages lost: to a full buffer, or still buffered at `close()`
+    lost: int = 0  # of those, still buffered at `close()`
     reconnects: int = 0
     connected: bool = False
     last_error: str | None = None
 
 
-PromptHandler = Callable[[AddPrompt | RemoveObject | Reset], None]
+PromptMessage = AddPrompt | RemoveObject | Reset
 
 
 class MqttLink:
-    """Connection of one stream to the broker; `start()` it, `publish_*` from the engine, `close()` to flush."""
+    """Connection of one stream to the broker: `async with` it (or `start()` / `close()`), `publish_*` from the
+    engine, `take_prompts()` between frames. It is also a `Sink` (masks)."""
 
-    def __init__(self, settings: MqttSettings, stream: str, on_prompt: PromptHandler | None = None) -> None:
+    def __init__(self, settings: MqttSettings, stream: str) -> None:
         self.settings = settings
         self.stream = check_topic_level(stream, "stream id")
         base = "/".join([settings.prefix.rstrip("/"), stream]) if settings.prefix else stream
         self.topics = {k: f"{base}/{k}" for k in ("masks", "prompts", "errors", "status")}
-        self.on_prompt = on_prompt
         self.stats = MqttStats()
+        self._prompts: deque[PromptMessage] = deque()
         self._buffer: deque[tuple[str, bytes, int, bool]] = deque()
         self._wakeup = asyncio.Event()
         self._closing = False
@@ -105,6 +147,9 @@ class MqttLink:
 
     def publish_masks(self, message: BaseModel) -> None:
         self._enqueue(self.topics["masks"], message.model_dump_json().encode(), self.settings.qos)
+
+    async def write(self, frame: Frame, message: MaskMessage, labels: np.ndarray) -> None:
+        self.publish_masks(message)
 
     def publish_error(self, error: str, payload: bytes | str = b"") -> None:
         text = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else payload
@@ -127,42 +172,49 @@ class MqttLink:
         s = self.settings
         will = StatusMessage(stream=self.stream, state="offline").model_dump_json().encode()
         return aiomqtt.Client(
-            s.host, s.port, username=s.username, password=s.password, keepalive=s.keepalive,
+            s.host, s.port, username=s.username, password=s.password and s.password.get_secret_value(), keepalive=s.keepalive,
             timeout=s.connect_timeout, will=aiomqtt.Will(self.topics["status"], will, qos=1, retain=True),
         )
 
+    async def __aenter__(self) -> MqttLink:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
     async def start(self) -> None:
         """Connects once (MqttUnavailable if the broker cannot be reached), then keeps the link up in a task."""
-        try:
-            client = self._client()
-            await client.__aenter__()
-        except aiomqtt.MqttError as e:
-            raise MqttUnavailable(f"cannot connect to MQTT broker {self.settings.host}:{self.settings.port}: {e}") from None
-        self._task = asyncio.create_task(self._run(client), name=f"mqtt-{self.stream}")
+        first = asyncio.get_running_loop().create_future()
+        self._task = asyncio.create_task(self._run(first), name=f"mqtt-{self.stream}")
+        await asyncio.wait([first, self._task], return_when=asyncio.FIRST_COMPLETED)
+        if not first.done():
+            self._task.result()  # the loop failed before connecting: its error
+        first.result()
 
-    async def _run(self, client: aiomqtt.Client | None) -> None:
+    async def _run(self, first: asyncio.Future) -> None:
+        """Connect, work, and after a failure wait and reconnect, until `close()`; `first` hears the first try."""
         delay = self.settings.reconnect_initial
         while not self._closing:
             try:
-                if client is None:
-                    client = self._client()
-                    await client.__aenter__()
-                    self.stats.reconnects += 1
-                    log.info("MQTT %s: reconnected", self.stream)
-                delay = self.settings.reconnect_initial
-                await self._session(client)
+                async with self._client() as client:
+                    if first.done():
+                        self.stats.reconnects += 1
+                        log.info("MQTT %s: reconnected", self.stream)
+                    else:
+                        first.set_result(None)
+                    delay = self.settings.reconnect_initial
+                    await self._session(client)
             except aiomqtt.MqttError as e:
+                if not first.done():
+                    s = self.settings
+                    first.set_exception(MqttUnavailable(f"cannot connect to MQTT broker {s.host}:{s.port}: {e}"))
+                    return
                 self.stats.last_error = str(e)
                 log.warning("MQTT %s: connection lost (%s), retrying in %.1f s", self.stream, e, delay)
             finally:
                 self.stats.connected = False
                 self._connected.clear()
-                if client is not None:
-                    try:
-                        await client.__aexit__(None, None, None)
-                    except aiomqtt.MqttError:
-                        pass
-                    client = None
             if self._closing:
                 break
             await asyncio.sleep(delay)
@@ -211,8 +263,16 @@ class MqttLink:
         except ValueError as e:
             self.publish_error(str(e), payload[:ERROR_PAYLOAD_ECHO])
             return
-        if self.on_prompt is not None:
-            self.on_prompt(prompt)
+        if len(self._prompts) >= MAX_PENDING_PROMPTS:
+            self.publish_error(f"{MAX_PENDING_PROMPTS} prompts are already waiting for the next frame; send it again later", payload[:ERROR_PAYLOAD_ECHO])
+            return
+        self._prompts.append(prompt)
+
+    def take_prompts(self) -> list[PromptMessage]:
+        """The prompts received since the last call, oldest first."""
+        prompts = list(self._prompts)
+        self._prompts.clear()
+        return prompts
 
     async def wait_connected(self, timeout: float) -> bool:
         try:
@@ -226,12 +286,12 @@ class MqttLink:
         self._closing = True
         self._wakeup.set()
         if self._task is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(self._task), self.settings.flush_timeout)
-            except asyncio.TimeoutError:
+            done, _ = await asyncio.wait([self._task], timeout=self.settings.flush_timeout)
+            if not done:
                 self._task.cancel()
-                await asyncio.gather(self._task, return_exceptions=True)
+            await asyncio.gather(self._task, return_exceptions=True)
         lost = len(self._buffer)
         self.stats.dropped += lost
+        self.stats.lost += lost
         self._buffer.clear()
         return lost

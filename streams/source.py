@@ -26,6 +26,10 @@ StatusCallback = Callable[[str, str], None]
 """Called from the decoder thread with (state, detail): "connected", "disconnected", "reconnecting", "ended"."""
 
 
+def _ignore_status(state: str, detail: str) -> None:
+    pass
+
+
 @dataclass(frozen=True)
 class Frame:
     index: int  # position in the stream (0, 1, ...); on a live source, gaps are dropped frames
@@ -47,7 +51,10 @@ class SourceError(Exception):
 
 
 class FrameSource(ABC):
-    """Base of every source: subclasses implement `_decode`, a blocking generator of (pts, image)."""
+    """Base of every source: subclasses implement `_decode`, a blocking generator of (pts, image).
+
+    `async with source:` opens it (SourceError if it cannot be read) and closes it on exit.
+    """
 
     live: bool = False
     buffer_size: int = 4  # frames between decoder and consumer (live sources: 1, the newest)
@@ -55,7 +62,7 @@ class FrameSource(ABC):
     def __init__(self, name: str) -> None:
         self.name = name
         self.stats = SourceStats()
-        self.on_status: StatusCallback | None = None
+        self._on_status: StatusCallback = _ignore_status
         self._stop = threading.Event()
 
     def __len__(self) -> int:
@@ -72,6 +79,17 @@ class FrameSource(ABC):
     def open(self) -> None:
         """Checks the source can be read; raises SourceError with a readable reason if not. Blocking."""
 
+    def close(self) -> None:
+        """Releases what `open()` holds. Blocking."""
+
+    async def __aenter__(self) -> FrameSource:
+        await asyncio.to_thread(self.open)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.stop()
+        await asyncio.to_thread(self.close)
+
     @abstractmethod
     def _decode(self) -> Iterator[tuple[float | None, np.ndarray]]:
         """Blocking: yields (pts seconds, HxWx3 uint8 RGB) until the source ends or `self._stop` is set."""
@@ -81,11 +99,13 @@ class FrameSource(ABC):
         return self._stop.is_set()
 
     def _status(self, state: str, detail: str = "") -> None:
-        if self.on_status is not None:
-            self.on_status(state, detail)
+        self._on_status(state, detail)
 
-    async def frames(self) -> AsyncIterator[Frame]:
-        """Decodes in a thread and yields frames in order; raises the decoder's error, if any, at its place."""
+    async def frames(self, on_status: StatusCallback | None = None) -> AsyncIterator[Frame]:
+        """Decodes in a thread and yields frames in order; raises the decoder's error, if any, at its place.
+
+        `on_status` hears the connection events, from the decoder thread, while this runs.
+        """
         loop = asyncio.get_running_loop()
         buffer: deque[Frame | BaseException | None] = deque()
         ready = asyncio.Event()
@@ -122,6 +142,7 @@ class FrameSource(ABC):
                 pass
 
         self._stop.clear()
+        self._on_status = on_status or _ignore_status
         thread = threading.Thread(target=run, name=f"decode-{self.name}", daemon=True)
         thread.start()
         try:
@@ -141,6 +162,7 @@ class FrameSource(ABC):
         finally:
             self._stop.set()
             await asyncio.to_thread(thread.join, 10.0)
+            self._on_status = _ignore_status
 
     def stop(self) -> None:
         """Ends `frames()` after the frame being decoded (thread-safe)."""

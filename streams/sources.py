@@ -11,14 +11,30 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from vos.streams.frame_folder import FrameFolder
 from vos.streams.source import FrameSource, SourceError
 from vos.streams.video_file import VideoFile
 
 LAVFI_PREFIX = "lavfi:"
+
+
+class LiveSettings(BaseModel):
+    """How live sources (RTSP cameras, webcams) connect and reconnect: `vos track` flags, `live:` in YAML."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    timeout: float = Field(5.0, gt=0, description="seconds without data before a connection counts as lost")
+    rtsp_transport: Literal["tcp", "udp"] = Field("tcp", description="RTSP transport")
+    reconnect_initial: float = Field(0.5, gt=0, description="seconds before the first reconnect, doubling")
+    reconnect_max: float = Field(5.0, gt=0, description="longest wait between reconnects, seconds")
+    max_reconnects: int | None = Field(None, ge=0, description="give up after this many failures in a row (default: never)")
+    probe: float | None = Field(1.0, gt=0, description="seconds of a live stream FFmpeg reads to probe it (None: FFmpeg's 5 s)")
 
 
 class SequenceSource(FrameSource):
@@ -45,6 +61,11 @@ class SequenceSource(FrameSource):
         except (ValueError, OSError) as e:
             raise SourceError(str(e)) from None
 
+    def close(self) -> None:
+        if isinstance(self._frames, VideoFile):
+            self._frames.close()
+        self._frames = None
+
     def __len__(self) -> int:
         self.open()
         assert self._frames is not None
@@ -64,30 +85,20 @@ class SequenceSource(FrameSource):
 
 
 def open_source(
-    spec: str,
-    max_frames: int | None = None,
-    name: str | None = None,
-    timeout: float = 5.0,
-    rtsp_transport: str = "tcp",
-    reconnect_initial: float = 0.5,
-    reconnect_max: float = 5.0,
+    spec: str, max_frames: int | None = None, name: str | None = None, live: LiveSettings = LiveSettings()
 ) -> FrameSource:
-    """The source for a SOURCE string (not yet opened: call `open()` to check it can be read).
+    """The source for a SOURCE string (not yet opened: `async with` it, or call `open()`, to check it can be read).
 
-    `timeout` (seconds without data), `rtsp_transport` and the reconnect backoff apply to live sources.
+    `live` applies to RTSP cameras and webcams.
     """
     if spec.startswith(("rtsp://", "rtsps://", "/dev/video", LAVFI_PREFIX)):
         from vos.streams.live import PyAVSource  # noqa: PLC0415 (PyAV's network stack only when asked for)
 
-        live = dict(
-            rtsp_transport=rtsp_transport, timeout_s=timeout, reconnect_delay_s=reconnect_initial,
-            max_reconnect_delay_s=reconnect_max,
-        )
         if spec.startswith(LAVFI_PREFIX):
             return PyAVSource(spec[len(LAVFI_PREFIX) :], format="lavfi", live=False, name=name or "lavfi")
         if spec.startswith("/dev/video"):
-            return PyAVSource(spec, format="v4l2", live=True, name=name or Path(spec).name, **live)
-        return PyAVSource(spec, live=True, name=name or "rtsp", **live)
+            return PyAVSource(spec, format="v4l2", live=True, name=name or Path(spec).name, settings=live)
+        return PyAVSource(spec, live=True, name=name or "rtsp", settings=live)
     if "://" in spec:
         raise SourceError(f"unsupported source URL {spec!r} (files, folders, rtsp://, /dev/videoN, lavfi:GRAPH)")
     return SequenceSource(spec, max_frames=max_frames, name=name)

@@ -105,22 +105,26 @@ def test_engine_masks_equal_the_tracker_alone(clip, davis_root, tracking_checkpo
 @pytest.mark.parametrize(
     "args, code, message",
     [
-        (["track", "missing.mp4", "--point", "1=1,1"], 5, "no such file or folder: missing.mp4"),
-        (["track", "{text}", "--point", "1=1,1"], 5, "cannot open"),
+        (["track", "missing.mp4", "--point", "1=1,1", "--out", "{out}"], 5, "no such file or folder: missing.mp4"),
+        (["track", "{text}", "--point", "1=1,1", "--out", "{out}"], 5, "cannot open"),
         (["track", "{clip}", "--point", "1=1"], 2, "expected 2 or 3 comma-separated numbers"),
         (["track", "{clip}", "--mask", "1=nothere.png"], 2, "no such file nothere.png"),
         (["track", "{clip}"], 2, "nothing to track"),
-        (["track", "{clip}", "--point", "1=1,1", "--prompt-frame", "99"], 2, "past the source's 16 frames"),
-        (["track", "{clip}", "--point", "1=1,1", "--config", "sam2.1_hiera_s", "--checkpoint", "{ckpt}"], 3, "does not match model config sam2.1_hiera_s"),
+        (["track", "{clip}", "--point", "1=1,1"], 2, "nothing would be kept: give --out DIR and/or --mqtt URL"),
+        (["track", "{clip}", "--point", "1=1,1", "--out", "{out}", "--prompt-frame", "99"], 2, "past the source's 16 frames"),
+        (["track", "{clip}", "--point", "1=1,1", "--out", "{out}", "--config", "sam2.1_hiera_s", "--checkpoint", "{ckpt}"], 3, "does not match model config sam2.1_hiera_s"),
         (["track", "{clip}", "--point", "1=1,1", "--checkpoint", "{ckpt}", "--image-size", "512", "--mqtt", "mqtt://127.0.0.1:{port}"], 6, "cannot connect to MQTT broker"),
-        (["track", "rtsp://127.0.0.1:{port}/cam", "--point", "1=1,1", "--timeout", "2"], 5, "rtsp://127.0.0.1"),
+        (["track", "{clip}", "--point", "1=1,1", "--mqtt", "mqtt://127.0.0.1:{port}", "--topic", "a/#"], 2, "topic prefix 'a/#' cannot hold"),
+        (["track", "{clip}", "--point", "1=1,1", "--out", "{out}", "--max-cond-frames", "0"], 2, "--max-cond-frames: Input should be greater than or equal to 1"),
+        (["track", "rtsp://127.0.0.1:{port}/cam", "--point", "1=1,1", "--out", "{out}", "--timeout", "2"], 5, "rtsp://127.0.0.1"),
     ],
-    ids=["missing", "not-a-video", "bad-point", "missing-mask", "no-prompt", "prompt-frame", "checkpoint-mismatch", "broker-refused", "rtsp-unreachable"],
+    ids=["missing", "not-a-video", "bad-point", "missing-mask", "no-prompt", "no-output", "prompt-frame", "checkpoint-mismatch",
+         "broker-refused", "wildcard-topic", "tracker-option", "rtsp-unreachable"],
 )
 def test_errors_a_person_can_act_on(args, code, message, clip, tiny_checkpoint, tmp_path, capsys):
     text = tmp_path / "notes.mp4"
     text.write_text("not a video")
-    fill = {"clip": str(clip), "text": str(text), "ckpt": str(tiny_checkpoint), "port": str(free_port())}
+    fill = {"clip": str(clip), "text": str(text), "ckpt": str(tiny_checkpoint), "port": str(free_port()), "out": str(tmp_path / "out")}
     args = [a.format(**fill) for a in args]
     assert vos.cli.main(args) == code
     err = capsys.readouterr().err
@@ -168,8 +172,11 @@ def test_engine_config_is_validated_once_with_every_problem(tmp_path):
     from vos.engine_config import load_engine_config
     from vos.errors import ConfigError
 
-    shipped = load_engine_config(Path(__file__).resolve().parent.parent / "configs" / "engine.yaml")
-    assert [s.id for s in shipped.streams] == ["entrance", "demo"] and shipped.mqtt.qos == 1
+    from vos.configs import ENGINE_EXAMPLE
+
+    shipped = load_engine_config(ENGINE_EXAMPLE)
+    assert [s.id for s in shipped.streams] == ["demo"] and shipped.mqtt.qos == 1
+    assert shipped.streams[0].source.startswith("lavfi:")  # runs without a camera
     bad = tmp_path / "bad.yaml"
     bad.write_text("streams: [{id: a/b, source: x.mp4}, {id: c, source: y.mp4, prompts: [{obj_id: 0, box: [1, 2]}]}]\nbogus: 1\n")
     with pytest.raises(ConfigError) as e:
@@ -184,40 +191,40 @@ def test_live_camera_prompt_over_mqtt_and_camera_restart(rtsp_server, tracking_c
     """An RTSP camera with no object: a prompt sent over MQTT mid-stream starts tracking; malformed and
     unknown-object prompts are answered on the errors topic; the camera is killed and restarted, the
     source reconnects and the object is still tracked (its memory kept)."""
-    from vos.engine import InferenceQueue, StreamRunner
-    from vos.streams.mqtt import MqttLink, MqttSettings
-    from vos.streams.sources import open_source
+    from vos.engine import Engine, StreamSettings
+    from vos.streams.mqtt import MqttSettings
+    from vos.streams.sources import LiveSettings
 
     async def main():
-        source = open_source(rtsp_server.url, name="cam", timeout=2.0, reconnect_initial=0.2, reconnect_max=1.0)
-        await asyncio.to_thread(source.open)
-        tracker = vos.Tracker(vos.load_model(checkpoint=tracking_checkpoint, image_size=512))
+        model = vos.load_model(checkpoint=tracking_checkpoint, image_size=512)
+        live = LiveSettings(timeout=2.0, reconnect_initial=0.2, reconnect_max=1.0)
         async with Subscriber(broker.port, "live/cam/#") as sub:
-            mqtt = MqttLink(MqttSettings(port=broker.port, prefix="live"), "cam")
-            await mqtt.start()
-            runner = StreamRunner(source, tracker, InferenceQueue(1), mqtt=mqtt)
-            task = asyncio.create_task(runner.run())
+            engine = Engine(model, [StreamSettings(source=rtsp_server.url, id="cam")], mqtt=MqttSettings(port=broker.port, prefix="live"), live=live)
+            async with engine:
+                source = engine.runners[0].source
+                task = asyncio.create_task(engine.run())
 
-            def masks(m):
-                return [MaskMessage.model_validate_json(p) for t, p in m if t == "live/cam/masks"]
+                def masks(m):
+                    return [MaskMessage.model_validate_json(p) for t, p in m if t == "live/cam/masks"]
 
-            assert await sub.wait_for(lambda m: len(masks(m)) >= 2, 60)
-            assert all(not x.objects for x in masks(sub.messages))
-            async with aiomqtt.Client("127.0.0.1", broker.port) as client:
-                for payload in (b'{"action": "add", "obj_id": 5, "points": "everywhere"}', b'{"action": "remove", "obj_id": 9}',
-                                AddPrompt(obj_id=7, mask=Rle.from_mask(np.ones((48, 64), bool))).model_dump_json().encode(),
-                                b'{"action": "add", "obj_id": 5, "box": [300, 200, 600, 420]}'):
-                    await client.publish("live/cam/prompts", payload, qos=1)
-            assert await sub.wait_for(lambda m: any(x.objects for x in masks(m)), 60)
-            rtsp_server.stop()
-            await asyncio.sleep(1.5)
-            rtsp_server.start()
-            assert await sub.wait_for(lambda m: source.stats.reconnects >= 1, 60)
-            seen = len(masks(sub.messages))
-            assert await sub.wait_for(lambda m: len(masks(m)) >= seen + 2, 60)
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-        return sub.messages, runner.report
+                assert await sub.wait_for(lambda m: len(masks(m)) >= 2, 60)
+                assert all(not x.objects for x in masks(sub.messages))
+                async with aiomqtt.Client("127.0.0.1", broker.port) as client:
+                    for payload in (b'{"action": "add", "obj_id": 5, "points": "everywhere"}', b'{"action": "remove", "obj_id": 9}',
+                                    AddPrompt(obj_id=7, mask=Rle.from_mask(np.ones((48, 64), bool))).model_dump_json().encode(),
+                                    b'{"action": "add", "obj_id": 5, "box": [300, 200, 600, 420]}'):
+                        await client.publish("live/cam/prompts", payload, qos=1)
+                assert await sub.wait_for(lambda m: any(x.objects for x in masks(m)), 60)
+                rtsp_server.stop()
+                await asyncio.sleep(1.5)
+                rtsp_server.start()
+                assert await sub.wait_for(lambda m: source.stats.reconnects >= 1, 60)
+                seen = len(masks(sub.messages))
+                assert await sub.wait_for(lambda m: len(masks(m)) >= seen + 2, 60)
+                engine.stop()
+                [report] = await task
+                assert report.state == "stopped"
+        return sub.messages, report
 
     messages, report = asyncio.run(main())
     got = [MaskMessage.model_validate_json(p) for t, p in messages if t == "live/cam/masks"]
@@ -231,38 +238,107 @@ def test_live_camera_prompt_over_mqtt_and_camera_restart(rtsp_server, tracking_c
     for reason in ("add.points", "unknown object id 9", "object 7: the mask prompt is (48, 64), the frame is (480, 854)"):
         assert any(reason in e for e in errors), (reason, errors)
     states = [json.loads(p)["state"] for t, p in messages if t == "live/cam/status"]
-    assert states[0] == "online" and "reconnecting" in states and states[-1] in ("online", "offline")
+    assert states[0] == "online" and "reconnecting" in states and states[-1] == "stopped"
 
 
 def test_broker_restart_mid_run_loses_nothing(clip, davis_root, tracking_checkpoint, broker):
     """The broker is killed and restarted while a file is tracked: no crash, every frame's message
     reaches a subscriber with a persistent session (QoS 1), none is counted as lost."""
-    from vos.engine import InferenceQueue, StreamRunner
+    from vos.engine import Engine, StreamSettings
     from vos.engine_cli import prompts_from_args
-    from vos.streams.mqtt import MqttLink, MqttSettings
-    from vos.streams.sources import open_source
+    from vos.streams.mqtt import MqttSettings
 
     frames = 10
     first = davis_root / "Annotations" / "480p" / SEQUENCE / "00000.png"
+    stream = StreamSettings(source=str(clip), id="file", max_frames=frames, prompts=prompts_from_args([f"1={first}"], [], []))
+    mqtt = MqttSettings(port=broker.port, prefix="b", reconnect_initial=0.2, reconnect_max=1.0)
 
     async def main():
-        source = open_source(str(clip), max_frames=frames, name="file")
-        tracker = vos.Tracker(vos.load_model(checkpoint=tracking_checkpoint, image_size=512))
+        model = vos.load_model(checkpoint=tracking_checkpoint, image_size=512)
         async with Subscriber(broker.port, "b/file/masks", identifier="persistent") as sub:
-            mqtt = MqttLink(MqttSettings(port=broker.port, prefix="b", reconnect_initial=0.2, reconnect_max=1.0), "file")
-            await mqtt.start()
-            runner = StreamRunner(source, tracker, InferenceQueue(1), mqtt=mqtt, initial_prompts={0: prompts_from_args([f"1={first}"], [], [])})
-            task = asyncio.create_task(runner.run())
-            assert await sub.wait_for(lambda m: len(m) >= 2, 120)
-            broker.stop()
-            await asyncio.sleep(3)
-            assert not mqtt.stats.connected
-            broker.start()
-            report = await asyncio.wait_for(task, 300)
+            async with Engine(model, [stream], mqtt=mqtt) as engine:
+                task = asyncio.create_task(engine.run())
+                assert await sub.wait_for(lambda m: len(m) >= 2, 120)
+                broker.stop()
+                await asyncio.sleep(3)
+                link = engine.runners[0].mqtt
+                assert not link.stats.connected
+                broker.start()
+                [report] = await asyncio.wait_for(task, 300)
             await sub.wait_for(lambda m: {MaskMessage.model_validate_json(p).frame_index for _, p in m} >= set(range(frames)), 15)
-        return sub.messages, report, mqtt.stats
+        return sub.messages, report, link.stats
 
     messages, report, stats = asyncio.run(main())
     indices = [MaskMessage.model_validate_json(p).frame_index for _, p in messages]
     assert set(indices) == set(range(frames)) and indices == sorted(indices)  # at least once, in order
     assert report.frames == frames and report.lost_messages == 0 and stats.reconnects >= 1 and stats.dropped == 0
+
+
+class Recorder:
+    """A caller's own sink: keeps what the engine writes."""
+
+    def __init__(self) -> None:
+        self.frames: list[tuple[int, MaskMessage, np.ndarray]] = []
+
+    async def write(self, frame, message: MaskMessage, labels: np.ndarray) -> None:
+        self.frames.append((frame.index, message, labels))
+
+
+def test_python_api_keeps_every_tracked_frame_when_the_source_breaks(davis_root, tracking_checkpoint, tmp_path):
+    """A frame folder whose 5th file is not an image: the 4 frames tracked before it reach every sink
+    (folder PNGs, masks.jsonl, the caller's sink), and the report says the stream failed and why."""
+    from vos.engine import Engine, StreamSettings
+    from vos.streams.sink import Sink
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(4):
+        (frames / f"{i:05d}.jpg").write_bytes((davis_root / "JPEGImages" / "480p" / SEQUENCE / f"{i:05d}.jpg").read_bytes())
+    (frames / "00004.jpg").write_text("not a JPEG")
+    out = tmp_path / "out"
+    recorder = Recorder()
+    assert isinstance(recorder, Sink)
+    stream = StreamSettings(source=str(frames), id="cut", out=out, prompts=[{"obj_id": 2, "box": [300, 200, 600, 420]}])
+
+    async def main():
+        async with Engine(vos.load_model(checkpoint=tracking_checkpoint, image_size=512), [stream], sinks={"cut": [recorder]}) as engine:
+            return await engine.run()
+
+    [report] = asyncio.run(main())
+    assert report.state == "failed" and "cannot read frame" in str(report.error) and report.frames == 4
+    assert [i for i, _, _ in recorder.frames] == [0, 1, 2, 3]
+    lines = [MaskMessage.model_validate_json(line) for line in (out / "masks.jsonl").read_text().splitlines()]
+    assert lines == [m for _, m, _ in recorder.frames] and all([o.id for o in m.objects] == [2] for m in lines)
+    for i, _, labels in recorder.frames:
+        np.testing.assert_array_equal(read_label_map(out / f"{i:05d}.png"), labels)
+
+
+def test_a_camera_down_at_start_does_not_stop_the_other_streams(clip, tracking_checkpoint, tmp_path):
+    """`vos serve` semantics (wait_for_cameras): the file stream runs to its end while the dead camera
+    keeps being retried; stopping the engine then stops the camera's stream cleanly."""
+    from vos.engine import Engine, StreamSettings
+    from vos.streams.sources import LiveSettings
+
+    streams = [
+        StreamSettings(source=str(clip), id="file", out=tmp_path / "file", max_frames=3, prompts=[{"obj_id": 1, "box": [300, 200, 600, 420]}]),
+        StreamSettings(source=f"rtsp://127.0.0.1:{free_port()}/cam", id="cam"),
+    ]
+
+    async def main():
+        model = vos.load_model(checkpoint=tracking_checkpoint, image_size=512)
+        live = LiveSettings(timeout=1.0, reconnect_initial=0.1, reconnect_max=0.5)
+        async with Engine(model, streams, live=live, wait_for_cameras=True) as engine:
+            task = asyncio.create_task(engine.run())
+            file_report = engine.runners[0].report
+            async with asyncio.timeout(120):
+                while file_report.state != "ended":
+                    await asyncio.sleep(0.1)
+            assert not task.done()
+            engine.stop()
+            return await task, engine.runners[1].source.stats.last_error
+
+    (file_report, cam_report), error = asyncio.run(main())
+    assert file_report.frames == 3 and cam_report.state == "stopped" and cam_report.frames == 0
+    assert "Connection refused" in error
+    assert sorted(p.name for p in (tmp_path / "file").glob("*.png")) == ["00000.png", "00001.png", "00002.png"]
+

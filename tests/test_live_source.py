@@ -17,6 +17,7 @@ import pytest
 from tests.rtsp_fixtures import RtspClip, free_port
 from vos.streams.live import PyAVSource
 from vos.streams.source import Frame, SourceError
+from vos.streams.sources import LiveSettings
 
 TIMEOUT_S = 1.0
 SLACK_S = 1.5  # process start-up and scheduling on a busy machine
@@ -28,12 +29,13 @@ def collect(
     count: int | None,
     delay_s: float = 0.0,
     during: Callable[[list[Frame]], Awaitable[None]] | None = None,
+    on_status: Callable[[str, str], None] | None = None,
 ) -> list[Frame]:
     """Up to `count` frames (all if None), sleeping `delay_s` after each; `during(frames)` runs after each frame."""
 
     async def main() -> list[Frame]:
         frames: list[Frame] = []
-        async with asyncio.timeout(COLLECT_TIMEOUT_S), contextlib.aclosing(source.frames()) as stream:
+        async with asyncio.timeout(COLLECT_TIMEOUT_S), contextlib.aclosing(source.frames(on_status)) as stream:
             async for frame in stream:
                 frames.append(frame)
                 if during is not None:
@@ -64,7 +66,7 @@ def stalled_server() -> socket.socket:
 
 
 def test_reads_the_clip_from_rtsp(rtsp_server, rtsp_clip):
-    source = PyAVSource(rtsp_server.url, timeout_s=5.0)
+    source = PyAVSource(rtsp_server.url, settings=LiveSettings(timeout=5.0))
     assert source.live and source.buffer_size == 1
     source.open()
     frames = collect(source, 20)
@@ -89,8 +91,8 @@ def test_a_slow_consumer_gets_the_newest_frames(rtsp_server):
 
 def test_reconnects_when_the_server_restarts(rtsp_server, rtsp_clip):
     events: list[tuple[str, str]] = []
-    source = PyAVSource(rtsp_server.url, reconnect_delay_s=0.2, max_reconnect_delay_s=1.0)
-    source.on_status = lambda state, detail: events.append((state, detail))
+    source = PyAVSource(rtsp_server.url, settings=LiveSettings(reconnect_initial=0.2, reconnect_max=1.0))
+    on_status = lambda state, detail: events.append((state, detail))  # noqa: E731
     restarted_at: list[int] = []
 
     async def restart_after_five(frames: list[Frame]) -> None:
@@ -99,7 +101,7 @@ def test_reconnects_when_the_server_restarts(rtsp_server, rtsp_clip):
             await asyncio.to_thread(rtsp_server.start)
             restarted_at.append(len(frames))
 
-    frames = collect(source, 12, during=restart_after_five)
+    frames = collect(source, 12, during=restart_after_five, on_status=on_status)
     states = [state for state, _ in events]
     assert states[0] == "connected" and "disconnected" in states
     assert "connected" in states[states.index("disconnected") :], states
@@ -111,8 +113,8 @@ def test_reconnects_when_the_server_restarts(rtsp_server, rtsp_clip):
 
 def test_a_hung_server_is_a_disconnect(rtsp_server):
     events: list[tuple[str, str, float]] = []
-    source = PyAVSource(rtsp_server.url, timeout_s=TIMEOUT_S, reconnect_delay_s=0.1)
-    source.on_status = lambda state, detail: events.append((state, detail, time.monotonic()))
+    source = PyAVSource(rtsp_server.url, settings=LiveSettings(timeout=TIMEOUT_S, reconnect_initial=0.1))
+    on_status = lambda state, detail: events.append((state, detail, time.monotonic()))  # noqa: E731
     paused_at: list[float] = []
 
     async def pause_at_three(frames: list[Frame]) -> None:
@@ -124,7 +126,7 @@ def test_a_hung_server_is_a_disconnect(rtsp_server):
             rtsp_server.resume()
 
     source.open()
-    frames = collect(source, 6, during=pause_at_three)
+    frames = collect(source, 6, during=pause_at_three, on_status=on_status)
     _, reason, disconnected_at = next(e for e in events if e[0] == "disconnected")
     assert "nothing received within 1 s" in reason, events
     # one socket timeout, then FFmpeg's RTSP demuxer waits another before giving up
@@ -146,15 +148,15 @@ def test_a_server_that_never_answers_times_out():
         url = f"rtsp://127.0.0.1:{server.getsockname()[1]}/cam"
         started = time.monotonic()
         with pytest.raises(SourceError, match=re.escape(f"cannot connect to {url}: nothing received within 1 s")):
-            PyAVSource(url, timeout_s=TIMEOUT_S).open()
+            PyAVSource(url, settings=LiveSettings(timeout=TIMEOUT_S)).open()
         assert time.monotonic() - started < TIMEOUT_S + SLACK_S
 
 
 def test_stop_ends_frames_while_reconnecting():
     url = f"rtsp://127.0.0.1:{free_port()}/cam"
-    source = PyAVSource(url, reconnect_delay_s=30.0, max_reconnect_delay_s=30.0)
+    source = PyAVSource(url, settings=LiveSettings(reconnect_initial=30.0, reconnect_max=30.0))
     events: list[str] = []
-    source.on_status = lambda state, detail: events.append(state)
+    on_status = lambda state, detail: events.append(state)  # noqa: E731
 
     async def main() -> float:
         async def stop_when_waiting() -> None:
@@ -165,7 +167,7 @@ def test_stop_ends_frames_while_reconnecting():
         stopper = asyncio.create_task(stop_when_waiting())
         started = time.monotonic()
         async with asyncio.timeout(COLLECT_TIMEOUT_S):
-            assert [f async for f in source.frames()] == []
+            assert [f async for f in source.frames(on_status)] == []
         await stopper
         return time.monotonic() - started
 
@@ -177,10 +179,10 @@ def test_stop_ends_frames_while_reconnecting():
 def test_lavfi_is_finite_and_loses_nothing():
     source = PyAVSource("testsrc=size=64x48:rate=10:duration=1", format="lavfi")
     events: list[str] = []
-    source.on_status = lambda state, detail: events.append(state)
+    on_status = lambda state, detail: events.append(state)  # noqa: E731
     assert not source.live
     source.open()
-    frames = collect(source, None, delay_s=0.01)
+    frames = collect(source, None, delay_s=0.01, on_status=on_status)
     assert [f.index for f in frames] == list(range(10))
     assert [f.pts for f in frames] == pytest.approx([i / 10 for i in range(10)])
     assert all(f.image.shape == (48, 64, 3) for f in frames)
@@ -195,6 +197,6 @@ def test_a_missing_webcam_is_refused_clearly():
     assert source.format == "v4l2" and source.live
     with pytest.raises(SourceError, match="cannot open /dev/video99: No such file or directory"):
         source.open()
-    source = PyAVSource("/dev/video99", reconnect_delay_s=0.01, max_reconnects=2)
+    source = PyAVSource("/dev/video99", settings=LiveSettings(reconnect_initial=0.01, max_reconnects=2))
     with pytest.raises(SourceError, match="gave up on /dev/video99 after 2 reconnection attempts: cannot open"):
         collect(source, 1)

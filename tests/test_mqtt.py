@@ -34,7 +34,7 @@ def test_masks_arrive_in_order_with_status_and_prompts(broker):
     async def main():
         received = []
         async with Subscriber(broker.port, "t/vos/cam/#") as sub:
-            link = MqttLink(settings(broker.port), "cam", on_prompt=received.append)
+            link = MqttLink(settings(broker.port), "cam")
             await link.start()
             for i in range(30):
                 link.publish_masks(mask_message(i))
@@ -44,6 +44,7 @@ def test_masks_arrive_in_order_with_status_and_prompts(broker):
                 await client.publish("t/vos/cam/prompts", b'{"action": "remove", "obj_id": 4}', qos=1)
                 await client.publish("t/vos/cam/prompts", b'{"action": "add", "obj_id": 2, "box": [1, 1, 5, 5]}', qos=1)
             for _ in range(100):
+                received += link.take_prompts()
                 if len(received) == 2:
                     break
                 await asyncio.sleep(0.05)
@@ -75,14 +76,12 @@ def test_masks_arrive_in_order_with_status_and_prompts(broker):
 )
 def test_malformed_prompts_are_answered_on_the_errors_topic(broker, payload, reason):
     async def main():
-        received = []
         async with Subscriber(broker.port, "t/vos/cam/errors") as sub:
-            link = MqttLink(settings(broker.port), "cam", on_prompt=received.append)
-            await link.start()
-            async with __import__("aiomqtt").Client("127.0.0.1", broker.port) as client:
-                await client.publish("t/vos/cam/prompts", payload, qos=1)
-            assert await sub.wait_for(lambda m: len(m) == 1, 10)
-            await link.close()
+            async with MqttLink(settings(broker.port), "cam") as link:
+                async with __import__("aiomqtt").Client("127.0.0.1", broker.port) as client:
+                    await client.publish("t/vos/cam/prompts", payload, qos=1)
+                assert await sub.wait_for(lambda m: len(m) == 1, 10)
+                received = link.take_prompts()
         return sub.messages, received
 
     messages, received = asyncio.run(main())
@@ -93,7 +92,8 @@ def test_malformed_prompts_are_answered_on_the_errors_topic(broker, payload, rea
 
 def test_unreachable_broker_is_a_clear_error():
     async def main():
-        await MqttLink(settings(free_port(), connect_timeout=2), "cam").start()
+        async with MqttLink(settings(free_port(), connect_timeout=2), "cam"):
+            pass
 
     with pytest.raises(MqttUnavailable, match="cannot connect to MQTT broker 127.0.0.1"):
         asyncio.run(main())
@@ -151,3 +151,34 @@ def test_last_will_reports_offline_when_the_engine_dies(broker):
                                                            "dropped_frames": 0, "source_reconnects": 0, "dropped_messages": 0}
     finally:
         proc.kill()
+
+
+def test_prompts_beyond_the_pending_limit_are_refused(broker):
+    """Prompts wait for the next frame in a bounded queue: one more than it holds is answered, not kept."""
+    from vos.streams.mqtt import MAX_PENDING_PROMPTS
+
+    async def main():
+        async with Subscriber(broker.port, "t/vos/cam/errors") as sub:
+            async with MqttLink(settings(broker.port), "cam") as link:
+                async with __import__("aiomqtt").Client("127.0.0.1", broker.port) as client:
+                    for i in range(MAX_PENDING_PROMPTS + 1):
+                        await client.publish("t/vos/cam/prompts", b'{"action": "remove", "obj_id": %d}' % (i + 1), qos=1)
+                assert await sub.wait_for(lambda m: len(m) == 1, 10)
+                return sub.messages, link.take_prompts(), link.take_prompts()
+
+    messages, first, second = asyncio.run(main())
+    assert [p.obj_id for p in first] == list(range(1, MAX_PENDING_PROMPTS + 1)) and second == []
+    assert "waiting for the next frame" in json.loads(messages[0][1])["error"]
+
+
+@pytest.mark.parametrize("prefix", ["a/#", "+", "cams/+/x", "$SYS", "a\0b"])
+def test_wildcard_and_reserved_prefixes_are_refused(prefix):
+    with pytest.raises(ValueError, match="topic prefix"):
+        MqttSettings(prefix=prefix)
+
+
+def test_password_never_shows():
+    s = MqttSettings.from_url("mqtt://cam:hunter2@127.0.0.1:1884", prefix="/site/a/")
+    assert (s.host, s.port, s.username, s.prefix) == ("127.0.0.1", 1884, "cam", "site/a")
+    assert s.password.get_secret_value() == "hunter2"
+    assert "hunter2" not in repr(s) and "hunter2" not in s.model_dump_json()

@@ -7,13 +7,10 @@ from pathlib import Path
 import torch
 
 from vos.checkpoints import load_weights, matching_configs, read_state_dict, resolve_checkpoint
-from vos.config import DEFAULT_PRECISION, ModelConfig, Precision, available_models, load_config
+from vos.config import DEFAULT_CONFIG, DEFAULT_PRECISION, ModelConfig, Precision, available_models, load_config
 from vos.device import check_device, resolve_precision
 from vos.errors import CheckpointError
 from vos.modeling.sam2 import SAM2Model
-
-DEFAULT_CONFIG = "sam2.1_hiera_t"
-"""The model `load_model` and `vos bench` build when no config is named."""
 
 
 def build_model(config: str | Path | ModelConfig, image_size: int | None = None) -> SAM2Model:

@@ -12,13 +12,15 @@ import os
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
-import torch
 from tqdm import tqdm
 
 from vos.config import ModelConfig, available_models, load_config
 from vos.errors import CheckpointError, DownloadError
+
+if TYPE_CHECKING:
+    import torch
 
 CACHE_ENV = "VOS_CACHE_DIR"
 MIRROR_ENV = "VOS_CHECKPOINT_MIRROR"  # base URL that replaces Meta's, e.g. an internal mirror
@@ -26,7 +28,7 @@ DOWNLOAD_CHUNK_BYTES = 1 << 20
 DOWNLOAD_TIMEOUT_S = 60.0
 MAX_KEYS_IN_MESSAGE = 8
 
-StateDict = Mapping[str, torch.Tensor]
+StateDict = Mapping[str, "torch.Tensor"]
 
 
 def cache_dir() -> Path:
@@ -37,6 +39,8 @@ def cache_dir() -> Path:
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a checkpoint file into a state dict (Meta's `{"model": ...}` or bare)."""
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
@@ -56,6 +60,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 @functools.lru_cache(maxsize=None)
 def _expected_shapes(name: str) -> dict[str, tuple[int, ...]]:
+    import torch
+
     from vos.modeling.sam2 import SAM2Model
 
     with torch.device("meta"):

@@ -1,34 +1,60 @@
-"""Command-line options shared by `vos track` and `vos bench davis`: how fast the model runs."""
+"""Command-line flags made from the settings models, so a flag, a YAML key and a Python argument share
+one name and one default: `--max-cond-frames` is `TrackerConfig.max_cond_frames`."""
 
 from __future__ import annotations
 
 import argparse
+import types
+import typing
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal, TypeVar
 
-from vos.config import DEFAULT_PRECISION, PRECISIONS
+from pydantic import BaseModel, ValidationError
 
+from vos.errors import ConfigError
 
-def _threads(text: str) -> int:
-    n = int(text)
-    if n < 1:
-        raise argparse.ArgumentTypeError("--threads must be at least 1")
-    return n
-
-
-def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--precision", choices=PRECISIONS, default=DEFAULT_PRECISION,
-        help="fp32 (equal to Meta's), bf16, or auto: bf16 where the hardware has native bf16 (default %(default)s)",
-    )
-    parser.add_argument("--compile", action="store_true", help="torch.compile the model's stages (the first frames compile)")
-    parser.add_argument(
-        "--threads", type=_threads, default=None, metavar="N",
-        help="torch intra-op threads (default: torch's choice, one per core)",
-    )
+S = TypeVar("S", bound=BaseModel)
 
 
-def apply_threads(threads: int | None) -> None:
-    """torch's intra-op thread count, when given."""
-    if threads is not None:
-        import torch
+def _flag_type(annotation: Any) -> tuple[type, tuple | None]:
+    """(scalar type, choices) of a field annotation such as `int | None` or `Literal["a", "b"]`."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
+        annotation = args[0]
+    if typing.get_origin(annotation) is Literal:
+        choices = typing.get_args(annotation)
+        return type(choices[0]), choices
+    if annotation in (bool, int, float, str, Path):
+        return annotation, None
+    raise TypeError(f"no command-line flag for a field of type {annotation}")
 
-        torch.set_num_threads(threads)
+
+def add_settings_arguments(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    settings: type[BaseModel],
+    fields: Sequence[str],
+    prefix: str = "",
+) -> None:
+    """`--field-name` flags for some fields of a settings model; their help names the model's default."""
+    for name in fields:
+        info = settings.model_fields[name]
+        kind, choices = _flag_type(info.annotation)
+        flag = "--" + (prefix + name).replace("_", "-")
+        default = info.default
+        text = info.description if "default" in info.description else f"{info.description} (default: {default})"
+        dest = f"{settings.__name__}.{name}"
+        if kind is bool:
+            parser.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=text)
+        else:
+            parser.add_argument(flag, dest=dest, type=kind, choices=choices, default=None, help=text, metavar=None if choices else name.upper())
+
+
+def settings_from_args(args: argparse.Namespace, settings: type[S], **values: Any) -> S:
+    """The settings model from the flags given (others keep the model's defaults) and `values`."""
+    given = {k.split(".", 1)[1]: v for k, v in vars(args).items() if k.startswith(f"{settings.__name__}.") and v is not None}
+    try:
+        return settings(**{**given, **values})
+    except ValidationError as e:
+        problems = "; ".join(f"--{'.'.join(map(str, err['loc'])).replace('_', '-')}: {err['msg']}" for err in e.errors())
+        raise ConfigError(problems) from None

@@ -8,7 +8,7 @@ on `image_size` (feature sizes, prompt-encoder grid, mask-input size) is derived
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -16,7 +16,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from vos.configs import MODELS_DIR as CONFIG_DIR
 from vos.errors import ConfigError
 
+if TYPE_CHECKING:
+    from vos.modeling.sam2 import SAM2Model
+
 SUPPORTED_IMAGE_SIZES = (512, 1024)
+DEFAULT_CONFIG = "sam2.1_hiera_t"  # the model used when neither a config nor a checkpoint says which
 # What the model computes in (`vos.device`): fp32 (Meta's numbers), bf16, or auto (bf16 where native).
 Precision = Literal["fp32", "bf16", "auto"]
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "auto")
@@ -170,20 +174,50 @@ class TrackingConfig(_Strict):
 class TrackerConfig(_Strict):
     """Options of `vos.Tracker` and `vos.VideoSession`: post-processing and memory bounds."""
 
-    # Background regions (8-connected, mask logit <= 0) of at most this many pixels of the
-    # stride-4 logit grid become foreground, as Meta's video predictor does (its default is 8;
-    # Meta's CPU path silently skips it). 0 turns it off.
-    fill_hole_area: int = Field(8, ge=0)
-    # Where objects overlap, only the highest-scoring one stays positive (output only).
-    non_overlap_masks: bool = False
-    # Streaming: conditioning (prompted) frames kept per object; the oldest goes first.
-    max_cond_frames: int = Field(16, ge=1)
-    # ... except the object's first prompt, unless this is false.
-    keep_first_cond_frame: bool = True
-    # "fp32", "bf16" or "auto" (`vos.device`); None: the precision the model was loaded with.
-    precision: Precision | None = None
-    # torch.compile the image encoder and the tracked-frame step (`vos.compiled`); the first frames compile.
-    compile: bool = False
+    # Meta's video predictor fills holes too (its default is 8; its CPU path silently skips it).
+    fill_hole_area: int = Field(
+        8, ge=0, description="background holes of at most this many pixels (stride-4 logit grid) become foreground; 0: off"
+    )
+    non_overlap_masks: bool = Field(False, description="where objects overlap, only the highest-scoring one stays")
+    max_cond_frames: int = Field(16, ge=1, description="streaming: prompted frames kept per object, oldest dropped first")
+    keep_first_cond_frame: bool = Field(True, description="never drop an object's first prompted frame")
+    precision: Precision | None = Field(
+        None, description="fp32, bf16 or auto (vos.device); default: the precision the model was loaded with"
+    )
+    compile: bool = Field(False, description="torch.compile the model's stages (vos.compiled); the first frames compile")
+
+
+class ModelSettings(BaseModel):
+    """Which model to load and how it computes: `vos track` flags, `model:` in YAML, `load()` in Python."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    config: str | None = Field(None, description="model config name or YAML (default: the one the checkpoint fits)")
+    checkpoint: Path | None = Field(None, description="checkpoint file (default: the cached download)")
+    image_size: int | None = Field(None, description="model input size: 1024, or 512 for about 4x less work (default: the config's)")
+    device: str = Field("cpu", description="torch device: cpu, cuda or cuda:N")
+    precision: Precision = Field(
+        DEFAULT_PRECISION, description="fp32 (Meta's numbers), bf16, or auto: bf16 where the hardware has it natively"
+    )
+    threads: int | None = Field(None, ge=1, description="torch intra-op threads (default: one per core)")
+
+    def load(self) -> SAM2Model:
+        """Sets the thread count and loads the model (blocking; minutes for a large one)."""
+        from vos.build import load_model
+        from vos.device import set_threads
+
+        set_threads(self.threads)
+        return load_model(
+            self.config, checkpoint=self.checkpoint, image_size=self.image_size, device=self.device,
+            precision=self.precision,
+        )  # fmt: skip
+
+    @field_validator("image_size")
+    @classmethod
+    def _size(cls, v: int | None) -> int | None:
+        if v not in (None, *SUPPORTED_IMAGE_SIZES):
+            raise ValueError(f"image_size must be one of {SUPPORTED_IMAGE_SIZES}, got {v}")
+        return v
 
 
 def tracker_config(config: TrackerConfig | None = None, **options: Any) -> TrackerConfig:

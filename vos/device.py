@@ -78,3 +78,9 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     if precision == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def set_threads(threads: int | None) -> None:
+    """torch's intra-op thread count, when given (None: torch's choice, one per core)."""
+    if threads is not None:
+        torch.set_num_threads(threads)

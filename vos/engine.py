@@ -1,12 +1,19 @@
-"""The streaming engine: source -> tracker -> masks -> sinks, for one stream or several.
+"""The streaming engine: source -> tracker -> masks -> sinks, for one stream or several, as a Python API.
 
-Per stream three stages overlap: the source decodes in its own thread, the tracker
-steps in the inference thread, and the previous frame's masks are encoded (label map,
-COCO RLE) and written in a third while the next frame is tracked. Several streams share
-one model through an `InferenceQueue`: frames of streams that are ready together go
-through the image encoder as one batch.
+    import vos
+    from vos.engine import Engine, StreamSettings
 
-Prompts (from the CLI at a given frame, or from MQTT at any time) are applied between
+    stream = StreamSettings(source="clip.mp4", out="out/", prompts=[{"obj_id": 1, "box": [40, 40, 300, 200]}])
+    async with Engine(vos.load_model("sam2.1_hiera_t", image_size=512), [stream]) as engine:
+        reports = await engine.run()
+
+`vos track` and `vos serve` are this API with settings from flags or YAML. Per stream three
+stages overlap: the source decodes in its own thread, the tracker steps in the inference
+thread, and the previous frame's masks are encoded (label map, COCO RLE) and written while
+the next frame is tracked. Streams share one model through an `InferenceQueue`: frames of
+streams that are ready together go through the image encoder as one batch.
+
+Prompts (from the settings at a given frame, or over MQTT at any time) are applied between
 frames, on the event loop, after checks that leave the tracker unchanged when they fail.
 """
 
@@ -15,108 +22,44 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
-from vos.errors import ConfigError
+from vos.config import TrackerConfig
+from vos.engine_config import EngineConfig, ModelSettings, StreamSettings
+from vos.errors import BrokerUnavailable, ConfigError, SourceUnavailable
+from vos.inference_queue import InferenceQueue
+from vos.modeling.sam2 import SAM2Model
 from vos.streams.folder_sink import FolderSink
 from vos.streams.label_map import merge_masks
 from vos.streams.messages import AddPrompt, MaskMessage, ObjectMask, RemoveObject, Reset, StatusMessage
-from vos.streams.mqtt import MqttLink
-from vos.streams.source import Frame, FrameSource
+from vos.streams.mqtt import MqttLink, MqttSettings, MqttUnavailable, PromptMessage
+from vos.streams.sink import Sink
+from vos.streams.source import Frame, FrameSource, SourceError
+from vos.streams.sources import LiveSettings, open_source
 from vos.tracker import Tracker, TrackResult
+
+__all__ = ["Engine", "EngineConfig", "ModelSettings", "StreamReport", "StreamSettings"]
 
 log = logging.getLogger(__name__)
 
-PromptMessage = AddPrompt | RemoveObject | Reset
+LATENCY_WINDOW = 1000  # recent frames whose latency a report keeps
 SOURCE_STATUS = {"connected": "online", "disconnected": "reconnecting", "reconnecting": "reconnecting"}
 """Stream status published for each connection event of a live source."""
 
 
-class InferenceQueue:
-    """Runs tracker steps in one worker thread, batching the image encoder over the frames waiting together.
-
-    Every tracker must use the same model. At most `max_batch` frames share a batch. The thread is
-    the queue's own (not asyncio's shared pool): torch's OpenMP team belongs to the thread that calls
-    it, so model work hopping between pool threads would leave several teams competing for the cores.
-    """
-
-    def __init__(self, max_batch: int = 4) -> None:
-        self.max_batch = max_batch
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
-        self._waiting: list[tuple[Tracker, np.ndarray, asyncio.Future]] = []
-        self._ready = asyncio.Event()
-        self._task: asyncio.Task | None = None
-        self.batches: list[int] = []  # sizes of the image-encoder batches run, for reports
-        self.seconds: list[float] = []  # model time of each batch (image encoder + every tracker step)
-
-    async def step(self, tracker: Tracker, image: np.ndarray) -> TrackResult:
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._run(), name="inference")
-        future = asyncio.get_running_loop().create_future()
-        self._waiting.append((tracker, image, future))
-        self._ready.set()
-        return await future
-
-    async def _run(self) -> None:
-        while True:
-            await self._ready.wait()
-            await asyncio.sleep(0)  # let streams whose frames are ready now join the batch
-            batch, self._waiting = self._waiting[: self.max_batch], self._waiting[self.max_batch :]
-            if not self._waiting:
-                self._ready.clear()
-            live = [b for b in batch if not b[2].done()]
-            if not live:
-                continue
-            started = time.perf_counter()
-            try:
-                batch_in = [(t, img) for t, img, _ in live]
-                results = await asyncio.get_running_loop().run_in_executor(self._executor, self._step_batch, batch_in)
-            except Exception as e:  # every frame of a failed batch gets the error
-                results = [e] * len(live)
-            self.seconds.append(time.perf_counter() - started)
-            for (_, _, future), result in zip(live, results):
-                if future.done():
-                    continue
-                if isinstance(result, BaseException):
-                    future.set_exception(result)
-                else:
-                    future.set_result(result)
-
-    @torch.inference_mode()
-    def _step_batch(self, batch: list[tuple[Tracker, np.ndarray]]) -> list[TrackResult | Exception]:
-        active = [i for i, (t, _) in enumerate(batch) if not t.idle]
-        features: dict[int, object] = {}
-        if active:
-            encoded = batch[active[0]][0].segmenter.encode_images([batch[i][1] for i in active])
-            features = dict(zip(active, encoded))
-            self.batches.append(len(active))
-        results: list[TrackResult | Exception] = []
-        for i, (tracker, image) in enumerate(batch):
-            try:
-                results.append(tracker.step(image, features=features.get(i)))  # type: ignore[arg-type]
-            except Exception as e:
-                results.append(e)
-        return results
-
-    async def close(self) -> None:
-        """Stops batching and ends the worker thread once the step in flight, if any, is done."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        await asyncio.to_thread(self._executor.shutdown, wait=True)
-
-
 @dataclass
 class StreamReport:
-    """What a stream did, for the CLI's summary and the benchmark."""
+    """What a stream did; bounded (counters and a rolling latency window), so it can live as long as the stream."""
 
     stream: str
+    state: str = "running"  # then "ended" (source or max_frames), "stopped" (`Engine.stop`) or "failed"
+    error: BaseException | None = None  # why it failed
     frames: int = 0
     dropped_frames: int = 0
     source_reconnects: int = 0
@@ -124,22 +67,30 @@ class StreamReport:
     published: int = 0
     lost_messages: int = 0
     seconds: float = 0.0
-    latencies: list[float] = field(default_factory=list)  # decode -> handed to the sinks, seconds
+    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))  # decode -> sinks, s
 
     @property
     def fps(self) -> float:
         return self.frames / self.seconds if self.seconds else 0.0
 
-
-FrameCallback = Callable[[Frame, MaskMessage], None]
+    def summary(self) -> str:
+        parts = [f"{self.stream}: {self.frames} frames in {self.seconds:.1f} s ({self.fps:.2f} frames/s)"]
+        if self.dropped_frames:
+            parts.append(f"{self.dropped_frames} stale live frames dropped")
+        if self.source_reconnects:
+            parts.append(f"{self.source_reconnects} source reconnects")
+        if self.refused_prompts:
+            parts.append(f"{self.refused_prompts} prompts refused")
+        if self.published or self.lost_messages:
+            parts.append(f"{self.published} MQTT messages published, {self.lost_messages} lost")
+        return ", ".join(parts)
 
 
 class StreamRunner:
-    """One stream through the engine.
+    """One stream through the engine; it uses the source, sinks and MQTT link it is given and closes none of them.
 
-    `initial_prompts` maps a source frame index to the prompts applied on that frame
-    (the CLI's --mask/--point/--box at --prompt-frame). Prompts from MQTT apply to the
-    next frame processed.
+    `initial_prompts` maps a source frame index to the prompts applied on that frame. Prompts
+    from MQTT apply to the next frame processed.
     """
 
     def __init__(
@@ -147,31 +98,22 @@ class StreamRunner:
         source: FrameSource,
         tracker: Tracker,
         inference: InferenceQueue,
-        folder: FolderSink | None = None,
+        sinks: Sequence[Sink] = (),
         mqtt: MqttLink | None = None,
-        initial_prompts: dict[int, list[AddPrompt]] | None = None,
+        initial_prompts: Mapping[int, Sequence[AddPrompt]] | None = None,
         max_frames: int | None = None,
         progress: bool = False,
-        on_frame: FrameCallback | None = None,
     ) -> None:
         self.source = source
-        self.stream = source.name
+        self.stream = mqtt.stream if mqtt is not None else source.name
         self.tracker = tracker
         self.inference = inference
-        self.folder = folder
+        self.sinks = list(sinks)
         self.mqtt = mqtt
-        self.initial_prompts = dict(initial_prompts or {})
+        self.initial_prompts = {frame: list(prompts) for frame, prompts in (initial_prompts or {}).items()}
         self.max_frames = max_frames
         self.progress = progress
-        self.on_frame = on_frame
         self.report = StreamReport(self.stream)
-        self._prompts: list[PromptMessage] = []
-        if mqtt is not None:
-            mqtt.on_prompt = self.add_prompt_message
-
-    def add_prompt_message(self, message: PromptMessage) -> None:
-        """Queue a prompt for the next frame (called on the event loop)."""
-        self._prompts.append(message)
 
     def _refuse(self, error: str, message: PromptMessage) -> None:
         self.report.refused_prompts += 1
@@ -189,8 +131,7 @@ class StreamRunner:
             except ValueError as e:
                 raise ConfigError(f"prompt for object {message.obj_id} on frame {frame.index}: {e}") from None
             self.tracker.set_prompt(message.obj_id, prompt)
-        messages, self._prompts = self._prompts, []
-        for message in messages:
+        for message in self.mqtt.take_prompts() if self.mqtt is not None else ():
             if isinstance(message, Reset):
                 self.tracker.reset()
             elif isinstance(message, RemoveObject):
@@ -214,7 +155,7 @@ class StreamRunner:
             stream=self.stream, state=state, detail=detail, frames=self.report.frames,
             dropped_frames=self.source.stats.dropped, source_reconnects=self.source.stats.reconnects,
             dropped_messages=self.mqtt.stats.dropped,
-        ))
+        ))  # fmt: skip
 
     def _encode(self, frame: Frame, result: TrackResult) -> tuple[MaskMessage, np.ndarray]:
         """Blocking: the frame's label map and its message (each object's mask is its label-map pixels)."""
@@ -222,19 +163,15 @@ class StreamRunner:
         labels = merge_masks(result.masks, result.logits, (h, w))
         objects = [ObjectMask.from_mask(i, labels == i, result.scores[i]) for i in sorted(result.masks)]
         message = MaskMessage(stream=self.stream, frame_index=frame.index, pts=frame.pts, width=w, height=h, objects=objects)
-        if self.folder is not None:
-            self.folder.write(message, labels)
         return message, labels
 
     async def _write(self, results: asyncio.Queue) -> None:
         while (item := await results.get()) is not None:
             frame, result = item
-            message, _ = await asyncio.to_thread(self._encode, frame, result)
-            if self.mqtt is not None:
-                self.mqtt.publish_masks(message)
+            message, labels = await asyncio.to_thread(self._encode, frame, result)
+            for sink in self.sinks:
+                await sink.write(frame, message, labels)
             self.report.latencies.append(time.monotonic() - frame.decoded_at)
-            if self.on_frame is not None:
-                self.on_frame(frame, message)
 
     def _on_source_status(self, state: str, detail: str) -> None:
         """The source's connection events as the stream's status (its end is published by `run`)."""
@@ -243,11 +180,13 @@ class StreamRunner:
             self._status(SOURCE_STATUS[state], f"source {state}: {detail}".strip())
 
     async def run(self) -> StreamReport:
-        """Processes the stream until the source ends, `max_frames`, or cancellation."""
+        """Processes the stream until the source ends, `max_frames`, or cancellation.
+
+        Every frame tracked reaches the sinks, also when the source fails or the run is cancelled.
+        """
         from tqdm import tqdm
 
         loop = asyncio.get_running_loop()
-        self.source.on_status = lambda state, detail: loop.call_soon_threadsafe(self._on_source_status, state, detail)
         total = self.source.length
         if self.max_frames is not None:
             total = self.max_frames if total is None else min(total, self.max_frames)
@@ -256,9 +195,10 @@ class StreamRunner:
         writer = asyncio.create_task(self._write(results), name=f"write-{self.stream}")
         self._status("online")
         start = time.monotonic()
-        state, detail = "ended", ""
+        detail = ""
+        on_status = lambda state, detail: loop.call_soon_threadsafe(self._on_source_status, state, detail)  # noqa: E731
         try:
-            async with contextlib.aclosing(self.source.frames()) as frames:  # stops the decoder on break
+            async with contextlib.aclosing(self.source.frames(on_status)) as frames:  # stops the decoder on break
                 async for frame in frames:
                     if writer.done():
                         writer.result()
@@ -271,20 +211,152 @@ class StreamRunner:
                         break
             await results.put(None)
             await writer
+            self.report.state = "ended"
+        except asyncio.CancelledError:
+            self.report.state, detail = "stopped", "stopped on request"
+            await self._drain(writer, results)
+            raise
         except BaseException as e:
-            state, detail = "offline", f"{type(e).__name__}: {e}"
-            writer.cancel()
-            await asyncio.gather(writer, return_exceptions=True)
+            self.report.state, self.report.error, detail = "failed", e, f"{type(e).__name__}: {e}"
+            await self._drain(writer, results)
             raise
         finally:
             bar.close()
             self.report.seconds = time.monotonic() - start
             self.report.dropped_frames = self.source.stats.dropped
             self.report.source_reconnects = self.source.stats.reconnects
-            self._status(state, detail)
-            if self.folder is not None:
-                self.folder.close()
-            if self.mqtt is not None:
-                self.report.lost_messages = await self.mqtt.close()
-                self.report.published = self.mqtt.stats.published
+            self._status({"failed": "offline"}.get(self.report.state, self.report.state), detail)
         return self.report
+
+    @staticmethod
+    async def _drain(writer: asyncio.Task, results: asyncio.Queue) -> None:
+        """After a failure: the frames already tracked still reach the sinks (unless writing is what failed)."""
+        if not writer.done():
+            await results.put(None)
+        await asyncio.gather(writer, return_exceptions=True)
+
+
+def _topic_safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name) or "stream"
+
+
+class Engine:
+    """Streams through one model: `async with Engine(model, streams) as engine: reports = await engine.run()`.
+
+    `model`: a loaded model, or `ModelSettings` to load once every source and MQTT link is open, so
+    a wrong source or broker is reported before the model takes its time. Entering opens the
+    sources (SourceUnavailable), MQTT links (BrokerUnavailable) and output folders (ConfigError)
+    and leaving closes them, after the streams flushed their last frames. `sinks` adds sinks of
+    the caller's (opened and closed by the caller) to streams by id. With `wait_for_cameras`, a
+    live source that is down at start does not stop the engine: its stream keeps reconnecting.
+    """
+
+    def __init__(
+        self,
+        model: SAM2Model | ModelSettings,
+        streams: Sequence[StreamSettings],
+        *,
+        tracker: TrackerConfig | None = None,
+        mqtt: MqttSettings | None = None,
+        live: LiveSettings | None = None,
+        max_batch: int = EngineConfig.model_fields["max_batch"].default,
+        sinks: Mapping[str, Sequence[Sink]] | None = None,
+        progress: bool = False,
+        wait_for_cameras: bool = False,
+    ) -> None:
+        if not streams:
+            raise ConfigError("an engine needs at least one stream")
+        self.model = model
+        self.streams = list(streams)
+        self.tracker_config = tracker or TrackerConfig()
+        self.mqtt_settings = mqtt
+        self.live = live or LiveSettings()
+        self.max_batch = max_batch
+        self.extra_sinks = dict(sinks or {})
+        self.progress = progress
+        self.wait_for_cameras = wait_for_cameras
+        self.runners: list[StreamRunner] = []
+        self.inference: InferenceQueue | None = None
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._tasks: list[asyncio.Task] = []
+
+    @classmethod
+    def from_config(cls, config: EngineConfig, **options: object) -> Engine:
+        """The engine of a `vos serve` config (the model is loaded on entering)."""
+        return cls(
+            config.model, config.streams, tracker=config.tracker, mqtt=config.mqtt, live=config.live,
+            max_batch=config.max_batch, **options,
+        )  # fmt: skip
+
+    async def __aenter__(self) -> Engine:
+        async with contextlib.AsyncExitStack() as stack:
+            opened = [await self._open_stream(stack, spec) for spec in self.streams]
+            model = self.model if isinstance(self.model, SAM2Model) else await asyncio.to_thread(self.model.load)
+            self.inference = await stack.enter_async_context(InferenceQueue(max_batch=self.max_batch))
+            for spec, (source, sinks, mqtt) in zip(self.streams, opened):
+                prompts = spec.initial_prompts()
+                self.runners.append(StreamRunner(
+                    source, Tracker(model, self.tracker_config), self.inference, sinks, mqtt, prompts,
+                    spec.max_frames, progress=self.progress,
+                ))  # fmt: skip
+            self._stack = stack.pop_all()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.stop()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._stack is not None:
+            await self._stack.aclose()
+            self._stack = None
+        for runner in self.runners:
+            if runner.mqtt is not None:
+                runner.report.published = runner.mqtt.stats.published
+                runner.report.lost_messages = runner.mqtt.stats.lost
+
+    async def _open_stream(
+        self, stack: contextlib.AsyncExitStack, spec: StreamSettings
+    ) -> tuple[FrameSource, list[Sink], MqttLink | None]:
+        try:
+            source = open_source(spec.source, max_frames=spec.max_frames, name=spec.id, live=self.live)
+        except SourceError as e:
+            raise SourceUnavailable(str(e)) from None
+        try:
+            await stack.enter_async_context(source)
+        except SourceError as e:
+            if not (self.wait_for_cameras and source.live):
+                raise SourceUnavailable(str(e)) from None
+            log.warning("stream %s: %s; retrying in the background", spec.id or source.name, e)
+        stream = spec.id or _topic_safe(source.name)
+        frames = [p.frame for p in spec.prompts]
+        if source.length is not None and frames and max(frames) >= source.length:
+            raise ConfigError(f"stream {stream}: prompt frame {max(frames)} is past the source's {source.length} frames")
+        sinks: list[Sink] = []
+        mqtt = None
+        if self.mqtt_settings is not None:
+            try:
+                mqtt = await stack.enter_async_context(MqttLink(self.mqtt_settings, stream))
+            except MqttUnavailable as e:
+                raise BrokerUnavailable(str(e)) from None
+            sinks.append(mqtt)
+        if spec.out is not None:
+            try:
+                sinks.append(await stack.enter_async_context(FolderSink(spec.out)))
+            except ValueError as e:
+                raise ConfigError(f"stream {stream}: {e}") from None
+        sinks.extend(self.extra_sinks.get(stream, ()))
+        source.name = stream
+        return source, sinks, mqtt
+
+    async def run(self) -> list[StreamReport]:
+        """Runs every stream to its end (or `stop()`); one report per stream, failures in `report.error`."""
+        if not self.runners:
+            raise RuntimeError("enter the engine first: async with Engine(...) as engine")
+        self._tasks = [asyncio.create_task(r.run(), name=f"stream-{r.stream}") for r in self.runners]
+        log.info("running %d stream(s): %s", len(self.runners), ", ".join(r.stream for r in self.runners))
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        return [r.report for r in self.runners]
+
+    def stop(self) -> None:
+        """Asks every stream to stop after flushing its frames (safe from a signal handler on the loop)."""
+        for task in self._tasks:
+            task.cancel()

@@ -4,32 +4,31 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import re
 import signal
 import sys
-from collections import Counter
 from pathlib import Path
-from urllib.parse import urlparse
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from vos.cli_options import add_speed_arguments, apply_threads
-from vos.config import SUPPORTED_IMAGE_SIZES, TrackerConfig
-from vos.engine import InferenceQueue, StreamReport, StreamRunner
-from vos.engine_config import EngineConfig, LiveSettings, load_engine_config
-from vos.errors import BrokerUnavailable, ConfigError, SourceUnavailable
-from vos.streams.folder_sink import FolderSink
+from vos.cli_options import add_settings_arguments, settings_from_args
+from vos.config import ModelSettings, TrackerConfig
+from vos.engine_config import EngineConfig, StreamPrompt, StreamSettings, load_engine_config
+from vos.errors import ConfigError, SourceUnavailable
 from vos.streams.label_map import read_label_map
-from vos.streams.messages import AddPrompt, Rle
-from vos.streams.mqtt import MqttLink, MqttSettings, MqttUnavailable, check_topic_level
-from vos.streams.source import FrameSource, SourceError
-from vos.streams.sources import open_source
+from vos.streams.messages import Rle
+from vos.streams.mqtt import MqttSettings
+from vos.streams.source import SourceError
+from vos.streams.sources import LiveSettings
+
+if TYPE_CHECKING:
+    from vos.engine import Engine, StreamReport
 
 log = logging.getLogger("vos")
 
-DEFAULT_MQTT_PORT = 1883
-DEFAULT_TOPIC = "vos"
 _ID_VALUE = re.compile(r"^\s*(\d+)\s*=\s*(.+)$")
 
 
@@ -67,7 +66,7 @@ def read_mask_png(path: Path, obj_id: int) -> np.ndarray:
     return mask
 
 
-def prompts_from_args(masks: list[str], points: list[str], boxes: list[str]) -> list[AddPrompt]:
+def prompts_from_args(masks: list[str], points: list[str], boxes: list[str], frame: int = 0) -> list[StreamPrompt]:
     """--mask ID=PNG, --point ID=X,Y[,LABEL] (repeatable per object), --box ID=X0,Y0,X1,Y1 -> one prompt per object."""
     fields: dict[int, dict] = {}
     for spec in masks:
@@ -85,152 +84,82 @@ def prompts_from_args(masks: list[str], points: list[str], boxes: list[str]) -> 
     prompts = []
     for obj_id, f in sorted(fields.items()):
         try:
-            prompts.append(AddPrompt(obj_id=obj_id, **f))
+            prompts.append(StreamPrompt(obj_id=obj_id, frame=frame, **f))
         except ValueError as e:
             raise ConfigError(f"prompt for object {obj_id}: {e}") from None
     return prompts
 
 
-def mqtt_settings_from_url(url: str, prefix: str, qos: int) -> MqttSettings:
-    parsed = urlparse(url if "://" in url else f"mqtt://{url}")
-    if parsed.scheme != "mqtt" or not parsed.hostname:
-        raise ConfigError(f"--mqtt {url!r}: expected mqtt://HOST[:PORT]")
-    if set("+#\0") & set(prefix):
-        raise ConfigError(f"--topic {prefix!r}: a topic prefix cannot hold + # or NUL")
+def _settings(make, *args, **kwargs):
+    """A settings model from the CLI; ConfigError (exit code 2) with pydantic's reasons if invalid."""
     try:
-        return MqttSettings(
-            host=parsed.hostname, port=parsed.port or DEFAULT_MQTT_PORT, prefix=prefix.strip("/"), qos=qos,
-            username=parsed.username, password=parsed.password,
-        )
+        return make(*args, **kwargs)
     except ValueError as e:
-        raise ConfigError(f"--mqtt/--topic: {e}") from None
+        raise ConfigError(str(e)) from None
 
 
-def open_checked(spec: str, max_frames: int | None, name: str | None, live: LiveSettings) -> FrameSource:
-    """A source that was opened once (SourceUnavailable with the reason if it cannot be read)."""
-    try:
-        source = open_source(spec, max_frames=max_frames, name=name, **live.model_dump())
-        source.open()
-    except SourceError as e:
-        raise SourceUnavailable(str(e)) from None
-    return source
-
-
-async def start_mqtt(settings: MqttSettings, stream: str) -> MqttLink:
-    link = MqttLink(settings, stream)
-    try:
-        await link.start()
-    except MqttUnavailable as e:
-        raise BrokerUnavailable(str(e)) from None
-    return link
-
-
-async def run_runners(runners: list[StreamRunner], inference: InferenceQueue) -> list[StreamReport | BaseException]:
-    """Runs every stream to its end; SIGTERM/SIGINT stop them cleanly (masks flushed, status published)."""
+async def run_engine(engine: Engine) -> int:
+    """Runs the engine; SIGTERM/SIGINT stop it cleanly (masks flushed, status "stopped"). The exit code."""
     loop = asyncio.get_running_loop()
-    tasks = [asyncio.create_task(r.run(), name=f"stream-{r.stream}") for r in runners]
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    async with engine:
+        signals = []
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, engine.stop)
+                signals.append(sig)
         try:
-            loop.add_signal_handler(sig, lambda: [t.cancel() for t in tasks])
-        except (NotImplementedError, RuntimeError):
-            pass
-    try:
-        return await asyncio.gather(*tasks, return_exceptions=True)
-    finally:
-        await inference.close()
+            reports = await engine.run()
+        finally:
+            for sig in signals:
+                loop.remove_signal_handler(sig)
+    sizes = engine.inference.batch_sizes if engine.inference is not None else {}
+    if len(reports) > 1:
+        log.info("image-encoder batches: %s", ", ".join(f"{n} of {size}" for size, n in sorted(sizes.items())) or "none")
+    return _exit_code(reports)
 
 
-def _summary(report: StreamReport) -> str:
-    parts = [f"{report.stream}: {report.frames} frames in {report.seconds:.1f} s ({report.fps:.2f} frames/s)"]
-    if report.dropped_frames:
-        parts.append(f"{report.dropped_frames} stale live frames dropped")
-    if report.source_reconnects:
-        parts.append(f"{report.source_reconnects} source reconnects")
-    if report.refused_prompts:
-        parts.append(f"{report.refused_prompts} prompts refused")
-    if report.published or report.lost_messages:
-        parts.append(f"{report.published} MQTT messages published, {report.lost_messages} lost")
-    return ", ".join(parts)
-
-
-def _report(results: list[StreamReport | BaseException], runners: list[StreamRunner]) -> int:
+def _exit_code(reports: list[StreamReport]) -> int:
     code = 0
-    for runner, result in zip(runners, results):
-        if isinstance(result, asyncio.CancelledError):
-            print(f"vos: {runner.stream}: stopped; {_summary(runner.report)}", file=sys.stderr)
+    for report in reports:
+        if report.state == "stopped":
+            print(f"vos: {report.stream}: stopped; {report.summary()}", file=sys.stderr)
             code = code or 130
-        elif isinstance(result, BaseException):
-            error = SourceUnavailable(str(result)) if isinstance(result, SourceError) else result
-            print(f"vos: error: {runner.stream}: {error}", file=sys.stderr)
+        elif report.error is not None:
+            error = SourceUnavailable(str(report.error)) if isinstance(report.error, SourceError) else report.error
+            print(f"vos: error: {report.stream}: {error}", file=sys.stderr)
             code = code or getattr(error, "exit_code", 1)
         else:
-            print(f"vos: {_summary(result)}", file=sys.stderr)
+            print(f"vos: {report.summary()}", file=sys.stderr)
     return code
 
 
 def cmd_track(args: argparse.Namespace) -> int:
-    from vos.build import load_model
-    from vos.tracker import Tracker
+    from vos.engine import Engine
 
-    if args.max_frames is not None and args.max_frames < 1:
-        raise ConfigError("--max-frames must be at least 1")
-    prompts = prompts_from_args(args.mask, args.point, args.box)
+    prompts = prompts_from_args(args.mask, args.point, args.box, frame=args.prompt_frame)
     if not prompts and not args.mqtt:
         raise ConfigError("nothing to track: give --mask, --point or --box, or --mqtt to receive prompts")
-    if args.stream is not None:
-        try:
-            check_topic_level(args.stream, "--stream")
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
-    live = LiveSettings(timeout=args.timeout)
-    source = open_checked(args.source, args.max_frames, args.stream, live)
-    if args.stream is None:
-        source.name = re.sub(r"[^A-Za-z0-9_.-]", "_", source.name) or "stream"
-    if source.length is not None and args.prompt_frame >= source.length:
-        raise ConfigError(f"--prompt-frame {args.prompt_frame} is past the source's {source.length} frames")
-    apply_threads(args.threads)
-    model = load_model(
-        args.config, checkpoint=args.checkpoint, image_size=args.image_size, device=args.device, precision=args.precision
+    if not args.out and not args.mqtt:
+        raise ConfigError("nothing would be kept: give --out DIR and/or --mqtt URL")
+    if args.max_frames is not None and args.max_frames < 1:
+        raise ConfigError("--max-frames must be at least 1")
+    stream = _settings(
+        StreamSettings, source=args.source, id=args.stream, out=args.out, max_frames=args.max_frames, prompts=prompts
     )
-    tracker = Tracker(model, TrackerConfig(compile=args.compile))
-    folder = FolderSink(args.out) if args.out else None
-
-    async def main() -> int:
-        mqtt = await start_mqtt(mqtt_settings_from_url(args.mqtt, args.topic, args.qos), source.name) if args.mqtt else None
-        inference = InferenceQueue(max_batch=1)
-        initial: dict[int, list[AddPrompt]] = {args.prompt_frame: list(prompts)} if prompts else {}
-        runner = StreamRunner(source, tracker, inference, folder, mqtt, initial, args.max_frames, progress=not args.quiet)
-        return _report(await run_runners([runner], inference), [runner])
-
-    return asyncio.run(main())
+    mqtt = _settings(MqttSettings.from_url, args.mqtt, prefix=args.topic, qos=args.qos) if args.mqtt else None
+    engine = Engine(
+        settings_from_args(args, ModelSettings), [stream], tracker=settings_from_args(args, TrackerConfig),
+        mqtt=mqtt, live=settings_from_args(args, LiveSettings), max_batch=1, progress=not args.quiet,
+    )  # fmt: skip
+    return asyncio.run(run_engine(engine))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from vos.build import load_model
-    from vos.tracker import Tracker
+    from vos.engine import Engine
 
     config: EngineConfig = load_engine_config(args.config)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    sources = [open_checked(s.source, s.max_frames, s.id, config.live) for s in config.streams]
-    m = config.model
-    apply_threads(m.threads)
-    model = load_model(m.config, checkpoint=m.checkpoint, image_size=m.image_size, device=m.device, precision=m.precision)
-
-    async def main() -> int:
-        inference = InferenceQueue(max_batch=config.max_batch)
-        runners = []
-        for spec, source in zip(config.streams, sources):
-            mqtt = await start_mqtt(config.mqtt, spec.id) if config.mqtt else None
-            folder = FolderSink(spec.out) if spec.out else None
-            tracker = Tracker(model, config.tracker)
-            runners.append(StreamRunner(source, tracker, inference, folder, mqtt, spec.initial_prompts(), spec.max_frames))
-        log.info("serving %d stream(s): %s", len(runners), ", ".join(r.stream for r in runners))
-        code = _report(await run_runners(runners, inference), runners)
-        sizes = Counter(inference.batches)
-        log.info("image-encoder batches: %s", ", ".join(f"{n} of {size}" for size, n in sorted(sizes.items())) or "none")
-        return code
-
-    return asyncio.run(main())
+    return asyncio.run(run_engine(Engine.from_config(config, wait_for_cameras=True)))
 
 
 def register_cli(sub: argparse._SubParsersAction) -> None:
@@ -241,29 +170,29 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
         "on --prompt-frame, and any time over MQTT ({topic}/{stream}/prompts).",
     )
     p.add_argument("source", help="video file, folder of frames, rtsp:// URL, /dev/videoN or lavfi:GRAPH")
-    p.add_argument("--config", help="model config name or YAML (default: the one the checkpoint fits)")
-    p.add_argument("--checkpoint", type=Path, help="checkpoint file (default: the cached download)")
-    p.add_argument("--image-size", type=int, choices=SUPPORTED_IMAGE_SIZES, help="model input size (512: about 4x less work)")
-    p.add_argument("--mask", action="append", default=[], metavar="ID=PNG", help="mask prompt: nonzero pixels (or pixels == ID in a label map)")
-    p.add_argument("--point", action="append", default=[], metavar="ID=X,Y[,LABEL]", help="click (label 1 object, 0 background); repeat for more")
-    p.add_argument("--box", action="append", default=[], metavar="ID=X0,Y0,X1,Y1", help="box prompt")
-    p.add_argument("--prompt-frame", type=int, default=0, metavar="N", help="frame the prompts apply to (default 0)")
-    p.add_argument("--out", type=Path, metavar="DIR", help="write DIR/NNNNN.png label maps and DIR/masks.jsonl")
-    p.add_argument("--mqtt", metavar="mqtt://HOST:PORT", help="publish masks to this broker, take prompts from it")
-    p.add_argument("--topic", default=DEFAULT_TOPIC, metavar="PREFIX", help=f"topic prefix (default {DEFAULT_TOPIC})")
-    p.add_argument("--stream", help="stream id in topics (default: the source's name)")
-    p.add_argument("--qos", type=int, choices=(0, 1, 2), default=1, help="MQTT QoS of masks and errors (default 1)")
+    prompts = p.add_argument_group("prompts")
+    prompts.add_argument("--mask", action="append", default=[], metavar="ID=PNG", help="mask prompt: nonzero pixels (or pixels == ID in a label map)")
+    prompts.add_argument("--point", action="append", default=[], metavar="ID=X,Y[,LABEL]", help="click (label 1 object, 0 background); repeat for more")
+    prompts.add_argument("--box", action="append", default=[], metavar="ID=X0,Y0,X1,Y1", help="box prompt")
+    prompts.add_argument("--prompt-frame", type=int, default=0, metavar="N", help="frame the prompts apply to (default 0)")
+    out = p.add_argument_group("outputs (at least one)")
+    out.add_argument("--out", type=Path, metavar="DIR", help="write DIR/NNNNN.png label maps and DIR/masks.jsonl")
+    out.add_argument("--mqtt", metavar="mqtt://HOST:PORT", help="publish masks to this broker, take prompts from it")
+    out.add_argument("--topic", default=MqttSettings.model_fields["prefix"].default, metavar="PREFIX", help="MQTT topic prefix (default %(default)s)")
+    out.add_argument("--stream", help="stream id in topics (default: the source's name)")
+    out.add_argument("--qos", type=int, choices=(0, 1, 2), default=MqttSettings.model_fields["qos"].default, help="MQTT QoS of masks and errors (default %(default)s)")
     p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
-    p.add_argument("--timeout", type=float, default=LiveSettings().timeout, help="live sources: seconds without data before reconnecting")
-    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda or cuda:N (default cpu)")
-    add_speed_arguments(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_settings_arguments(p.add_argument_group("model"), ModelSettings, list(ModelSettings.model_fields))
+    add_settings_arguments(p.add_argument_group("tracker"), TrackerConfig, [f for f in TrackerConfig.model_fields if f != "precision"])
+    add_settings_arguments(p.add_argument_group("live sources"), LiveSettings, list(LiveSettings.model_fields))
     p.set_defaults(func=cmd_track)
 
     s = sub.add_parser(
         "serve", help="run the streams of an engine config (prompts over MQTT)",
         description="Long-running service: the streams, model and MQTT settings of CONFIG (YAML); "
-        "VOS_... environment variables override it (VOS_MQTT__HOST=..., nested with __).",
+        "VOS_... environment variables override it (VOS_MQTT__HOST=..., nested with __). A camera that "
+        "is down keeps being retried while the other streams run.",
     )
     s.add_argument("config", type=Path, help="engine config YAML (see configs/engine.yaml)")
     s.set_defaults(func=cmd_serve)

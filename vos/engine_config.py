@@ -8,46 +8,17 @@ Everything is validated once, at start-up (`load_engine_config`).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
-from vos.config import DEFAULT_PRECISION, SUPPORTED_IMAGE_SIZES, Precision, TrackerConfig
+from vos.config import ModelSettings, TrackerConfig
 from vos.errors import ConfigError
 from vos.streams.messages import AddPrompt
 from vos.streams.mqtt import MqttSettings, check_topic_level
+from vos.streams.sources import LiveSettings
 
 ENV_PREFIX = "VOS_"
-
-
-class ModelSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    config: str | None = None  # a shipped config name or YAML path; None: the one the checkpoint fits
-    checkpoint: Path | None = None  # None: the cached download of `config`
-    image_size: int | None = None  # 1024 or 512; None: the config's
-    device: str = "cpu"
-    precision: Precision = DEFAULT_PRECISION  # fp32, bf16 or auto (bf16 where the hardware has it natively)
-    threads: int | None = Field(None, ge=1)  # torch intra-op threads; None: torch's choice (one per core)
-
-    @field_validator("image_size")
-    @classmethod
-    def _size(cls, v: int | None) -> int | None:
-        if v not in (None, *SUPPORTED_IMAGE_SIZES):
-            raise ValueError(f"image_size must be one of {SUPPORTED_IMAGE_SIZES}, got {v}")
-        return v
-
-
-class LiveSettings(BaseModel):
-    """How live sources (RTSP, webcams) connect and reconnect."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    timeout: float = Field(5.0, gt=0)  # seconds without data before a connection counts as lost
-    rtsp_transport: Literal["tcp", "udp"] = "tcp"
-    reconnect_initial: float = Field(0.5, gt=0)  # seconds, doubling up to reconnect_max
-    reconnect_max: float = Field(5.0, gt=0)
 
 
 class StreamPrompt(AddPrompt):
@@ -57,10 +28,12 @@ class StreamPrompt(AddPrompt):
 
 
 class StreamSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """One stream: where frames come from, where masks go besides MQTT, and its first prompts."""
 
-    id: str  # the MQTT topic level of the stream
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
     source: str  # file, folder, rtsp:// URL, /dev/videoN or lavfi:GRAPH
+    id: str | None = None  # the stream's MQTT topic level; None: from the source's name
     out: Path | None = None  # folder for label-map PNGs and masks.jsonl
     max_frames: int | None = Field(None, ge=1)
     prompts: list[StreamPrompt] = []
@@ -73,8 +46,8 @@ class StreamSettings(BaseModel):
 
     @field_validator("id")
     @classmethod
-    def _topic_level(cls, v: str) -> str:
-        return check_topic_level(v, "stream id")
+    def _topic_level(cls, v: str | None) -> str | None:
+        return v if v is None else check_topic_level(v, "stream id")
 
 
 class EngineConfig(BaseSettings):
@@ -90,6 +63,8 @@ class EngineConfig(BaseSettings):
     @model_validator(mode="after")
     def _unique_ids(self) -> EngineConfig:
         ids = [s.id for s in self.streams]
+        if None in ids:
+            raise ValueError("every stream of a config needs an id")
         if len(set(ids)) != len(ids):
             raise ValueError(f"stream ids must be unique, got {ids}")
         return self

@@ -21,7 +21,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from vos.build import DEFAULT_CONFIG, load_model
+from vos.build import load_model
+from vos.config import DEFAULT_CONFIG
 from vos.config import DEFAULT_PRECISION, Precision, TrackerConfig
 from vos.evaluation import EvaluationError
 from vos.evaluation.davis import (

@@ -10,7 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from vos.cli_options import add_speed_arguments, apply_threads
+from vos.cli_options import add_settings_arguments, settings_from_args
+from vos.config import DEFAULT_CONFIG, ModelSettings, TrackerConfig
 
 
 def _positive_int(text: str) -> int:
@@ -134,8 +135,6 @@ def run_sav(args: argparse.Namespace) -> int:
 
 def register_bench_cli(sub: argparse._SubParsersAction) -> None:
     """Add `bench davis` to the top-level subparsers."""
-    from vos.build import DEFAULT_CONFIG
-    from vos.config import SUPPORTED_IMAGE_SIZES
 
     bench = sub.add_parser(
         "bench",
@@ -151,11 +150,7 @@ def register_bench_cli(sub: argparse._SubParsersAction) -> None:
         "object with the highest logit) and score OUT as `vos eval davis` does.",
     )
     davis.add_argument("--davis-root", type=Path, required=True, help="DAVIS folder with JPEGImages/ and Annotations/")
-    davis.add_argument("--checkpoint", type=Path, default=None, help="weights file (default: the cached download)")
     davis.add_argument("--config", default=DEFAULT_CONFIG, help=f"model name or YAML (default: {DEFAULT_CONFIG})")
-    davis.add_argument(
-        "--image-size", type=int, choices=SUPPORTED_IMAGE_SIZES, default=None, help="model input size (default: the config's)"
-    )
     davis.add_argument("--out", type=Path, required=True, help="folder for the PNGs (one folder per sequence) and CSVs")
     davis.add_argument("--set", dest="subset", default="val", help="ImageSets list to run (default: val)")
     davis.add_argument("--sequences", type=_sequence_names, default=None, help="comma-separated sequences instead")
@@ -164,8 +159,9 @@ def register_bench_cli(sub: argparse._SubParsersAction) -> None:
         help="track and score only the first N frames of each sequence (N >= 3)",
     )
     davis.add_argument("--resolution", default="480p", help="Annotations/JPEGImages sub-folder (default: 480p)")
-    davis.add_argument("--device", default="cpu", help="torch device for the model (default: cpu)")
-    add_speed_arguments(davis)
+    model = davis.add_argument_group("model")
+    add_settings_arguments(model, ModelSettings, ["checkpoint", "image_size", "device", "precision", "threads"])
+    add_settings_arguments(model, TrackerConfig, ["compile"])
     davis.add_argument("--workers", type=_positive_int, default=None, help="scoring threads (default: all CPUs)")
     davis.add_argument("-q", "--quiet", action="store_true", help="print only the results, no progress bar")
     davis.set_defaults(func=run_bench_davis)
@@ -173,18 +169,20 @@ def register_bench_cli(sub: argparse._SubParsersAction) -> None:
 
 def run_bench_davis(args: argparse.Namespace) -> int:
     from vos.evaluation.bench import bench_davis, format_bench
+    from vos.device import set_threads
     from vos.evaluation.davis import write_davis_csv
 
-    apply_threads(args.threads)
+    model = settings_from_args(args, ModelSettings, config=args.config)
+    set_threads(model.threads)
     result = bench_davis(
         args.davis_root,
         args.out,
-        config=args.config,
-        checkpoint=args.checkpoint,
-        image_size=args.image_size,
-        device=args.device,
-        precision=args.precision,
-        compile=args.compile,
+        config=model.config,
+        checkpoint=model.checkpoint,
+        image_size=model.image_size,
+        device=model.device,
+        precision=model.precision,
+        compile=settings_from_args(args, TrackerConfig).compile,
         subset=args.subset,
         sequences=args.sequences,
         max_frames=args.max_frames,
