@@ -8,14 +8,13 @@ union of row segments: one cumulative-sum pass per distinct segment width, then 
 OpenCV is importable, the toolkit's `cv2.dilate` is timed as well.
 
 Usage: python benchmarks/bench_eval.py [--davis-root ROOT] [--results DIR] [--repeat N]
-(ROOT defaults to $VOS_DAVIS_ROOT or ../shared/datasets/davis2016-val, DIR to ROOT/results/osvos).
+(ROOT defaults to $VOS_DAVIS_ROOT or tests/data/davis2016-val, DIR to ROOT/results/osvos).
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -34,6 +33,7 @@ from vos.evaluation.metrics import default_workers
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from tests.data_paths import davis_root  # noqa: E402
 from tests.davis_reference import Dilate, dilate_rows, f_measure, iou  # noqa: E402
 
 DECAY_BINS = 4
@@ -97,9 +97,8 @@ def timed(fn: Callable[[], dict[str, float]], repeat: int) -> tuple[float, dict[
 
 
 def main() -> None:
-    default_root = os.environ.get("VOS_DAVIS_ROOT") or REPO.parent / "shared/datasets/davis2016-val"
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--davis-root", type=Path, default=Path(default_root))
+    parser.add_argument("--davis-root", type=Path, default=davis_root())
     parser.add_argument("--results", type=Path, default=None)
     parser.add_argument("--repeat", type=int, default=3, help="runs of our evaluator; the best is reported")
     args = parser.parse_args()

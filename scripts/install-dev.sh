@@ -2,8 +2,10 @@
 # Installs vos for development and testing on Debian with Python 3.11.
 # - Debian packages the tests start for real: Mosquitto (MQTT broker) and GStreamer's RTSP
 #   server with its Python bindings (run under /usr/bin/python3, not a virtual environment).
-# - torch is pinned to the CPU wheel; Meta's sam2 (the test oracle) is installed without its
-#   dependencies, which would otherwise pull a CUDA torch and torchvision.
+# - torch is pinned; VOS_TORCH picks the build: cuda (the index's default wheel, CUDA on PyPI), cpu (PyTorch's
+#   CPU index or $VOS_TORCH_CPU_INDEX, else the configured index), auto (default: cuda where nvidia-smi works).
+# - Meta's sam2 (the test oracle) is installed without its dependencies, which would pull torchvision.
+# Works in a virtual environment too: PYTHON (default python3) is the interpreter that gets the packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -24,5 +26,32 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-"$PY" -m pip install --quiet "torch==2.13.0" -e ".[test]"
+TORCH_PIN="torch==2.13.0"
+TORCH_CPU_INDEX=${VOS_TORCH_CPU_INDEX:-https://download.pytorch.org/whl/cpu}
+mode=${VOS_TORCH:-auto}
+if [[ $mode == auto ]]; then
+    mode=$(nvidia-smi >/dev/null 2>&1 && echo cuda || echo cpu)
+fi
+cpu_torch() {  # from PyTorch's CPU index, once a few seconds show that it answers: offline, pip would wait long
+    timeout 10 "$PY" -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=5)' \
+        "$TORCH_CPU_INDEX/torch/" >/dev/null 2>&1 \
+        && "$PY" -m pip install --quiet --timeout 30 --retries 1 --extra-index-url "$TORCH_CPU_INDEX" "$TORCH_PIN"
+}
+case $mode in
+    cuda) "$PY" -m pip install --quiet "$TORCH_PIN" ;;
+    cpu)
+        cpu_torch || {
+            echo "install-dev: no torch from $TORCH_CPU_INDEX (unreachable?); using the configured index" >&2
+            "$PY" -m pip install --quiet "$TORCH_PIN"
+        }
+        ;;
+    *) echo "install-dev: VOS_TORCH must be auto, cpu or cuda, not '$mode'" >&2; exit 2 ;;
+esac
+"$PY" -m pip install --quiet -e ".[test]"
 SAM2_BUILD_CUDA=0 "$PY" -m pip install --quiet --no-deps --no-build-isolation "sam2==1.1.0"
+"$PY" - "$mode" <<'EOF'
+import sys, torch
+print(f"install-dev: torch {torch.__version__}, CUDA {torch.version.cuda or 'none (CPU build)'}")
+if sys.argv[1] == "cuda" and not torch.version.cuda:
+    print("install-dev: a CPU torch was already installed; pip uninstall torch, then run this again", file=sys.stderr)
+EOF

@@ -20,35 +20,41 @@ MAX_SIDE = 16384  # pixels, per side of a mask
 MAX_RLE_CHARS = 4_000_000
 ObjectId = Annotated[int, Field(ge=1, le=2**16 - 1)]  # a label-map pixel value (0 is background)
 Coordinate = Annotated[float, Field(ge=-MAX_SIDE, le=2 * MAX_SIDE)]
+Label = Annotated[int, Field(strict=True, ge=0, le=1)]  # 1 object, 0 background; not true/false or 1.0
 
 
 class _Message(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _rle_runs(counts: str) -> list[int]:
-    """The run lengths of a COCO compressed RLE string (LEB128-like, 5 bits per char, deltas from i-2)."""
-    runs: list[int] = []
-    i, n = 0, len(counts)
-    while i < n:
-        x, shift, more = 0, 0, True
-        while more:
-            if i >= n:
-                raise ValueError("truncated RLE string")
-            c = ord(counts[i]) - 48
-            if not 0 <= c < 64:
-                raise ValueError("invalid character in RLE string")
-            x |= (c & 0x1F) << (5 * shift)
-            more = bool(c & 0x20)
-            i += 1
-            shift += 1
-            if not more and c & 0x10:
-                x |= -1 << (5 * shift)
-            if shift > 12:
-                raise ValueError("RLE run too long")
-        if len(runs) > 2:
-            x += runs[-2]
-        runs.append(x)
+def _rle_runs(counts: str) -> np.ndarray:
+    """The run lengths of a COCO compressed RLE string, vectorized (int64).
+
+    Each run is a little-endian group of 5-bit chunks (char - 48; bit 0x20: more chunks follow;
+    the last chunk's 0x10 bit: negative), and from the 4th run on a run is stored as the
+    difference to the run two before it. ValueError for anything malformed.
+    """
+    codes = np.frombuffer(counts.encode("ascii", "replace"), dtype=np.uint8).astype(np.int64) - 48
+    if codes.size == 0:
+        return np.zeros(0, np.int64)
+    if ((codes < 0) | (codes >= 64)).any():
+        raise ValueError("invalid character in RLE string")
+    more = (codes & 0x20) != 0
+    if more[-1]:
+        raise ValueError("truncated RLE string")
+    last = np.flatnonzero(~more)  # index of each run's last chunk
+    starts = np.concatenate(([0], last[:-1] + 1))
+    lengths = last - starts + 1
+    if lengths.max() > 12:
+        raise ValueError("RLE run too long")
+    position = np.arange(codes.size) - np.repeat(starts, lengths)  # chunk index within its run
+    values = np.add.reduceat((codes & 0x1F) << (5 * position), starts)
+    negative = (codes[last] & 0x10) != 0
+    values[negative] |= -1 << (5 * lengths[negative])
+    runs = values.copy()
+    for parity in (0, 1):  # run m (m >= 3) += run m - 2: cumulative sums over every other run from run 1 / 2
+        first = 2 - parity
+        runs[first::2] = np.cumsum(values[first::2])
     return runs
 
 
@@ -61,7 +67,7 @@ class Rle(_Message):
     @model_validator(mode="after")
     def _runs_cover_the_mask(self) -> Rle:
         runs = _rle_runs(self.counts)
-        if any(r < 0 for r in runs) or sum(runs) != self.size[0] * self.size[1]:
+        if (runs < 0).any() or int(runs.sum()) != self.size[0] * self.size[1]:
             raise ValueError(f"RLE runs do not cover a {self.size[0]}x{self.size[1]} mask")
         return self
 
@@ -111,16 +117,24 @@ class AddPrompt(_Message):
     action: Literal["add"] = "add"
     obj_id: ObjectId
     points: list[tuple[Coordinate, Coordinate]] | None = Field(None, max_length=MAX_POINTS)
-    labels: list[Literal[0, 1]] | None = Field(None, max_length=MAX_POINTS)
+    labels: list[Label] | None = Field(None, max_length=MAX_POINTS)
     box: tuple[Coordinate, Coordinate, Coordinate, Coordinate] | None = None
     mask: Rle | None = None
 
     @model_validator(mode="after")
     def _one_kind_of_prompt(self) -> AddPrompt:
-        self.to_prompt()  # the tracker's own rules, checked on arrival
+        """The tracker's own rules, checked on arrival; a mask is not decoded here (see `to_prompt`)."""
+        if self.mask is not None:
+            if self.points is not None or self.labels is not None or self.box is not None:
+                raise ValueError("give a mask or points/box, not both")
+        else:
+            Prompt.make(None, self.points, self.labels, self.box)
         return self
 
-    def to_prompt(self) -> Prompt:
+    def to_prompt(self, frame_size: tuple[int, int] | None = None) -> Prompt:
+        """The prompt; a mask of another size than `frame_size` (H, W) is refused before it is decoded."""
+        if self.mask is not None and frame_size is not None and tuple(self.mask.size) != tuple(frame_size):
+            raise ValueError(f"the mask prompt is {tuple(self.mask.size)}, the frame is {tuple(frame_size)}")
         mask = None if self.mask is None else self.mask.to_mask()
         return Prompt.make(mask, self.points, self.labels, self.box)
 

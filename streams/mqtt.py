@@ -110,6 +110,7 @@ class MqttStats:
     published: int = 0
     dropped: int = 0  # outgoing messages lost: to a full buffer, or still buffered at `close()`
     lost: int = 0  # of those, still buffered at `close()`
+    refused_prompts: int = 0  # dropped from a full queue of prompts waiting for the next frame
     reconnects: int = 0
     connected: bool = False
     last_error: str | None = None
@@ -264,8 +265,12 @@ class MqttLink:
             self.publish_error(str(e), payload[:ERROR_PAYLOAD_ECHO])
             return
         if len(self._prompts) >= MAX_PENDING_PROMPTS:
-            self.publish_error(f"{MAX_PENDING_PROMPTS} prompts are already waiting for the next frame; send it again later", payload[:ERROR_PAYLOAD_ECHO])
-            return
+            oldest = self._prompts.popleft()
+            self.stats.refused_prompts += 1
+            self.publish_error(
+                f"more than {MAX_PENDING_PROMPTS} prompts waiting for the next frame: the oldest is dropped",
+                oldest.model_dump_json(),
+            )
         self._prompts.append(prompt)
 
     def take_prompts(self) -> list[PromptMessage]:

@@ -1,8 +1,7 @@
-"""Shared fixtures: the DAVIS frames in ../shared and Meta's reference model with random weights."""
+"""Shared fixtures: the DAVIS frames (tests/data, or $VOS_DAVIS_ROOT) and Meta's reference model with random weights."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-REPO = Path(__file__).resolve().parent.parent
-DEFAULT_DAVIS = REPO.parent / "shared" / "datasets" / "davis2016-val"
+from tests.data_paths import DEFAULT_DAVIS, require_davis  # noqa: F401  (DEFAULT_DAVIS: the benchmarks' default)
+
 META_CONFIGS = {
     "sam2.1_hiera_t": "configs/sam2.1/sam2.1_hiera_t.yaml",
     "sam2.1_hiera_s": "configs/sam2.1/sam2.1_hiera_s.yaml",
@@ -27,10 +26,8 @@ SEED = 1234
 
 @pytest.fixture(scope="session")
 def davis_root() -> Path:
-    root = Path(os.environ.get("VOS_DAVIS_ROOT", DEFAULT_DAVIS))
-    if not (root / "JPEGImages" / "480p").is_dir():
-        pytest.skip(f"DAVIS frames not found at {root} (set VOS_DAVIS_ROOT)")
-    return root
+    """The DAVIS root with frames and annotations."""
+    return require_davis("JPEGImages/480p", "Annotations/480p")
 
 
 def read_frame(davis_root: Path, sequence: str, index: int) -> np.ndarray:

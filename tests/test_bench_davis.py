@@ -1,6 +1,6 @@
 """`vos bench davis`: the DAVIS loop (tracker, palette PNGs, J&F) end to end, and its errors.
 
-The loop runs once per module, at 512 px on the first 3 frames of the 10 shared DAVIS 2016 sequences,
+The loop runs once per module, at 512 px on the first 3 frames of the 10 DAVIS 2016 sequences in tests/data,
 with random weights (scores are meaningless; the loop, the files and the tables are what is checked).
 """
 
@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 
 import vos
+from tests.data_paths import require_davis
 from vos.cli import main
 from vos.errors import VosError
 from vos.evaluation.bench import BenchError, prepare_sequence, prepare_sequences
@@ -114,9 +115,7 @@ def test_loop_scores_only_the_tracked_frames(bench_run, davis_root: Path):
 
 
 def test_evaluator_max_frames_cuts_sequences(davis_root: Path):
-    results = davis_root / "results/osvos"
-    if not results.is_dir():
-        pytest.skip(f"no OSVOS results in {davis_root}")
+    results = require_davis("results/osvos") / "results/osvos"
     result = evaluate_davis(davis_root, results, sequences=["camel"], max_frames=5, workers=2)
     assert result.objects[0].frames == ("00001", "00002", "00003")
     with pytest.raises(VosError, match="needs at least 3"):
@@ -203,9 +202,10 @@ def test_max_frames_below_three_is_refused(tmp_path: Path, capsys):
 
 
 def test_checkpoint_of_another_config_is_refused(davis_root: Path, tracking_checkpoint: Path, tmp_path: Path, capsys):
-    code = main(["bench", "davis", "--davis-root", str(davis_root), "--sequences", "dog", "--config", "sam2_hiera_t",
-                 "--checkpoint", str(tracking_checkpoint), "--image-size", "512", "--out", str(tmp_path), "-q"])  # fmt: skip
+    code = main(["bench", "davis", "--davis-root", str(davis_root), "--sequences", "car-shadow",
+                 "--config", "sam2_hiera_t", "--checkpoint", str(tracking_checkpoint), "--image-size", "512",
+                 "--out", str(tmp_path), "-q"])  # fmt: skip
     err = capsys.readouterr().err
     assert code == vos.CheckpointError.exit_code
     assert err.startswith("vos: error: ") and "this looks like sam2.1_hiera_t, not sam2_hiera_t" in err
-    assert not (tmp_path / "dog").exists()
+    assert not (tmp_path / "car-shadow").exists()

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from tests.data_paths import require_davis
 from vos.cli import main
 from vos.errors import VosError
 from vos.evaluation.davis import GLOBAL_COLUMNS, decay_bin_edges, evaluate_davis, statistics
@@ -20,17 +20,9 @@ OSVOS_SEQUENCES = ["blackswan", "breakdance", "camel", "car-shadow", "dog", "dri
 TOLERANCE = 1e-3
 
 
-def davis_root() -> Path:
-    root = os.environ.get("VOS_DAVIS_ROOT")
-    return Path(root) if root else Path(__file__).resolve().parents[1].parent / "shared/datasets/davis2016-val"
-
-
 @pytest.fixture(scope="module")
 def real_root() -> Path:
-    root = davis_root()
-    if not (root / "results/osvos-official-scores.json").is_file():
-        pytest.skip(f"DAVIS 2016 val subset with OSVOS results not found at {root} (set VOS_DAVIS_ROOT)")
-    return root
+    return require_davis("Annotations/480p", "results/osvos", "results/osvos-official-scores.json")
 
 
 @pytest.fixture(scope="module")

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from tests.data_paths import require_davis
 from tests import davis_reference as ref  # the toolkit's per-frame J and F, written out with numpy
 from vos.evaluation import EvaluationError
 from vos.evaluation.metrics import (
@@ -24,11 +24,6 @@ from vos.evaluation.metrics import (
 
 DAVIS_SIZE = (480, 854)
 DAVIS_RADIUS = 8
-
-
-def davis_root() -> Path:
-    root = os.environ.get("VOS_DAVIS_ROOT")
-    return Path(root) if root else Path(__file__).resolve().parents[1].parent / "shared/datasets/davis2016-val"
 
 
 # --- known answers --------------------------------------------------------------------------------
@@ -144,9 +139,7 @@ def test_thin_frames_and_chunk_edges_equal_the_toolkit(shape: tuple[int, int]):
 
 
 def test_real_frames_equal_the_toolkit():
-    root = davis_root()
-    if not (root / "results/osvos").is_dir():
-        pytest.skip(f"DAVIS 2016 val subset not found at {root} (set VOS_DAVIS_ROOT)")
+    root = require_davis("Annotations/480p", "results/osvos")
     for seq, frame in [("dog", "00030"), ("libby", "00017"), ("breakdance", "00060")]:
         gt = read_mask(root / "Annotations/480p" / seq / f"{frame}.png") == 255
         pred = read_mask(root / "results/osvos" / seq / f"{frame}.png") == 1

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from tests.data_paths import require_davis
 from vos.cli import main
 from vos.errors import VosError
 from vos.evaluation.davis import evaluate_davis
@@ -20,11 +20,6 @@ SEQUENCES = ("blackswan", "car-shadow")
 SPARSE_STEP = 4  # SA-V annotates at 6 fps: every 4th frame of a 24 fps video
 
 
-def davis_root() -> Path:
-    root = os.environ.get("VOS_DAVIS_ROOT")
-    return Path(root) if root else Path(__file__).resolve().parents[1].parent / "shared/datasets/davis2016-val"
-
-
 def save_mask(path: Path, mask: np.ndarray, value: int = 255) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.where(mask, value, 0).astype(np.uint8)).save(path)
@@ -32,10 +27,7 @@ def save_mask(path: Path, mask: np.ndarray, value: int = 255) -> None:
 
 @pytest.fixture(scope="module")
 def real_root() -> Path:
-    root = davis_root()
-    if not (root / "results/osvos").is_dir():
-        pytest.skip(f"DAVIS 2016 val subset with OSVOS results not found at {root} (set VOS_DAVIS_ROOT)")
-    return root
+    return require_davis("Annotations/480p", "results/osvos")
 
 
 @pytest.fixture(scope="module")

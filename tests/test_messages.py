@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pycocotools.mask as coco_mask
@@ -84,3 +85,67 @@ def test_published_schemas_are_current():
     folder = Path(__file__).resolve().parent.parent / "docs" / "schema"
     for name, schema in json_schemas().items():
         assert json.loads((folder / name).read_text()) == schema, f"regenerate docs/schema/{name}"
+
+
+@pytest.mark.parametrize(
+    "prompt, reason",
+    [
+        ({"points": [], "labels": []}, "without a single click"),
+        ({"points": [[1, 2]], "labels": [True]}, "labels.0"),
+        ({"points": [[1, 2]], "labels": [1.0]}, "labels.0"),
+        ({"box": [50, 10, 20, 40]}, "x1 > x0 and y1 > y0"),
+        ({"box": [10, 10, 10, 40]}, "x1 > x0 and y1 > y0"),
+        ({"box": [1, 2, 3, 4], "mask": {"size": [2, 2], "counts": "04"}}, "not both"),
+    ],
+    ids=["no-click", "bool-label", "float-label", "inverted-box", "zero-width-box", "mask-and-box"],
+)
+def test_prompts_that_would_track_nothing_are_refused(prompt, reason):
+    with pytest.raises(ValueError, match=re.escape(reason)):
+        parse_prompt(json.dumps({"action": "add", "obj_id": 1, **prompt}))
+
+
+def _one_run(pixels: int) -> str:
+    """COCO's compressed string of a single run (an empty mask of `pixels` pixels)."""
+    chars = []
+    while True:
+        c, pixels = pixels & 0x1F, pixels >> 5
+        more = pixels != (-1 if c & 0x10 else 0)
+        chars.append(chr(c + 48 + (0x20 if more else 0)))
+        if not more:
+            return "".join(chars)
+
+
+def test_a_huge_declared_mask_costs_nothing_until_it_fits_the_frame():
+    """A 100-byte message declaring a 16384² mask: parsed without decoding, refused by size before decoding."""
+    import time
+    import tracemalloc
+
+    assert _one_run(480 * 854) == Rle.from_mask(np.zeros((480, 854), bool)).counts
+    payload = json.dumps({"action": "add", "obj_id": 1, "mask": {"size": [16384, 16384], "counts": _one_run(16384**2)}})
+    assert len(payload) < 100
+    tracemalloc.start()
+    started = time.perf_counter()
+    message = parse_prompt(payload)
+    with pytest.raises(ValueError, match=r"the mask prompt is \(16384, 16384\), the frame is \(480, 854\)"):
+        message.to_prompt((480, 854))
+    seconds = time.perf_counter() - started
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert seconds < 0.05 and peak < 1_000_000, (seconds, peak)
+
+
+def test_rle_runs_match_pycocotools_on_random_masks():
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        h, w = rng.integers(1, 120, 2)
+        mask = rng.random((h, w)) < rng.random()
+        rle = Rle.from_mask(mask)
+        runs = _rle_runs(rle.counts)
+        flat = mask.flatten(order="F")
+        changes = np.flatnonzero(np.diff(flat.astype(np.int8))) + 1
+        bounds = np.concatenate(([0], changes, [flat.size]))
+        expected = np.diff(bounds).tolist()
+        if flat[0]:
+            expected = [0] + expected
+        assert runs.tolist() == expected
+        np.testing.assert_array_equal(rle.to_mask(), mask)

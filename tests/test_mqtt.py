@@ -154,7 +154,7 @@ def test_last_will_reports_offline_when_the_engine_dies(broker):
 
 
 def test_prompts_beyond_the_pending_limit_are_refused(broker):
-    """Prompts wait for the next frame in a bounded queue: one more than it holds is answered, not kept."""
+    """Prompts wait for the next frame in a bounded queue: one more than it holds drops the oldest, answered."""
     from vos.streams.mqtt import MAX_PENDING_PROMPTS
 
     async def main():
@@ -167,8 +167,9 @@ def test_prompts_beyond_the_pending_limit_are_refused(broker):
                 return sub.messages, link.take_prompts(), link.take_prompts()
 
     messages, first, second = asyncio.run(main())
-    assert [p.obj_id for p in first] == list(range(1, MAX_PENDING_PROMPTS + 1)) and second == []
-    assert "waiting for the next frame" in json.loads(messages[0][1])["error"]
+    assert [p.obj_id for p in first] == list(range(2, MAX_PENDING_PROMPTS + 2)) and second == []
+    error = json.loads(messages[0][1])
+    assert "the oldest is dropped" in error["error"] and '"obj_id":1' in error["payload"]
 
 
 @pytest.mark.parametrize("prefix", ["a/#", "+", "cams/+/x", "$SYS", "a\0b"])

@@ -15,8 +15,8 @@ from vos.streams.video_file import VideoFile
 
 @pytest.fixture(scope="module")
 def clip(davis_root, tmp_path_factory):
-    path = tmp_path_factory.mktemp("video") / "blackswan.mp4"
-    frames = [read_frame(davis_root, "blackswan", i)[:240, :320] for i in range(30)]
+    path = tmp_path_factory.mktemp("video") / "car-shadow.mp4"
+    frames = [read_frame(davis_root, "car-shadow", i)[:240, :320] for i in range(30)]
     write_video(path, frames)
     return path
 

@@ -23,6 +23,9 @@ _EXPORTS = {
     "TrackerConfig": "vos.config",
     "available_models": "vos.config",
     "load_config": "vos.config",
+    "ModelSettings": "vos.config",
+    "Engine": "vos.engine",
+    "StreamSettings": "vos.engine_config",
     "CheckpointError": "vos.errors",
     "ConfigError": "vos.errors",
     "DownloadError": "vos.errors",
@@ -37,7 +40,9 @@ __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
     from vos.build import build_model, load_model
-    from vos.config import ModelConfig, TrackerConfig, available_models, load_config
+    from vos.config import ModelConfig, ModelSettings, TrackerConfig, available_models, load_config
+    from vos.engine import Engine
+    from vos.engine_config import StreamSettings
     from vos.errors import CheckpointError, ConfigError, DownloadError, VosError
     from vos.image_predictor import ImagePredictor
     from vos.prompts import Prompt

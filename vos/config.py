@@ -179,6 +179,9 @@ class TrackerConfig(_Strict):
         8, ge=0, description="background holes of at most this many pixels (stride-4 logit grid) become foreground; 0: off"
     )
     non_overlap_masks: bool = Field(False, description="where objects overlap, only the highest-scoring one stays")
+    max_objects: int = Field(
+        16, ge=1, description="objects tracked at once; a prompt for one more is refused (each costs a tracking step)"
+    )
     max_cond_frames: int = Field(16, ge=1, description="streaming: prompted frames kept per object, oldest dropped first")
     keep_first_cond_frame: bool = Field(True, description="never drop an object's first prompted frame")
     precision: Precision | None = Field(

@@ -121,32 +121,30 @@ class StreamRunner:
         if self.mqtt is not None:
             self.mqtt.publish_error(error, message.model_dump_json())
 
-    def _apply_prompts(self, frame: Frame) -> None:
-        """Initial prompts that do not fit the frame stop the stream (ConfigError); others are refused."""
+    async def _apply_prompts(self, frame: Frame) -> None:
+        """Initial prompts that do not fit the frame stop the stream (ConfigError); others are refused.
+
+        Masks are decoded in a thread, and only once their declared size is the frame's.
+        """
         hw = frame.image.shape[:2]
         for message in self.initial_prompts.pop(frame.index, []):
             try:
-                prompt = message.to_prompt()
-                prompt.check_size(hw)
+                self.tracker.set_prompt(message.obj_id, await asyncio.to_thread(message.to_prompt, hw))
             except ValueError as e:
                 raise ConfigError(f"prompt for object {message.obj_id} on frame {frame.index}: {e}") from None
-            self.tracker.set_prompt(message.obj_id, prompt)
         for message in self.mqtt.take_prompts() if self.mqtt is not None else ():
-            if isinstance(message, Reset):
-                self.tracker.reset()
-            elif isinstance(message, RemoveObject):
-                if message.obj_id not in self.tracker.object_ids:
-                    self._refuse(f"unknown object id {message.obj_id}", message)
-                else:
+            try:
+                if isinstance(message, Reset):
+                    self.tracker.reset()
+                elif isinstance(message, RemoveObject):
+                    if message.obj_id not in self.tracker.object_ids:
+                        raise ValueError(f"unknown object id {message.obj_id}")
                     self.tracker.remove_object(message.obj_id)
-            else:
-                try:
-                    prompt = message.to_prompt()
-                    prompt.check_size(hw)
-                except ValueError as e:
-                    self._refuse(f"object {message.obj_id}: {e}", message)
-                    continue
-                self.tracker.set_prompt(message.obj_id, prompt)
+                else:
+                    self.tracker.set_prompt(message.obj_id, await asyncio.to_thread(message.to_prompt, hw))
+            except ValueError as e:
+                where = f"object {message.obj_id}: " if isinstance(message, AddPrompt) else ""
+                self._refuse(f"{where}{e}", message)
 
     def _status(self, state: str, detail: str = "") -> None:
         if self.mqtt is None:
@@ -202,7 +200,7 @@ class StreamRunner:
                 async for frame in frames:
                     if writer.done():
                         writer.result()
-                    self._apply_prompts(frame)
+                    await self._apply_prompts(frame)
                     result = await self.inference.step(self.tracker, frame.image)
                     await results.put((frame, result))
                     self.report.frames += 1
@@ -312,6 +310,7 @@ class Engine:
             if runner.mqtt is not None:
                 runner.report.published = runner.mqtt.stats.published
                 runner.report.lost_messages = runner.mqtt.stats.lost
+                runner.report.refused_prompts += runner.mqtt.stats.refused_prompts
 
     async def _open_stream(
         self, stack: contextlib.AsyncExitStack, spec: StreamSettings

@@ -41,6 +41,8 @@ class Prompt:
         coords = lab = corners = None
         if points is not None:
             coords = np.asarray(points, dtype=np.float32).reshape(-1, 2)
+            if len(coords) == 0:
+                raise ValueError("points given without a single click")
             if labels is None:
                 raise ValueError("labels must be given with points")
             lab = np.asarray(labels, dtype=np.int32).reshape(-1)
@@ -57,6 +59,8 @@ class Prompt:
             if corners.shape != (4,) or not np.isfinite(corners).all():
                 raise ValueError("a box is 4 finite numbers: x0, y0, x1, y1")
             corners = corners.reshape(2, 2)
+            if not (corners[1] > corners[0]).all():
+                raise ValueError("a box needs x1 > x0 and y1 > y0 (x0, y0, x1, y1)")
         return cls(points=coords, labels=lab, box=corners)
 
     def check_size(self, hw: tuple[int, int]) -> None:

@@ -98,7 +98,12 @@ class Tracker:
         self.set_prompt(obj_id, Prompt.make(mask, points, labels, box))
 
     def set_prompt(self, obj_id: int, prompt: Prompt) -> None:
-        """`add_prompt` with an already checked `Prompt`."""
+        """`add_prompt` with an already checked `Prompt`; ValueError for an object beyond `max_objects`."""
+        known = self._memories.keys() | self._pending.keys()
+        if obj_id not in known and len(known) >= self.config.max_objects:
+            raise ValueError(
+                f"already {len(known)} objects, the most this tracker takes (max_objects); remove one first"
+            )
         self._pending[obj_id] = prompt
 
     def remove_object(self, obj_id: int) -> None:
