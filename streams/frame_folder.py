@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png")
+MAX_FRAME_PIXELS = 8192 * 8192  # larger frames are refused from their header, before decoding
 
 
 def _frame_order(path: Path) -> tuple[int, int | str]:
@@ -24,7 +25,7 @@ class FrameFolder(Sequence[np.ndarray]):
         if not self.folder.is_dir():
             raise FileNotFoundError(f"no such folder of frames: {self.folder}")
         self.paths = sorted(
-            (p for p in self.folder.iterdir() if p.suffix.lower() in FRAME_EXTENSIONS), key=_frame_order
+            (p for p in self.folder.iterdir() if p.suffix.lower() in FRAME_EXTENSIONS and p.is_file()), key=_frame_order
         )
         if not self.paths:
             raise ValueError(f"no {'/'.join(FRAME_EXTENSIONS)} frames in {self.folder}")
@@ -36,6 +37,8 @@ class FrameFolder(Sequence[np.ndarray]):
         path = self.paths[index]
         try:
             with Image.open(path) as image:
+                if image.width * image.height > MAX_FRAME_PIXELS:
+                    raise ValueError(f"{image.width}x{image.height} is larger than {MAX_FRAME_PIXELS} pixels")
                 return np.array(image.convert("RGB"))
-        except (UnidentifiedImageError, OSError) as e:
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
             raise ValueError(f"cannot read frame {path}: {e}") from e

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 import av
 import numpy as np
 
+from vos.streams.redact import redact
 from vos.streams.source import FrameSource, SourceError
 from vos.streams.sources import LiveSettings
 
@@ -57,7 +58,8 @@ class PyAVSource(FrameSource):
     ) -> None:
         """`format`: FFmpeg input format ("v4l2", "lavfi"; guessed for /dev/video*, else probed).
         `options`: demuxer options, over the defaults built here."""
-        super().__init__(name or url)
+        self.display_url = redact(url)  # for every text that leaves: status, errors, logs
+        super().__init__(name or self.display_url)
         self.url = url
         self.format = format or ("v4l2" if url.startswith("/dev/video") else None)
         self.live = self.format != "lavfi" if live is None else live
@@ -97,10 +99,10 @@ class PyAVSource(FrameSource):
                 self.url, format=self.format, container_options=self.options, timeout=(self.settings.timeout, self.settings.timeout)
             )
         except av.FFmpegError as e:
-            raise SourceError(f"cannot {verb} {self.url}: {self._reason(e, started)}") from e
+            raise SourceError(f"cannot {verb} {self.display_url}: {self._reason(e, started)}") from e
         if not container.streams.video:
             container.close()
-            raise SourceError(f"{self.url} has no video stream")
+            raise SourceError(f"{self.display_url} has no video stream")
         return container
 
     def _reason(self, error: av.FFmpegError, started: float) -> str:
@@ -109,7 +111,7 @@ class PyAVSource(FrameSource):
             time.monotonic() - started >= self.settings.timeout
         ):
             return f"nothing received within {self.settings.timeout:g} s"
-        return error.strerror or str(error)
+        return redact(error.strerror or str(error))
 
     def _frames(self, container: av.container.InputContainer) -> Iterator[tuple[float | None, np.ndarray]]:
         """Decodes until end of stream; a packet the decoder rejects is skipped, a read error raises."""
@@ -128,7 +130,7 @@ class PyAVSource(FrameSource):
                     return
                 read_started = time.monotonic()
         except av.FFmpegError as e:
-            raise SourceError(f"lost {self.url}: {self._reason(e, read_started)}") from e
+            raise SourceError(f"lost {self.display_url}: {self._reason(e, read_started)}") from e
 
     def _decode(self) -> Iterator[tuple[float | None, np.ndarray]]:
         container, self._container = self._container, None
@@ -142,7 +144,7 @@ class PyAVSource(FrameSource):
                 if connected_before:
                     self.stats.reconnects += 1
                 connected_before = True
-                self._status("connected", self.url)
+                self._status("connected", self.display_url)
                 for item in self._frames(container):
                     got_frame = True
                     yield item
@@ -158,15 +160,15 @@ class PyAVSource(FrameSource):
             if self._stop.is_set():
                 return
             if not self.live:
-                self._status("ended", self.url)
+                self._status("ended", self.display_url)
                 return
             self.stats.last_error = reason
             self._status("disconnected", reason)
             failures = 1 if got_frame else failures + 1
             s = self.settings
             if s.max_reconnects is not None and failures > s.max_reconnects:
-                raise SourceError(f"gave up on {self.url} after {s.max_reconnects} reconnection attempts: {reason}")
+                raise SourceError(f"gave up on {self.display_url} after {s.max_reconnects} reconnection attempts: {reason}")
             delay = min(s.reconnect_initial * 2 ** (failures - 1), s.reconnect_max)
-            self._status("reconnecting", f"{self.url} in {delay:g} s")
+            self._status("reconnecting", f"{self.display_url} in {delay:g} s")
             if self._stop.wait(delay):
                 return

@@ -179,6 +179,7 @@ class StatusMessage(_Message):
     detail: str = ""
     frames: int = 0  # frames processed
     dropped_frames: int = 0  # stale live frames skipped
+    skipped_frames: int = 0  # frames that could not be decoded (corrupt file or packet)
     source_reconnects: int = 0
     dropped_messages: int = 0  # masks messages lost to a full buffer while the broker was away
 

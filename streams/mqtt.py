@@ -25,13 +25,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 import aiomqtt
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from vos.streams.messages import (
     AddPrompt,
@@ -42,6 +44,7 @@ from vos.streams.messages import (
     StatusMessage,
     parse_prompt,
 )
+from vos.streams.redact import redact
 
 if TYPE_CHECKING:
     import numpy as np
@@ -52,8 +55,33 @@ log = logging.getLogger(__name__)
 
 ERROR_PAYLOAD_ECHO = 200  # characters of a refused prompt echoed in its error message
 MAX_PROMPT_BYTES = 8_000_000  # larger prompt payloads are refused before parsing
+TLS_PORT = 8883
 MAX_PENDING_PROMPTS = 32  # prompts waiting for the next frame; more are refused
 TOPIC_FORBIDDEN = set("+#/\0")
+
+
+class TlsSettings(BaseModel):
+    """MQTT over TLS (`mqtts://`, `tls:` in YAML): the broker's certificate is checked unless `insecure`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ca_file: Path | None = Field(None, description="CA certificate(s) that signed the broker's (default: the system's CAs)")
+    cert_file: Path | None = Field(None, description="client certificate, for brokers that require one")
+    key_file: Path | None = Field(None, description="the client certificate's private key (default: in cert_file)")
+    insecure: bool = Field(False, description="do not check the broker's certificate and name (tests only)")
+
+    def context(self) -> ssl.SSLContext:
+        """The SSL context (ValueError if a file cannot be read)."""
+        try:
+            context = ssl.create_default_context(cafile=self.ca_file)
+            if self.cert_file is not None:
+                context.load_cert_chain(self.cert_file, self.key_file)
+        except (OSError, ssl.SSLError) as e:
+            raise ValueError(f"MQTT TLS: cannot load certificates: {e}") from None
+        if self.insecure:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
 
 
 class MqttSettings(BaseModel):
@@ -67,12 +95,29 @@ class MqttSettings(BaseModel):
     qos: int = Field(1, ge=0, le=2)
     username: str | None = None
     password: SecretStr | None = None  # never printed: repr and logs show **********
+    password_file: Path | None = None  # or read it from this file (first line), e.g. a container secret
+    tls: TlsSettings | None = None  # None: plain TCP
     keepalive: int = Field(30, ge=5)  # seconds
     connect_timeout: float = Field(5.0, gt=0)  # seconds, first connection and each reconnect
     buffer_size: int = Field(1000, ge=1)  # outgoing messages held while the broker is away
     reconnect_initial: float = Field(0.5, gt=0)  # seconds before the first reconnect attempt, doubling
     reconnect_max: float = Field(10.0, gt=0)
     flush_timeout: float = Field(10.0, ge=0)  # seconds `close()` waits for buffered messages
+
+    @model_validator(mode="after")
+    def _one_password(self) -> MqttSettings:
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("give password or password_file, not both")
+        return self
+
+    def password_value(self) -> str | None:
+        """The password, from `password` or `password_file` (ValueError if that cannot be read)."""
+        if self.password_file is None:
+            return None if self.password is None else self.password.get_secret_value()
+        try:
+            return self.password_file.read_text(encoding="utf-8").splitlines()[0] if self.password_file.stat().st_size else ""
+        except (OSError, UnicodeDecodeError) as e:
+            raise ValueError(f"cannot read the MQTT password file {self.password_file}: {e}") from None
 
     @field_validator("prefix")
     @classmethod
@@ -84,14 +129,18 @@ class MqttSettings(BaseModel):
 
     @classmethod
     def from_url(cls, url: str, **fields: object) -> MqttSettings:
-        """`mqtt://[USER:PASSWORD@]HOST[:PORT]` plus other fields (ValueError if invalid)."""
+        """`mqtt[s]://[USER[:PASSWORD]@]HOST[:PORT]` plus other fields (ValueError if invalid); mqtts: TLS, port 8883."""
         parsed = urlparse(url if "://" in url else f"mqtt://{url}")
-        if parsed.scheme != "mqtt" or not parsed.hostname:
-            raise ValueError(f"{url!r}: expected mqtt://HOST[:PORT]")
-        address = {"host": parsed.hostname, "username": parsed.username, "password": parsed.password}
-        if parsed.port:
-            address["port"] = parsed.port
-        return cls(**address, **fields)
+        if parsed.scheme not in ("mqtt", "mqtts") or not parsed.hostname:
+            raise ValueError(f"{redact(url)!r}: expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT]")
+        values: dict[str, object] = {"host": parsed.hostname, "username": parsed.username}
+        if parsed.password is not None:
+            values["password"] = parsed.password
+        if parsed.scheme == "mqtts":
+            values["tls"] = TlsSettings()
+        if parsed.port or parsed.scheme == "mqtts":
+            values["port"] = parsed.port or TLS_PORT
+        return cls(**{**values, **fields})
 
 
 def check_topic_level(name: str, what: str) -> str:
@@ -129,6 +178,8 @@ class MqttLink:
         base = "/".join([settings.prefix.rstrip("/"), stream]) if settings.prefix else stream
         self.topics = {k: f"{base}/{k}" for k in ("masks", "prompts", "errors", "status")}
         self.stats = MqttStats()
+        self._password = settings.password_value()
+        self._tls = settings.tls.context() if settings.tls is not None else None
         self._prompts: deque[PromptMessage] = deque()
         self._buffer: deque[tuple[str, bytes, int, bool]] = deque()
         self._wakeup = asyncio.Event()
@@ -173,7 +224,7 @@ class MqttLink:
         s = self.settings
         will = StatusMessage(stream=self.stream, state="offline").model_dump_json().encode()
         return aiomqtt.Client(
-            s.host, s.port, username=s.username, password=s.password and s.password.get_secret_value(), keepalive=s.keepalive,
+            s.host, s.port, username=s.username, password=self._password, tls_context=self._tls, keepalive=s.keepalive,
             timeout=s.connect_timeout, will=aiomqtt.Will(self.topics["status"], will, qos=1, retain=True),
         )
 

@@ -38,10 +38,18 @@ class Frame:
     decoded_at: float = field(default_factory=time.monotonic)  # time.monotonic() when decoded
 
 
+@dataclass(frozen=True)
+class Skipped:
+    """Yielded by `_decode` in place of a frame that cannot be decoded: its index is skipped, counted."""
+
+    reason: str
+
+
 @dataclass
 class SourceStats:
     decoded: int = 0
     dropped: int = 0  # live sources only: stale frames replaced by newer ones
+    skipped: int = 0  # frames that could not be decoded (corrupt file or packet)
     reconnects: int = 0
     last_error: str | None = None
 
@@ -91,8 +99,9 @@ class FrameSource(ABC):
         await asyncio.to_thread(self.close)
 
     @abstractmethod
-    def _decode(self) -> Iterator[tuple[float | None, np.ndarray]]:
-        """Blocking: yields (pts seconds, HxWx3 uint8 RGB) until the source ends or `self._stop` is set."""
+    def _decode(self) -> Iterator[tuple[float | None, np.ndarray] | Skipped]:
+        """Blocking: yields (pts seconds, HxWx3 uint8 RGB), or `Skipped` for a frame that cannot be decoded,
+        until the source ends or `self._stop` is set."""
 
     @property
     def stopping(self) -> bool:
@@ -120,9 +129,14 @@ class FrameSource(ABC):
             ready.set()
 
         def decode() -> None:  # in the decoder thread, until the source ends or `stop()`
-            for index, (pts, image) in enumerate(self._decode()):
+            for index, item in enumerate(self._decode()):
                 if self._stop.is_set():
                     return
+                if isinstance(item, Skipped):
+                    self.stats.skipped += 1
+                    self.stats.last_error = item.reason
+                    continue
+                pts, image = item
                 if not self.live:
                     while not room.acquire(timeout=0.1):
                         if self._stop.is_set():

@@ -14,14 +14,14 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-
 from pydantic import BaseModel, ConfigDict, Field
 
 from vos.streams.frame_folder import FrameFolder
-from vos.streams.source import FrameSource, SourceError
+from vos.streams.source import FrameSource, Skipped, SourceError
 from vos.streams.video_file import VideoFile
 
 LAVFI_PREFIX = "lavfi:"
+MAX_SKIPS_IN_A_ROW = 25  # unreadable frames in a row after which a file or folder counts as broken
 
 
 class LiveSettings(BaseModel):
@@ -72,12 +72,23 @@ class SequenceSource(FrameSource):
         n = len(self._frames)
         return n if self.max_frames is None else min(n, self.max_frames)
 
-    def _decode(self) -> Iterator[tuple[float | None, np.ndarray]]:
+    def _decode(self) -> Iterator[tuple[float | None, np.ndarray] | Skipped]:
+        """Every frame in order; an unreadable one is skipped, and `MAX_SKIPS_IN_A_ROW` of them end the source."""
         self.open()
         assert self._frames is not None
+        in_a_row = 0
         try:
             for i in range(len(self)):
-                yield (None if self._times is None else self._times[i]), self._frames[i]
+                try:
+                    image = self._frames[i]
+                except ValueError as e:
+                    in_a_row += 1
+                    if in_a_row > MAX_SKIPS_IN_A_ROW:
+                        raise SourceError(f"{in_a_row} unreadable frames in a row in {self.path}; the last: {e}") from None
+                    yield Skipped(str(e))
+                    continue
+                in_a_row = 0
+                yield (None if self._times is None else self._times[i]), image
         finally:
             if isinstance(self._frames, VideoFile):
                 self._frames.close()

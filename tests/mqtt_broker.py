@@ -29,11 +29,13 @@ class MosquittoBroker:
     queued QoS 1 messages survive a restart, as on a production broker.
     """
 
-    def __init__(self, folder: Path, port: int | None = None) -> None:
+    def __init__(self, folder: Path, port: int | None = None, tls: tuple[Path, Path, Path] | None = None) -> None:
+        """`tls`: (CA, server certificate, server key) adds a TLS listener on `tls_port`."""
         self.binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         self.folder = folder
         self.folder.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
+        self.tls_port = free_port() if tls else None
         self.config = folder / "mosquitto.conf"
         self.config.write_text(
             f"listener {self.port} 127.0.0.1\n"
@@ -43,6 +45,7 @@ class MosquittoBroker:
             f"pid_file {folder}/mosquitto.pid\n"
             f"log_dest file {folder}/mosquitto.log\n"
             "max_queued_messages 10000\n"
+            + (f"listener {self.tls_port} 127.0.0.1\ncafile {tls[0]}\ncertfile {tls[1]}\nkeyfile {tls[2]}\n" if tls else "")
             # Started as root, mosquitto would switch to its own user, who cannot write in a private test folder.
             + ("user root\n" if os.geteuid() == 0 else "")
         )

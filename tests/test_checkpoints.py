@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 import vos
+from tests.certificates import make_certificates
 from tests.conftest import build_meta, save_meta_checkpoint
 from tests.http_server import FileServer
-from vos.checkpoints import download_checkpoint, matching_configs, read_state_dict
+from vos.checkpoints import download_checkpoint, matching_configs, read_state_dict, recorded_sha256, verify_checkpoint
+from vos.config import load_config
 
 
 @pytest.fixture(scope="module")
@@ -85,9 +89,16 @@ def test_unreadable_files_are_refused_without_unpickling(tmp_path):
 # --- downloads --------------------------------------------------------------------------------
 
 
-def test_download_resumes_and_moves_into_cache_after_strict_check(tiny_checkpoint, tmp_path):
+@pytest.fixture(scope="module")
+def https(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """(CA, server certificate, key) for an https FileServer; tests trust the CA through SSL_CERT_FILE."""
+    return make_certificates(tmp_path_factory.mktemp("tls"))
+
+
+def test_download_resumes_and_moves_into_cache_after_strict_check(tiny_checkpoint, tmp_path, https, monkeypatch):
+    monkeypatch.setenv("SSL_CERT_FILE", str(https[0]))
     size = tiny_checkpoint.stat().st_size
-    with FileServer({"/sam2.1_hiera_tiny.pt": tiny_checkpoint}) as server:
+    with FileServer({"/sam2.1_hiera_tiny.pt": tiny_checkpoint}, tls=https[1:]) as server:
         server.cut_after = size // 3
         url = server.url + "/sam2.1_hiera_tiny.pt"
         with pytest.raises(vos.DownloadError, match="Run the command again to resume") as err:
@@ -101,12 +112,48 @@ def test_download_resumes_and_moves_into_cache_after_strict_check(tiny_checkpoin
         assert server.requests[-1] == ("/sam2.1_hiera_tiny.pt", f"bytes={size // 3}-")
     assert path == tmp_path / "sam2.1_hiera_tiny.pt" and not part.exists()
     assert path.read_bytes() == tiny_checkpoint.read_bytes()
+    assert recorded_sha256(path) == hashlib.sha256(path.read_bytes()).hexdigest() == verify_checkpoint(load_config("sam2.1_hiera_t"), path)
+
+
+def test_plain_http_is_refused_unless_allowed(tiny_checkpoint, tmp_path, monkeypatch):
+    with FileServer({"/t.pt": tiny_checkpoint}) as server:
+        with pytest.raises(vos.DownloadError, match="only https://"):
+            download_checkpoint("sam2.1_hiera_t", url=server.url + "/t.pt", dest_dir=tmp_path, progress=False)
+        monkeypatch.setenv("VOS_CHECKPOINT_MIRROR", server.url)
+        with pytest.raises(vos.DownloadError, match="only https://"):
+            download_checkpoint("sam2.1_hiera_t", dest_dir=tmp_path, progress=False)
+        assert server.requests == []
+        path = download_checkpoint("sam2.1_hiera_t", url=server.url + "/t.pt", dest_dir=tmp_path, progress=False, allow_http=True)
+    assert path.read_bytes() == tiny_checkpoint.read_bytes()
+
+
+def test_a_checkpoint_that_changed_in_the_cache_fails_verification(tiny_checkpoint, tmp_path):
+    env = {**os.environ, "VOS_CACHE_DIR": str(tmp_path)}
+    with FileServer({"/t.pt": tiny_checkpoint}) as server:
+        download_checkpoint("sam2.1_hiera_t", url=server.url + "/t.pt", dest_dir=tmp_path, progress=False, allow_http=True)
+    verify = [sys.executable, "-m", "vos.cli", "checkpoints", "verify"]
+    ok = subprocess.run(verify, capture_output=True, text=True, env=env, timeout=120)
+    assert ok.returncode == 0 and "sam2.1_hiera_t" in ok.stdout and " ok " in ok.stdout, ok.stderr
+    with open(tmp_path / "sam2.1_hiera_tiny.pt", "r+b") as f:
+        f.seek(1000)
+        f.write(b"\x00" * 8)
+    bad = subprocess.run(verify + ["sam2.1_hiera_t"], capture_output=True, text=True, env=env, timeout=120)
+    assert bad.returncode == vos.CheckpointError.exit_code and "differs from the cache record" in bad.stderr
+
+
+def test_a_download_that_does_not_match_the_known_digest_is_removed(tiny_checkpoint, tmp_path):
+    cfg = load_config("sam2.1_hiera_t")
+    cfg = cfg.model_copy(update={"checkpoint": cfg.checkpoint.model_copy(update={"sha256": "0" * 64})})
+    with FileServer({"/t.pt": tiny_checkpoint}) as server:
+        with pytest.raises(vos.DownloadError, match="expected 0000"):
+            download_checkpoint(cfg, url=server.url + "/t.pt", dest_dir=tmp_path, progress=False, allow_http=True)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_download_of_a_wrong_file_leaves_nothing_in_the_cache(sam2_v1_tiny, tmp_path):
     with FileServer({"/sam2.1_hiera_tiny.pt": sam2_v1_tiny}) as server:
         with pytest.raises(vos.DownloadError, match="(?s)not a valid sam2.1_hiera_t checkpoint.*looks like sam2_hiera_t"):
-            download_checkpoint("sam2.1_hiera_t", url=server.url + "/sam2.1_hiera_tiny.pt", dest_dir=tmp_path, progress=False)
+            download_checkpoint("sam2.1_hiera_t", url=server.url + "/sam2.1_hiera_tiny.pt", dest_dir=tmp_path, progress=False, allow_http=True)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -117,15 +164,16 @@ def _closed_port() -> int:
 
 
 def test_unreachable_server_says_where_to_put_the_file(tmp_path):
-    url = f"http://127.0.0.1:{_closed_port()}/sam2.1_hiera_tiny.pt"
+    url = f"https://127.0.0.1:{_closed_port()}/sam2.1_hiera_tiny.pt"
     with pytest.raises(vos.DownloadError) as err:
         download_checkpoint("sam2.1_hiera_t", url=url, dest_dir=tmp_path, progress=False)
     msg = str(err.value)
     assert url in msg and f"put it at {tmp_path / 'sam2.1_hiera_tiny.pt'}" in msg
 
 
-def test_load_model_downloads_on_first_use(tiny_checkpoint, tmp_path, monkeypatch):
-    with FileServer({"/mirror/sam2.1_hiera_tiny.pt": tiny_checkpoint}) as server:
+def test_load_model_downloads_on_first_use(tiny_checkpoint, tmp_path, monkeypatch, https):
+    monkeypatch.setenv("SSL_CERT_FILE", str(https[0]))
+    with FileServer({"/mirror/sam2.1_hiera_tiny.pt": tiny_checkpoint}, tls=https[1:]) as server:
         monkeypatch.setenv("VOS_CACHE_DIR", str(tmp_path / "cache"))
         monkeypatch.setenv("VOS_CHECKPOINT_MIRROR", server.url + "/mirror/")
         model = vos.load_model("sam2.1_hiera_t", image_size=512)
@@ -143,14 +191,14 @@ def test_cli_download_and_failure_exit_codes(tiny_checkpoint, tmp_path):
     env = {**os.environ, "VOS_CACHE_DIR": str(tmp_path)}
     with FileServer({"/t.pt": tiny_checkpoint}) as server:
         ok = subprocess.run(
-            [sys.executable, "-m", "vos.cli", "checkpoints", "download", "sam2.1_hiera_t", "--url", server.url + "/t.pt", "--quiet"],
+            [sys.executable, "-m", "vos.cli", "checkpoints", "download", "sam2.1_hiera_t", "--url", server.url + "/t.pt", "--quiet", "--allow-http"],
             capture_output=True, text=True, env=env, timeout=120,
         )
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.strip() == str(tmp_path / "sam2.1_hiera_tiny.pt")
     bad = subprocess.run(
         [sys.executable, "-m", "vos.cli", "checkpoints", "download", "sam2.1_hiera_s",
-         "--url", f"http://127.0.0.1:{_closed_port()}/s.pt", "--quiet"],
+         "--url", f"https://127.0.0.1:{_closed_port()}/s.pt", "--quiet"],
         capture_output=True, text=True, env=env, timeout=120,
     )
     assert bad.returncode == vos.DownloadError.exit_code

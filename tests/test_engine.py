@@ -169,10 +169,9 @@ def test_serve_runs_streams_with_a_batched_image_encoder(clip, tracking_checkpoi
 
 
 def test_engine_config_is_validated_once_with_every_problem(tmp_path):
+    from vos.configs import ENGINE_EXAMPLE
     from vos.engine_config import load_engine_config
     from vos.errors import ConfigError
-
-    from vos.configs import ENGINE_EXAMPLE
 
     shipped = load_engine_config(ENGINE_EXAMPLE)
     assert [s.id for s in shipped.streams] == ["demo"] and shipped.mqtt.qos == 1
@@ -284,17 +283,25 @@ class Recorder:
         self.frames.append((frame.index, message, labels))
 
 
-def test_python_api_keeps_every_tracked_frame_when_the_source_breaks(davis_root, tracking_checkpoint, tmp_path):
-    """A frame folder whose 5th file is not an image: the 4 frames tracked before it reach every sink
-    (folder PNGs, masks.jsonl, the caller's sink), and the report says the stream failed and why."""
+def test_python_api_skips_unreadable_frames_and_keeps_every_tracked_one_when_the_source_breaks(
+    davis_root, tracking_checkpoint, tmp_path, monkeypatch
+):
+    """A frame folder with unreadable files (and a sub-folder named like a frame): one bad frame is skipped
+    and counted, its index left out; two in a row (the limit, lowered here) end the source. Every frame
+    tracked before that reaches every sink (folder PNGs, masks.jsonl, the caller's sink), and the
+    report says the stream failed and why."""
+    import vos.streams.sources
     from vos.engine import Engine, StreamSettings
     from vos.streams.sink import Sink
 
+    monkeypatch.setattr(vos.streams.sources, "MAX_SKIPS_IN_A_ROW", 1)
     frames = tmp_path / "frames"
     frames.mkdir()
-    for i in range(4):
+    for i in (0, 1, 2, 3, 5):
         (frames / f"{i:05d}.jpg").write_bytes((davis_root / "JPEGImages" / "480p" / SEQUENCE / f"{i:05d}.jpg").read_bytes())
-    (frames / "00004.jpg").write_text("not a JPEG")
+    for i in (4, 6, 7):
+        (frames / f"{i:05d}.jpg").write_text("not a JPEG")
+    (frames / "00008.jpg").mkdir()
     out = tmp_path / "out"
     recorder = Recorder()
     assert isinstance(recorder, Sink)
@@ -305,8 +312,9 @@ def test_python_api_keeps_every_tracked_frame_when_the_source_breaks(davis_root,
             return await engine.run()
 
     [report] = asyncio.run(main())
-    assert report.state == "failed" and "cannot read frame" in str(report.error) and report.frames == 4
-    assert [i for i, _, _ in recorder.frames] == [0, 1, 2, 3]
+    assert report.state == "failed" and "2 unreadable frames in a row" in str(report.error), report
+    assert report.frames == 5 and report.skipped_frames == 2 and "2 unreadable frames skipped" in report.summary()
+    assert [i for i, _, _ in recorder.frames] == [0, 1, 2, 3, 5]
     lines = [MaskMessage.model_validate_json(line) for line in (out / "masks.jsonl").read_text().splitlines()]
     assert lines == [m for _, m, _ in recorder.frames] and all([o.id for o in m.objects] == [2] for m in lines)
     for i, _, labels in recorder.frames:

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.data_paths import require_davis
 from tests import davis_reference as ref  # the toolkit's per-frame J and F, written out with numpy
+from tests.data_paths import require_davis
 from vos.evaluation import EvaluationError
 from vos.evaluation.metrics import (
     binary_lut,

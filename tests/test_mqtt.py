@@ -148,7 +148,7 @@ def test_last_will_reports_offline_when_the_engine_dies(broker):
             return sub.messages
 
         assert json.loads(asyncio.run(main())[-1][1]) == {"stream": "cam", "state": "offline", "detail": "", "frames": 0,
-                                                           "dropped_frames": 0, "source_reconnects": 0, "dropped_messages": 0}
+                                                           "dropped_frames": 0, "skipped_frames": 0, "source_reconnects": 0, "dropped_messages": 0}
     finally:
         proc.kill()
 
@@ -183,3 +183,43 @@ def test_password_never_shows():
     assert (s.host, s.port, s.username, s.prefix) == ("127.0.0.1", 1884, "cam", "site/a")
     assert s.password.get_secret_value() == "hunter2"
     assert "hunter2" not in repr(s) and "hunter2" not in s.model_dump_json()
+
+
+def test_mqtt_over_tls_checks_the_broker_certificate(tmp_path):
+    """mqtts:// against a real Mosquitto TLS listener: with the CA the link works; without it (system CAs)
+    the broker's certificate is refused clearly; `insecure` skips the check."""
+    from tests.certificates import make_certificates
+    from tests.mqtt_broker import MosquittoBroker
+    from vos.streams.mqtt import TlsSettings
+
+    ca, cert, key = make_certificates(tmp_path)
+    broker = MosquittoBroker(tmp_path / "broker", tls=(ca, cert, key))
+    broker.start()
+    try:
+        url = f"mqtts://127.0.0.1:{broker.tls_port}"
+
+        async def send(tls: TlsSettings) -> list:
+            async with Subscriber(broker.port, "t/vos/cam/masks") as sub:
+                async with MqttLink(MqttSettings.from_url(url, prefix="t/vos", tls=tls), "cam") as link:
+                    link.publish_masks(mask_message(0))
+                    assert await sub.wait_for(lambda m: len(m) == 1, 10)
+            return sub.messages
+
+        assert frame_indices(asyncio.run(send(TlsSettings(ca_file=ca))), "t/vos/cam/masks") == [0]
+        assert frame_indices(asyncio.run(send(TlsSettings(insecure=True))), "t/vos/cam/masks") == [0]
+        with pytest.raises(MqttUnavailable, match="certificate verify failed"):
+            asyncio.run(send(TlsSettings()))
+        assert MqttSettings.from_url("mqtts://broker.example").port == 8883
+    finally:
+        broker.stop()
+
+
+def test_password_from_a_file(tmp_path):
+    secret = tmp_path / "password"
+    secret.write_text("hunter2\n")
+    s = MqttSettings.from_url("mqtt://cam@127.0.0.1", password_file=secret)
+    assert s.password_value() == "hunter2" and "hunter2" not in repr(s)
+    with pytest.raises(ValueError, match="not both"):
+        MqttSettings.from_url("mqtt://cam:x@127.0.0.1", password_file=secret)
+    with pytest.raises(ValueError, match="cannot read the MQTT password file"):
+        MqttSettings(password_file=tmp_path / "missing").password_value()

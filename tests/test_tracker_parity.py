@@ -84,3 +84,49 @@ def test_tracker_matches_video_predictor(davis_root, tiny_checkpoint, tracking_c
     model.memory_attention.norm.weight.mul_(1.5)
     wrong = max(np.abs(r.logits[1] - ref[f][0][0]).max() for f, r in enumerate(run_tracker(model, frames[:4], gt, click, correction)))
     assert wrong > 1e-3
+
+
+def native_clip(davis_root, sequence: str, folder, size_wh: tuple[int, int] | None = None) -> list[np.ndarray]:
+    """The first NUM_FRAMES frames as JPEGs in `folder`: DAVIS's own files (854x480), or resized to
+    `size_wh` (W, H) and saved; read back as both sides will read them."""
+    import shutil
+
+    from PIL import Image
+
+    frames = []
+    for i in range(NUM_FRAMES):
+        src = davis_root / "JPEGImages" / "480p" / sequence / f"{i:05d}.jpg"
+        if size_wh is None:
+            shutil.copy(src, folder / src.name)
+        else:
+            Image.open(src).convert("RGB").resize(size_wh, Image.BICUBIC).save(folder / src.name, quality=95)
+        frames.append(np.array(Image.open(folder / src.name).convert("RGB")))
+    return frames
+
+
+@pytest.mark.parametrize(
+    "size,frame_wh",
+    [(512, None), (512, (359, 641)), pytest.param(1024, None, marks=pytest.mark.slow), pytest.param(512, (641, 359), marks=pytest.mark.slow)],
+    ids=["512-854x480", "512-portrait-359x641", "1024-854x480", "512-odd-641x359"],
+)
+@torch.inference_mode()
+def test_tracker_matches_video_predictor_on_native_size_frames(davis_root, tracking_checkpoint, tmp_path, size, frame_wh):
+    """Real video is not S x S: both sides resize each frame themselves (Meta: PIL bicubic), prompts are in
+    frame pixels (a full-size mask, clicks) and the logits come back at the frame's size."""
+    from PIL import Image
+
+    frames = native_clip(davis_root, "car-shadow", tmp_path, frame_wh)
+    h, w = frames[0].shape[:2]
+    assert (w, h) == (frame_wh or (854, 480))
+    annotation = lambda f: np.array(Image.open(davis_root / "Annotations" / "480p" / "car-shadow" / f"{f:05d}.png").resize((w, h), Image.NEAREST)) > 0  # noqa: E731
+    gt = annotation(0)
+    click = np.array([[w * 0.2, h * 0.8]], dtype=np.float32)
+    correction = np.concatenate([centroid_click(annotation(CORRECTION_FRAME)), click])
+    ref = meta_reference(tracking_checkpoint, tmp_path, size, gt, click, correction)
+
+    model = vos.load_model("sam2.1_hiera_t", checkpoint=tracking_checkpoint, image_size=size)
+    results = list(run_tracker(model, frames, gt, click, correction))
+    for f, result in enumerate(results):
+        assert result.logits[1].shape == (h, w)
+        assert_frame_matches(result, ref[f], (1, 2), f)
+    assert all(np.ptp(r.logits[o]) > 0.5 and r.scores[o] > 0 for r in results for o in (1, 2))

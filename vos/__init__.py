@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from vos.errors import CheckpointError, ConfigError, DownloadError, VosError
     from vos.image_predictor import ImagePredictor
     from vos.prompts import Prompt
-    from vos.tracker import TrackResult, Tracker
+    from vos.tracker import Tracker, TrackResult
     from vos.video_session import VideoSession
 
 

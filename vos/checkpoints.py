@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
 import os
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
@@ -124,6 +126,33 @@ def checkpoint_url(cfg: ModelConfig) -> str:
     return f"{mirror.rstrip('/')}/{cfg.checkpoint.filename}" if mirror else cfg.checkpoint.url
 
 
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(DOWNLOAD_CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def digest_path(checkpoint: Path) -> Path:
+    """Where the cache records a checkpoint's SHA-256 (`sha256sum` format)."""
+    return checkpoint.with_name(checkpoint.name + ".sha256")
+
+
+def recorded_sha256(checkpoint: Path) -> str | None:
+    path = digest_path(checkpoint)
+    return path.read_text(encoding="utf-8").split()[0] if path.is_file() else None
+
+
+def verify_checkpoint(cfg: ModelConfig, path: Path) -> str:
+    """The file's SHA-256, checked against the config's and the one recorded at download (CheckpointError if either differs)."""
+    actual = file_sha256(path)
+    for source, expected in (("the model config", cfg.checkpoint and cfg.checkpoint.sha256), ("the cache record", recorded_sha256(path))):
+        if expected is not None and expected != actual:
+            raise CheckpointError(f"{path}: SHA-256 {actual} differs from {source} ({expected}); delete it and download it again")
+    return actual
+
+
 def cached_checkpoint_path(cfg: ModelConfig) -> Path:
     if cfg.checkpoint is None:
         raise CheckpointError(f"model config {cfg.name} names no checkpoint file; pass a checkpoint path")
@@ -157,16 +186,24 @@ def _fetch(url: str, part: Path, progress: bool) -> None:
 
 
 def download_checkpoint(
-    name_or_cfg: str | ModelConfig, url: str | None = None, dest_dir: str | Path | None = None, progress: bool = True
+    name_or_cfg: str | ModelConfig,
+    url: str | None = None,
+    dest_dir: str | Path | None = None,
+    progress: bool = True,
+    allow_http: bool = False,
 ) -> Path:
     """Download a model's checkpoint into the cache and return its path.
 
-    The file is written to `<name>.part` (resumed if a previous attempt left one), loaded
-    strictly into the model, and only then moved into place.
+    The file is written to `<name>.part` (resumed if a previous attempt left one), checked against the
+    config's SHA-256 when known, loaded strictly into the model, and only then moved into place, its
+    digest recorded beside it. Plain http is refused unless `allow_http`.
     """
     cfg = name_or_cfg if isinstance(name_or_cfg, ModelConfig) else load_config(name_or_cfg)
     final = (Path(dest_dir) if dest_dir else cache_dir()) / cached_checkpoint_path(cfg).name
     url = url or checkpoint_url(cfg)
+    scheme = urllib.parse.urlsplit(url).scheme
+    if scheme != "https" and not (allow_http and scheme == "http"):
+        raise DownloadError(f"refusing to download {cfg.name} from {url}: only https:// (http:// with --allow-http)")
     final.parent.mkdir(parents=True, exist_ok=True)
     part = final.with_name(final.name + ".part")
     try:
@@ -178,12 +215,18 @@ def download_checkpoint(
             f"Download it by hand from {url} and put it at {final} "
             f"(or pass its path as the checkpoint). Run the command again to resume."
         ) from e
+    digest = file_sha256(part)
+    expected = cfg.checkpoint.sha256 if cfg.checkpoint is not None else None
+    if expected is not None and digest != expected:
+        part.unlink(missing_ok=True)
+        raise DownloadError(f"downloaded {cfg.name} has SHA-256 {digest}, expected {expected}; removed it")
     try:
         check_state_dict(read_state_dict(part), _expected_shapes(cfg.name), cfg.name, url)
     except CheckpointError as e:
         part.unlink(missing_ok=True)
         raise DownloadError(f"downloaded file is not a valid {cfg.name} checkpoint, removed it:\n{e}") from e
     os.replace(part, final)
+    digest_path(final).write_text(f"{digest}  {final.name}\n", encoding="utf-8")
     return final
 
 
@@ -200,8 +243,22 @@ def resolve_checkpoint(cfg: ModelConfig, checkpoint: str | Path | None, download
 
 
 def _cmd_download(args: argparse.Namespace) -> int:
-    path = download_checkpoint(args.name, url=args.url, dest_dir=args.dir, progress=not args.quiet)
+    path = download_checkpoint(args.name, url=args.url, dest_dir=args.dir, progress=not args.quiet, allow_http=args.allow_http)
     print(path)
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    """Checks every cached checkpoint (or the named ones) against its recorded and known SHA-256."""
+    names = args.names or [n for n in available_models() if cached_checkpoint_path(load_config(n)).is_file()]
+    for name in names:
+        cfg = load_config(name)
+        path = (Path(args.dir) if args.dir else cache_dir()) / cached_checkpoint_path(cfg).name
+        if not path.is_file():
+            raise CheckpointError(f"{name}: no cached checkpoint at {path}")
+        digest = verify_checkpoint(cfg, path)
+        known = "recorded" if recorded_sha256(path) else "nothing recorded to compare with"
+        print(f"{name:18s} ok  {digest}  ({known})")
     return 0
 
 
@@ -221,6 +278,11 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     down.add_argument("--url", help="download from this URL instead of Meta's")
     down.add_argument("--dir", help=f"target directory (default: ${CACHE_ENV} or ~/.cache/vos/checkpoints)")
     down.add_argument("--quiet", action="store_true", help="no progress bar")
+    down.add_argument("--allow-http", action="store_true", help="accept a plain http:// URL or mirror")
     down.set_defaults(func=_cmd_download)
+    verify = commands.add_parser("verify", help="check cached checkpoints against their SHA-256")
+    verify.add_argument("names", nargs="*", metavar="NAME", help="models to check (default: every cached one)")
+    verify.add_argument("--dir", help=f"cache directory (default: ${CACHE_ENV} or ~/.cache/vos/checkpoints)")
+    verify.set_defaults(func=_cmd_verify)
     listing = commands.add_parser("list", help="list known models, their URLs and whether they are cached")
     listing.set_defaults(func=_cmd_list)

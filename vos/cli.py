@@ -12,6 +12,7 @@ import sys
 from typing import Sequence
 
 from vos.errors import VosError
+from vos.streams.redact import redact
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,7 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except VosError as e:
-        print(f"vos: error: {e}", file=sys.stderr)
+        print(f"vos: error: {redact(str(e))}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("vos: interrupted", file=sys.stderr)

@@ -233,10 +233,12 @@ def tracker_config(config: TrackerConfig | None = None, **options: Any) -> Track
 
 
 class CheckpointInfo(_Strict):
-    """Where Meta publishes this model's weights."""
+    """Where Meta publishes this model's weights, and their SHA-256 when known (downloads are checked
+    against it; without it the cache records the digest of the first download, `vos checkpoints verify`)."""
 
     filename: str
     url: str
+    sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
 
 
 class ModelConfig(_Strict):

@@ -39,6 +39,7 @@ from vos.streams.folder_sink import FolderSink
 from vos.streams.label_map import merge_masks
 from vos.streams.messages import AddPrompt, MaskMessage, ObjectMask, RemoveObject, Reset, StatusMessage
 from vos.streams.mqtt import MqttLink, MqttSettings, MqttUnavailable, PromptMessage
+from vos.streams.redact import redact
 from vos.streams.sink import Sink
 from vos.streams.source import Frame, FrameSource, SourceError
 from vos.streams.sources import LiveSettings, open_source
@@ -49,6 +50,7 @@ __all__ = ["Engine", "EngineConfig", "ModelSettings", "StreamReport", "StreamSet
 log = logging.getLogger(__name__)
 
 LATENCY_WINDOW = 1000  # recent frames whose latency a report keeps
+STATUS_INTERVAL = 5.0  # seconds: a running stream republishes its status (fresh counters) at least this often
 SOURCE_STATUS = {"connected": "online", "disconnected": "reconnecting", "reconnecting": "reconnecting"}
 """Stream status published for each connection event of a live source."""
 
@@ -62,6 +64,7 @@ class StreamReport:
     error: BaseException | None = None  # why it failed
     frames: int = 0
     dropped_frames: int = 0
+    skipped_frames: int = 0
     source_reconnects: int = 0
     refused_prompts: int = 0
     published: int = 0
@@ -77,6 +80,8 @@ class StreamReport:
         parts = [f"{self.stream}: {self.frames} frames in {self.seconds:.1f} s ({self.fps:.2f} frames/s)"]
         if self.dropped_frames:
             parts.append(f"{self.dropped_frames} stale live frames dropped")
+        if self.skipped_frames:
+            parts.append(f"{self.skipped_frames} unreadable frames skipped")
         if self.source_reconnects:
             parts.append(f"{self.source_reconnects} source reconnects")
         if self.refused_prompts:
@@ -114,6 +119,7 @@ class StreamRunner:
         self.max_frames = max_frames
         self.progress = progress
         self.report = StreamReport(self.stream)
+        self._status_at = 0.0  # when the status was last published
 
     def _refuse(self, error: str, message: PromptMessage) -> None:
         self.report.refused_prompts += 1
@@ -147,11 +153,12 @@ class StreamRunner:
                 self._refuse(f"{where}{e}", message)
 
     def _status(self, state: str, detail: str = "") -> None:
+        self._status_at = time.monotonic()
         if self.mqtt is None:
             return
         self.mqtt.publish_status(StatusMessage(
-            stream=self.stream, state=state, detail=detail, frames=self.report.frames,
-            dropped_frames=self.source.stats.dropped, source_reconnects=self.source.stats.reconnects,
+            stream=self.stream, state=state, detail=redact(detail), frames=self.report.frames,
+            dropped_frames=self.source.stats.dropped, skipped_frames=self.source.stats.skipped, source_reconnects=self.source.stats.reconnects,
             dropped_messages=self.mqtt.stats.dropped,
         ))  # fmt: skip
 
@@ -170,6 +177,8 @@ class StreamRunner:
             for sink in self.sinks:
                 await sink.write(frame, message, labels)
             self.report.latencies.append(time.monotonic() - frame.decoded_at)
+            if time.monotonic() - self._status_at >= STATUS_INTERVAL:
+                self._status("online")
 
     def _on_source_status(self, state: str, detail: str) -> None:
         """The source's connection events as the stream's status (its end is published by `run`)."""
@@ -222,6 +231,7 @@ class StreamRunner:
             bar.close()
             self.report.seconds = time.monotonic() - start
             self.report.dropped_frames = self.source.stats.dropped
+            self.report.skipped_frames = self.source.stats.skipped
             self.report.source_reconnects = self.source.stats.reconnects
             self._status({"failed": "offline"}.get(self.report.state, self.report.state), detail)
         return self.report
@@ -336,6 +346,8 @@ class Engine:
                 mqtt = await stack.enter_async_context(MqttLink(self.mqtt_settings, stream))
             except MqttUnavailable as e:
                 raise BrokerUnavailable(str(e)) from None
+            except ValueError as e:  # a password file or certificate that cannot be read
+                raise ConfigError(str(e)) from None
             sinks.append(mqtt)
         if spec.out is not None:
             try:

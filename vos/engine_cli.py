@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import re
 import signal
 import sys
@@ -20,7 +21,7 @@ from vos.engine_config import EngineConfig, StreamPrompt, StreamSettings, load_e
 from vos.errors import ConfigError, SourceUnavailable
 from vos.streams.label_map import read_label_map
 from vos.streams.messages import Rle
-from vos.streams.mqtt import MqttSettings
+from vos.streams.mqtt import MqttSettings, TlsSettings
 from vos.streams.source import SourceError
 from vos.streams.sources import LiveSettings
 
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from vos.engine import Engine, StreamReport
 
 log = logging.getLogger("vos")
+MQTT_PASSWORD_ENV = "VOS_MQTT__PASSWORD"  # the same variable as for `vos serve`
 
 _ID_VALUE = re.compile(r"^\s*(\d+)\s*=\s*(.+)$")
 
@@ -146,7 +148,15 @@ def cmd_track(args: argparse.Namespace) -> int:
     stream = _settings(
         StreamSettings, source=args.source, id=args.stream, out=args.out, max_frames=args.max_frames, prompts=prompts
     )
-    mqtt = _settings(MqttSettings.from_url, args.mqtt, prefix=args.topic, qos=args.qos) if args.mqtt else None
+    mqtt = None
+    if args.mqtt:
+        secret = {"password_file": args.mqtt_password_file} if args.mqtt_password_file else {}
+        if not secret and os.environ.get(MQTT_PASSWORD_ENV):
+            secret = {"password": os.environ[MQTT_PASSWORD_ENV]}
+        tls_flags = settings_from_args(args, TlsSettings)
+        if tls_flags != TlsSettings():
+            secret["tls"] = tls_flags
+        mqtt = _settings(MqttSettings.from_url, args.mqtt, prefix=args.topic, qos=args.qos, **secret)
     engine = Engine(
         settings_from_args(args, ModelSettings), [stream], tracker=settings_from_args(args, TrackerConfig),
         mqtt=mqtt, live=settings_from_args(args, LiveSettings), max_batch=1, progress=not args.quiet,
@@ -177,10 +187,15 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     prompts.add_argument("--prompt-frame", type=int, default=0, metavar="N", help="frame the prompts apply to (default 0)")
     out = p.add_argument_group("outputs (at least one)")
     out.add_argument("--out", type=Path, metavar="DIR", help="write DIR/NNNNN.png label maps and DIR/masks.jsonl")
-    out.add_argument("--mqtt", metavar="mqtt://HOST:PORT", help="publish masks to this broker, take prompts from it")
+    out.add_argument("--mqtt", metavar="mqtt[s]://HOST:PORT", help="publish masks to this broker, take prompts from it (mqtts: TLS)")
+    out.add_argument(
+        "--mqtt-password-file", type=Path, metavar="FILE",
+        help=f"read the MQTT password from FILE (or set ${MQTT_PASSWORD_ENV}); a password in the URL shows in `ps`",
+    )
     out.add_argument("--topic", default=MqttSettings.model_fields["prefix"].default, metavar="PREFIX", help="MQTT topic prefix (default %(default)s)")
     out.add_argument("--stream", help="stream id in topics (default: the source's name)")
     out.add_argument("--qos", type=int, choices=(0, 1, 2), default=MqttSettings.model_fields["qos"].default, help="MQTT QoS of masks and errors (default %(default)s)")
+    add_settings_arguments(out, TlsSettings, list(TlsSettings.model_fields), prefix="mqtt_tls_")
     p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_settings_arguments(p.add_argument_group("model"), ModelSettings, list(ModelSettings.model_fields))

@@ -30,7 +30,7 @@ from vos.modeling.prompt_encoder import prepend_box
 from vos.modeling.sam2 import SAM2Model, SamHeadsOutput
 from vos.postprocess import fill_holes
 from vos.prompts import Prompt
-from vos.transforms import check_rgb_image, preprocess_image, to_input_frame
+from vos.transforms import check_rgb_image, preprocess_video_frame, to_input_frame
 
 MEMORY_DTYPE = torch.bfloat16  # stored memory features, as Meta's video predictor stores them
 MASK_PROMPT_THRESHOLD = 0.5
@@ -96,7 +96,7 @@ class FrameSegmenter:
         """Several frames (of any sizes) through the image encoder as one batch."""
         for frame in frames:
             check_rgb_image(frame)
-        images = torch.cat([preprocess_image(f, self.model.image_size, self.model.device) for f in frames])
+        images = torch.cat([preprocess_video_frame(f, self.model.image_size, self.model.device) for f in frames])
         with self.model.autocast(self.precision):
             out = self.stages.forward_image(images)
         return [

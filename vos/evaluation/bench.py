@@ -22,8 +22,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from vos.build import load_model
-from vos.config import DEFAULT_CONFIG
-from vos.config import DEFAULT_PRECISION, Precision, TrackerConfig
+from vos.config import DEFAULT_CONFIG, DEFAULT_PRECISION, Precision, TrackerConfig
 from vos.evaluation import EvaluationError
 from vos.evaluation.davis import (
     RESOLUTION,

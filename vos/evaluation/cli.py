@@ -168,8 +168,8 @@ def register_bench_cli(sub: argparse._SubParsersAction) -> None:
 
 
 def run_bench_davis(args: argparse.Namespace) -> int:
-    from vos.evaluation.bench import bench_davis, format_bench
     from vos.device import set_threads
+    from vos.evaluation.bench import bench_davis, format_bench
     from vos.evaluation.davis import write_davis_csv
 
     model = settings_from_args(args, ModelSettings, config=args.config)
