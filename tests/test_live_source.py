@@ -200,3 +200,13 @@ def test_a_missing_webcam_is_refused_clearly():
     source = PyAVSource("/dev/video99", settings=LiveSettings(reconnect_initial=0.01, max_reconnects=2))
     with pytest.raises(SourceError, match="gave up on /dev/video99 after 2 reconnection attempts: cannot open"):
         collect(source, 1)
+
+
+def test_credentials_never_show_in_errors_or_status():
+    url = f"rtsp://admin:hunter2@127.0.0.1:{free_port()}/cam"
+    source = PyAVSource(url, settings=LiveSettings(reconnect_initial=0.01, max_reconnects=1))
+    events: list[str] = []
+    with pytest.raises(SourceError) as error:
+        collect(source, 1, on_status=lambda state, detail: events.append(detail))
+    texts = [str(error.value), source.name, source.stats.last_error or "", *events]
+    assert all("hunter2" not in t for t in texts) and "rtsp://admin:***@127.0.0.1" in str(error.value), texts
