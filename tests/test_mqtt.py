@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -223,3 +224,73 @@ def test_password_from_a_file(tmp_path):
         MqttSettings.from_url("mqtt://cam:x@127.0.0.1", password_file=secret)
     with pytest.raises(ValueError, match="cannot read the MQTT password file"):
         MqttSettings(password_file=tmp_path / "missing").password_value()
+
+
+def fuzzed_prompts(n: int, seed: int = 0) -> list[tuple[bytes, bool]]:
+    """(payload, valid) pairs: random bytes, deep JSON, NaN/huge numbers, huge or lying RLEs, bad boxes and
+    labels, unknown actions, with valid prompts interleaved."""
+    rng = np.random.default_rng(seed)
+    valid = [
+        {"action": "add", "obj_id": 1, "points": [[10.5, 20]], "labels": [1]},
+        {"action": "add", "obj_id": 2, "box": [1, 2, 30, 40]},
+        {"action": "add", "obj_id": 3, "mask": Rle.from_mask(np.eye(6, 8, dtype=bool)).model_dump()},
+        {"action": "remove", "obj_id": 2},
+        {"action": "reset"},
+    ]
+    bad = [
+        lambda: bytes(rng.integers(0, 256, int(rng.integers(1, 300)), dtype=np.uint8)),
+        lambda: ("[" * int(rng.integers(100, 5000)) + "]" * int(rng.integers(0, 5000))).encode(),
+        lambda: b'{"action": "add", "obj_id": 1, "points": [[NaN, 1]], "labels": [1]}',
+        lambda: b'{"action": "add", "obj_id": 1, "points": [[1e308, 1]], "labels": [1]}',
+        lambda: json.dumps({"action": "add", "obj_id": 1, "mask": {"size": [16384, 16384], "counts": "1" * int(rng.integers(1, 3_000_000))}}).encode(),
+        lambda: json.dumps({"action": "add", "obj_id": 1, "mask": {"size": [3, 3], "counts": "00"}}).encode(),
+        lambda: json.dumps({"action": "add", "obj_id": 1, "box": [30, 40, 1, 2]}).encode(),
+        lambda: json.dumps({"action": "add", "obj_id": 1, "points": [[1, 1]], "labels": [True]}).encode(),
+        lambda: json.dumps({"action": "add", "obj_id": 1, "points": [], "labels": []}).encode(),
+        lambda: json.dumps({"action": "add", "obj_id": int(rng.integers(-5, 0))}).encode(),
+        lambda: json.dumps({"action": rng.choice(["explode", "ADD", "", "remove_all"]), "obj_id": 1}).encode(),
+        lambda: json.dumps({"action": "add", "obj_id": 1, "points": [[1, 1]] * 65, "labels": [1] * 65}).encode(),
+    ]
+    out = []
+    for _ in range(n):
+        if rng.random() < 0.3:
+            out.append((json.dumps(valid[int(rng.integers(len(valid)))]).encode(), True))
+        else:
+            out.append((bad[int(rng.integers(len(bad)))](), False))
+    return out
+
+
+def test_a_thousand_fuzzed_prompts_are_each_answered_or_applied(broker):
+    """Every malformed message gets its own error, every valid one arrives, in order; the link keeps working
+    and memory does not grow (RSS)."""
+    messages = fuzzed_prompts(1000)
+
+    def rss() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    async def main():
+        received = []
+        async with Subscriber(broker.port, "t/vos/cam/errors") as sub:
+            async with MqttLink(settings(broker.port), "cam") as link:
+                rss_before = rss()
+                async with __import__("aiomqtt").Client("127.0.0.1", broker.port) as client:
+                    for payload, _ in messages:
+                        await client.publish("t/vos/cam/prompts", payload, qos=1)
+                        received += link.take_prompts()
+                bad = sum(not ok for _, ok in messages)
+                assert await sub.wait_for(lambda m: len(m) >= bad, 60)
+                await asyncio.sleep(0.5)
+                received += link.take_prompts()
+                link.publish_masks(mask_message(0))
+                rss_after = rss()
+        return received, sub.messages, rss_after - rss_before
+
+    received, errors, growth = asyncio.run(main())
+    assert len(errors) == sum(not ok for _, ok in messages)
+    assert [json.loads(p.model_dump_json()) for p in received] == [
+        json.loads(AddPrompt.model_validate_json(p).model_dump_json()) if b'"add"' in p else json.loads(p)
+        for p, ok in messages if ok
+    ]  # fmt: skip
+    assert all(json.loads(p)["stream"] == "cam" and len(json.loads(p)["payload"]) <= 200 for _, p in errors)
+    assert growth < 100 * 2**20, growth
