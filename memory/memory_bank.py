@@ -48,9 +48,26 @@ class MemoryReader:
     def recent(self, frame_idx: int) -> FrameMemory | None:
         raise NotImplementedError
 
-    def spatial_memories(self, frame_idx: int, reverse: bool = False) -> list[tuple[int, FrameMemory]]:
-        """(t_pos, memory) to attend to: conditioning frames at t_pos 0, then recent frames, oldest first."""
-        out = [(0, m) for m in self.cond_frames.values() if m.features is not None]
+    def select_cond(self, frame_idx: int, max_in_attn: int = -1) -> tuple[dict[int, FrameMemory], dict[int, FrameMemory]]:
+        """(selected, unselected) conditioning frames, as Meta's `select_closest_cond_frames`: all when
+        `max_in_attn` is -1 or not exceeded; else the closest before `frame_idx`, the closest at or after
+        it, then the nearest others up to `max_in_attn`. Unselected ones are read like recent frames."""
+        cond = self.cond_frames
+        if max_in_attn == -1 or len(cond) <= max_in_attn:
+            return cond, {}
+        before = max((t for t in cond if t < frame_idx), default=None)
+        after = min((t for t in cond if t >= frame_idx), default=None)
+        chosen = [t for t in (before, after) if t is not None]
+        rest = sorted((t for t in cond if t not in chosen), key=lambda t: abs(t - frame_idx))
+        chosen += rest[: max_in_attn - len(chosen)]
+        return {t: cond[t] for t in chosen}, {t: m for t, m in cond.items() if t not in chosen}
+
+    def spatial_memories(
+        self, frame_idx: int, reverse: bool = False, max_cond_in_attn: int = -1
+    ) -> list[tuple[int, FrameMemory]]:
+        """(t_pos, memory) to attend to: selected conditioning frames at t_pos 0, then recent frames, oldest first."""
+        selected, unselected = self.select_cond(frame_idx, max_cond_in_attn)
+        out = [(0, m) for m in selected.values() if m.features is not None]
         sign = -1 if reverse else 1
         for t_pos in range(1, self.num_maskmem):
             t_rel = self.num_maskmem - t_pos
@@ -61,23 +78,33 @@ class MemoryReader:
             else:
                 prev = -(-(frame_idx + 2) // self.stride) * self.stride + (t_rel - 2) * self.stride
             mem = self.recent(prev)
+            if mem is None:
+                mem = unselected.get(prev)
             if mem is not None and mem.features is not None:
                 out.append((t_pos, mem))
         return out
 
     def pointers(
-        self, frame_idx: int, reverse: bool = False, past_cond_only: bool = True, max_ptrs: int | None = None
+        self,
+        frame_idx: int,
+        reverse: bool = False,
+        past_cond_only: bool = True,
+        max_ptrs: int | None = None,
+        max_cond_in_attn: int = -1,
+        signed: bool = True,
     ) -> list[tuple[int, torch.Tensor]]:
-        """(temporal distance, obj_ptr): conditioning frames (signed distance), then the `max_ptrs - 1` previous frames.
+        """(temporal distance, obj_ptr): selected conditioning frames (signed distance, or absolute when not
+        `signed`), then the `max_ptrs - 1` previous frames.
 
         `max_ptrs` defaults to the bank's capacity; an offline session with fewer frames passes
         its length, as Meta's predictor does.
         """
         max_ptrs = self.max_obj_ptrs if max_ptrs is None else min(max_ptrs, self.max_obj_ptrs)
+        selected, unselected = self.select_cond(frame_idx, max_cond_in_attn)
         sign = -1 if reverse else 1
         out = [
-            ((frame_idx - t) * sign, m.obj_ptr)
-            for t, m in self.cond_frames.items()
+            ((frame_idx - t) * sign if signed else abs(frame_idx - t), m.obj_ptr)
+            for t, m in selected.items()
             if not past_cond_only or (t >= frame_idx if reverse else t <= frame_idx)
         ]
         for t_diff in range(1, max_ptrs):
@@ -85,6 +112,8 @@ class MemoryReader:
             if t < 0:
                 break
             mem = self.recent(t)
+            if mem is None:
+                mem = unselected.get(t)
             if mem is not None:
                 out.append((t_diff, mem.obj_ptr))
         return out

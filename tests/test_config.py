@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 import vos
@@ -50,3 +52,19 @@ def test_bad_settings_get_clear_errors(tmp_path):
     bad.write_text("name: [unclosed\n")
     with pytest.raises(vos.ConfigError, match="not valid YAML"):
         load_config(bad)
+
+
+@pytest.mark.parametrize(
+    "field, value, reason",
+    [
+        ("use_mask_input_as_output_without_sam", "false", "use_mask_input_as_output_without_sam"),
+        ("max_cond_frames_in_attn", "1", "at least 2"),
+        ("max_cond_frames_in_attn", "0", "at least 2"),
+    ],
+)
+def test_tracking_values_vos_cannot_honour_are_refused(tmp_path, field, value, reason):
+    path = tmp_path / "custom.yaml"
+    shipped = Path(vos.config.CONFIG_DIR) / "sam2.1_hiera_t.yaml"
+    path.write_text(shipped.read_text().replace("extends: _sam2.1.yaml", f"extends: {shipped.parent / '_sam2.1.yaml'}") + f"tracking:\n  {field}: {value}\n")
+    with pytest.raises(vos.ConfigError, match=reason):
+        load_config(path)

@@ -106,7 +106,12 @@ def native_clip(davis_root, sequence: str, folder, size_wh: tuple[int, int] | No
 
 @pytest.mark.parametrize(
     "size,frame_wh",
-    [(512, None), (512, (359, 641)), pytest.param(1024, None, marks=pytest.mark.slow), pytest.param(512, (641, 359), marks=pytest.mark.slow)],
+    [
+        (512, None),
+        pytest.param(512, (359, 641), marks=pytest.mark.slow),
+        pytest.param(1024, None, marks=pytest.mark.slow),
+        pytest.param(512, (641, 359), marks=pytest.mark.slow),
+    ],
     ids=["512-854x480", "512-portrait-359x641", "1024-854x480", "512-odd-641x359"],
 )
 @torch.inference_mode()

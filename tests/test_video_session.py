@@ -106,3 +106,54 @@ def test_session_rejects_bad_input_and_keeps_state(tiny_checkpoint, tmp_path):
     (tmp_path / "00000.jpg").write_bytes(b"not a jpeg")
     with pytest.raises(ValueError, match="cannot read frame"):
         vos.VideoSession(model, tmp_path)
+
+
+TRACKING_OVERRIDES = {"max_cond_frames_in_attn": 2, "use_signed_tpos_enc_to_obj_ptrs": False, "non_overlap_masks_for_mem_enc": True}
+
+
+@torch.inference_mode()
+def test_non_default_tracking_fields_match_the_video_predictor(davis_root, tracking_checkpoint, tmp_path):
+    """Config fields set away from their defaults, on both sides: three prompted frames of which memory
+    attention reads the 2 nearest, unsigned pointer distances, non-overlapping masks for the memory
+    encoder; propagation forwards and backwards. A session without the overrides differs."""
+    size, frames = 512, 10
+    write_clip(davis_root, "car-shadow", size, tmp_path, n=frames)
+    cond = (1, 4, 8)
+    click = np.array([[size * 0.2, size * 0.8]], dtype=np.float32)
+    meta = meta_video_predictor(
+        tracking_checkpoint, size, overrides=tuple(f"++model.{k}={str(v).lower()}" for k, v in TRACKING_OVERRIDES.items())
+    )
+    meta.add_all_frames_to_correct_as_cond = True
+    # Meta stores memories in bf16; they become float32 where float32 object-pointer tokens join them, but
+    # a frame whose memory holds none (here, in reverse tracking) fails on Meta's CPU path with bf16
+    # memory. Cast as that promotion does (exact: every bf16 value is a float32 value).
+    attend = meta.memory_attention.forward
+    meta.memory_attention.forward = lambda curr, memory, curr_pos=None, memory_pos=None, num_obj_ptr_tokens=0: attend(
+        curr, memory.float(), curr_pos, memory_pos.float(), num_obj_ptr_tokens
+    )
+    state = meta.init_state(video_path=str(tmp_path))
+    for f in cond:
+        meta.add_new_mask(state, frame_idx=f, obj_id=1, mask=ground_truth(davis_root, "car-shadow", f, size))
+    meta.add_new_points_or_box(state, frame_idx=4, obj_id=2, points=click, labels=np.array([1], np.int32))
+    ref = {("fwd", f): meta_frame(state, f, m) for f, _, m in meta.propagate_in_video(state)}
+    ref.update({("rev", f): meta_frame(state, f, m) for f, _, m in meta.propagate_in_video(state, start_frame_idx=8, reverse=True)})
+
+    cfg = vos.load_config("sam2.1_hiera_t", image_size=size)
+    cfg = cfg.model_copy(update={"tracking": cfg.tracking.model_copy(update=TRACKING_OVERRIDES)})
+
+    def ours(config) -> dict:
+        model = vos.load_model(config, checkpoint=tracking_checkpoint, image_size=size)
+        with vos.VideoSession(model, tmp_path, fill_hole_area=0, store_dir=tmp_path) as session:
+            for f in cond:
+                session.add_prompt(f, 1, mask=ground_truth(davis_root, "car-shadow", f, size))
+            session.add_prompt(4, 2, points=click, labels=[1])
+            out = {("fwd", r.frame_index): r for r in session.propagate()}
+            out.update({("rev", r.frame_index): r for r in session.propagate(start=8, reverse=True)})
+        return out
+
+    results = ours(cfg)
+    assert sorted(results) == sorted(ref)
+    for key, result in results.items():
+        assert_frame_matches(result, ref[key], (1, 2), key[1])
+    default = ours("sam2.1_hiera_t")
+    assert max(np.abs(default[k].logits[1] - ref[k][0][0]).max() for k in ref) > 1e-3

@@ -150,7 +150,9 @@ class TrackingConfig(_Strict):
     sigmoid_scale_for_mem_enc: float = 20.0
     sigmoid_bias_for_mem_enc: float = -10.0
     binarize_mask_from_pts_for_mem_enc: bool = True
-    use_mask_input_as_output_without_sam: bool = True
+    # A mask prompt is the frame's output as it is (Meta's SAM 2 / 2.1 configs); running the decoder on it
+    # instead is not implemented, so a config asking for that is refused.
+    use_mask_input_as_output_without_sam: Literal[True] = True
     directly_add_no_mem_embed: bool = True
     no_obj_embed_spatial: bool = True
     use_high_res_features_in_sam: bool = True
@@ -167,8 +169,17 @@ class TrackingConfig(_Strict):
     soft_no_obj_ptr: bool = False
     use_mlp_for_obj_ptr_proj: bool = True
     memory_temporal_stride_for_eval: int = 1
+    # Meta's video predictor runs each object on its own, where this constraint changes nothing; so does vos.
     non_overlap_masks_for_mem_enc: bool = False
+    # Conditioning frames in memory attention: -1 all, else the temporally closest (at least 2).
     max_cond_frames_in_attn: int = -1
+
+    @field_validator("max_cond_frames_in_attn")
+    @classmethod
+    def _cond_in_attn(cls, v: int) -> int:
+        if v != -1 and v < 2:
+            raise ValueError(f"max_cond_frames_in_attn must be -1 (all) or at least 2, got {v}")
+        return v
 
 
 class TrackerConfig(_Strict):

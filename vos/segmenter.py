@@ -144,8 +144,11 @@ class FrameSegmenter:
         max_ptrs = t.max_obj_ptrs_in_encoder if num_frames is None else min(num_frames, t.max_obj_ptrs_in_encoder)
         reads = []
         for memory in memories:
-            spatial = memory.spatial_memories(frame_idx, reverse)
-            pointers = memory.pointers(frame_idx, reverse, t.only_obj_ptrs_in_the_past_for_eval, max_ptrs)
+            spatial = memory.spatial_memories(frame_idx, reverse, t.max_cond_frames_in_attn)
+            pointers = memory.pointers(
+                frame_idx, reverse, t.only_obj_ptrs_in_the_past_for_eval, max_ptrs, t.max_cond_frames_in_attn,
+                t.use_signed_tpos_enc_to_obj_ptrs,
+            )  # fmt: skip
             reads.append((spatial, pointers))
         groups: dict[tuple, list[int]] = {}
         for i, (spatial, pointers) in enumerate(reads):
