@@ -39,16 +39,19 @@ def centroid_click(mask: np.ndarray) -> np.ndarray:
     return np.array([[xs.mean(), ys.mean()]], dtype=np.float32)
 
 
-def meta_video_predictor(checkpoint: Path, size: int, device: str = "cpu", overrides: tuple[str, ...] = ()):
-    """Meta's SAM2VideoPredictor for sam2.1_hiera_t at `size`, hole filling off (its CPU path skips it anyway).
-
-    `overrides`: Hydra overrides of its model config, e.g. "++model.max_cond_frames_in_attn=2"."""
+def meta_video_predictor(
+    checkpoint: Path,
+    size: int,
+    device: str = "cpu",
+    overrides: tuple[str, ...] = (),
+    config: str = "configs/sam2.1/sam2.1_hiera_t.yaml",
+):
+    """Meta's SAM2VideoPredictor for `config` (sam2.1_hiera_t) at `size`, hole filling off (its CPU path
+    skips it anyway). `overrides`: Hydra overrides of its model config, e.g. "++model.max_cond_frames_in_attn=2"."""
     from sam2.build_sam import build_sam2_video_predictor
 
     overrides = [*([f"++model.image_size={size}"] if size != 1024 else []), *overrides]
-    meta = build_sam2_video_predictor(
-        "configs/sam2.1/sam2.1_hiera_t.yaml", str(checkpoint), device=device, hydra_overrides_extra=overrides
-    )
+    meta = build_sam2_video_predictor(config, str(checkpoint), device=device, hydra_overrides_extra=overrides)
     meta.fill_hole_area = 0
     return meta
 
