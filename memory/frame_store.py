@@ -40,12 +40,14 @@ class ObjectHistory(MemoryReader):
         self.cache_size = cache_size
         self._cond: dict[int, FrameRecord] = {}
         self._on_disk: set[int] = set()
+        self._forgotten: set[int] = set()  # tracked frames whose memory is not to be read (`forget_around`)
         self._cache: OrderedDict[int, FrameRecord] = OrderedDict()
 
     def _path(self, frame_idx: int) -> Path:
         return self.folder / f"{frame_idx:07d}.pt"
 
     def put(self, frame_idx: int, record: FrameRecord) -> None:
+        self._forgotten.discard(frame_idx)
         if record.conditioning:
             self._cond[frame_idx] = record
             self._drop_file(frame_idx)
@@ -61,7 +63,17 @@ class ObjectHistory(MemoryReader):
         self._on_disk.add(frame_idx)
         self._remember(frame_idx, record)
 
-    def get(self, frame_idx: int) -> FrameRecord | None:
+    def forget_around(self, frame_idx: int) -> None:
+        """Meta's `clear_non_cond_mem_around_input`: the tracked (not prompted) frames within
+        `stride * num_maskmem` of `frame_idx` stop being read as memory until tracked again;
+        their results stay readable (`get(..., forgotten=True)`)."""
+        reach = self.stride * self.num_maskmem
+        self._forgotten.update(t for t in self._on_disk if abs(t - frame_idx) <= reach)
+
+    def get(self, frame_idx: int, forgotten: bool = False) -> FrameRecord | None:
+        """The frame's record; None for a frame forgotten as memory unless `forgotten`."""
+        if frame_idx in self._forgotten and not forgotten:
+            return None
         if frame_idx in self._cond:
             return self._cond[frame_idx]
         if frame_idx in self._cache:
@@ -108,4 +120,5 @@ class ObjectHistory(MemoryReader):
         for t in list(self._on_disk):
             self._drop_file(t)
         self._cond.clear()
+        self._forgotten.clear()
         self._cache.clear()

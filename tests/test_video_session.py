@@ -157,3 +157,53 @@ def test_non_default_tracking_fields_match_the_video_predictor(davis_root, track
         assert_frame_matches(result, ref[key], (1, 2), key[1])
     default = ours("sam2.1_hiera_t")
     assert max(np.abs(default[k].logits[1] - ref[k][0][0]).max() for k in ref) > 1e-3
+
+
+@torch.inference_mode()
+def test_clearing_memories_around_corrections_matches_the_video_predictor(davis_root, tracking_checkpoint, tmp_path):
+    """`clear_non_cond_mem_around_input`: after a correction, the tracked frames around it are not read as
+    memory. In sam2 1.1.0 the option calls a per-object method that is missing
+    (`_clear_obj_non_cond_mem_around_input`); the oracle gets it as Meta's all-object
+    `_clear_non_cond_mem_around_input` restricted to that object, which is what the call sites ask for."""
+    size = 512
+    write_clip(davis_root, "car-shadow", size, tmp_path)
+    gt = ground_truth(davis_root, "car-shadow", PROMPT_FRAME, size)
+    click = np.array([[size * 0.2, size * 0.8]], dtype=np.float32)
+    correction = np.concatenate([centroid_click(ground_truth(davis_root, "car-shadow", CORRECTION_FRAME, size)), click])
+    labels = np.array([1, 0], np.int32)
+
+    meta = meta_video_predictor(tracking_checkpoint, size)
+    meta.add_all_frames_to_correct_as_cond = True
+    meta.clear_non_cond_mem_around_input = True
+
+    def clear_one(state, frame_idx, obj_idx):
+        reach = meta.memory_temporal_stride_for_eval * meta.num_maskmem
+        for t in range(frame_idx - reach, frame_idx + reach + 1):
+            state["output_dict_per_obj"][obj_idx]["non_cond_frame_outputs"].pop(t, None)
+
+    meta._clear_obj_non_cond_mem_around_input = clear_one
+    state = meta.init_state(video_path=str(tmp_path))
+    meta.add_new_mask(state, frame_idx=PROMPT_FRAME, obj_id=1, mask=gt)
+    meta.add_new_points_or_box(state, frame_idx=PROMPT_FRAME, obj_id=2, points=click, labels=labels[:1])
+    list(meta.propagate_in_video(state))
+    _, _, m = meta.add_new_points_or_box(state, frame_idx=CORRECTION_FRAME, obj_id=2, points=correction, labels=labels)
+    ref = {CORRECTION_FRAME: meta_frame(state, CORRECTION_FRAME, m)}
+    ref.update({f: meta_frame(state, f, masks) for f, _, masks in meta.propagate_in_video(state, start_frame_idx=CORRECTION_FRAME)})
+
+    def ours(clear: bool) -> dict:
+        model = vos.load_model("sam2.1_hiera_t", checkpoint=tracking_checkpoint, image_size=size)
+        with vos.VideoSession(model, tmp_path, fill_hole_area=0, clear_non_cond_mem_around_input=clear) as session:
+            session.add_prompt(PROMPT_FRAME, 1, mask=gt)
+            session.add_prompt(PROMPT_FRAME, 2, points=click, labels=[1])
+            list(session.propagate())
+            out = {CORRECTION_FRAME: session.add_prompt(CORRECTION_FRAME, 2, points=correction, labels=labels)}
+            out.update({r.frame_index: r for r in session.propagate(start=CORRECTION_FRAME)})
+            assert all(session.result(f).masks for f in range(PROMPT_FRAME, NUM_FRAMES))  # results stay readable
+        return out
+
+    results = ours(True)
+    assert sorted(results) == sorted(ref)
+    for f, result in results.items():
+        assert_frame_matches(result, ref[f], (1, 2), f)
+    default = ours(False)
+    assert max(np.abs(default[f].logits[2] - ref[f][0][1]).max() for f in ref) > 1e-3  # the corrected object

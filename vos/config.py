@@ -195,6 +195,11 @@ class TrackerConfig(_Strict):
     )
     max_cond_frames: int = Field(16, ge=1, description="streaming: prompted frames kept per object, oldest dropped first")
     keep_first_cond_frame: bool = Field(True, description="never drop an object's first prompted frame")
+    clear_non_cond_mem_around_input: bool = Field(
+        False,
+        description="VideoSession: after a prompt, tracked frames within num_maskmem frames of it are no longer "
+        "read as memory (Meta's option for corrections: no outdated memories next to new information)",
+    )
     precision: Precision | None = Field(
         None, description="fp32, bf16 or auto (vos.device); default: the precision the model was loaded with"
     )

@@ -199,7 +199,7 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_settings_arguments(p.add_argument_group("model"), ModelSettings, list(ModelSettings.model_fields))
-    add_settings_arguments(p.add_argument_group("tracker"), TrackerConfig, [f for f in TrackerConfig.model_fields if f != "precision"])
+    add_settings_arguments(p.add_argument_group("tracker"), TrackerConfig, [f for f in TrackerConfig.model_fields if f not in ("precision", "clear_non_cond_mem_around_input")])
     add_settings_arguments(p.add_argument_group("live sources"), LiveSettings, list(LiveSettings.model_fields))
     p.set_defaults(func=cmd_track)
 

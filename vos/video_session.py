@@ -64,6 +64,7 @@ class VideoSession:
         self._store = tempfile.TemporaryDirectory(prefix="vos-session-", dir=store_dir)
         self._objects: dict[int, ObjectHistory] = {}
         self._tracked: dict[int, dict[int, bool]] = {}  # object -> frame -> tracked in reverse
+        self._prompted: set[tuple[int, int]] = set()  # (object, frame) prompted since the last propagation
         self._cached: tuple[int, FrameFeatures] | None = None
         self._serial = itertools.count()  # store folders stay distinct when an id is removed and reused
 
@@ -135,6 +136,7 @@ class VideoSession:
             history = self._objects[obj_id] = self._new_history(obj_id)
             self._tracked[obj_id] = {}
         history.put(frame_idx, _record(step))
+        self._prompted.add((obj_id, frame_idx))
         return self.result(frame_idx)
 
     def remove_object(self, obj_id: int) -> None:
@@ -142,6 +144,7 @@ class VideoSession:
         if history is not None:
             history.clear()
         self._tracked.pop(obj_id, None)
+        self._prompted = {p for p in self._prompted if p[0] != obj_id}
 
     # -- propagation -------------------------------------------------------------------------
     @torch.inference_mode()
@@ -153,6 +156,12 @@ class VideoSession:
         """
         if not self._objects:
             raise ValueError("add a prompt before propagating")
+        clear = self.config.clear_non_cond_mem_around_input
+        if clear:
+            for obj_id, prompted in self._prompted:
+                if obj_id in self._objects:
+                    self._objects[obj_id].forget_around(prompted)
+        self._prompted.clear()
         if start is None:
             start = min(min(h.cond_frames) for h in self._objects.values())
         self._check_frame(start)
@@ -164,6 +173,9 @@ class VideoSession:
         for frame_idx in order:
             ids = list(self._objects)
             to_track = [i for i in ids if frame_idx not in self._objects[i].cond_frames]
+            if clear:  # as Meta's predictor, on reaching an object's prompted frame
+                for i in set(ids) - set(to_track):
+                    self._objects[i].forget_around(frame_idx)
             steps: dict[int, ObjectStep] = {}
             if to_track:
                 requests = [ObjectRequest(memory=self._objects[i]) for i in to_track]
@@ -178,7 +190,7 @@ class VideoSession:
     def result(self, frame_idx: int) -> TrackResult:
         """The current result on a frame, for every object that has one there."""
         self._check_frame(frame_idx)
-        records = {i: h.get(frame_idx) for i, h in self._objects.items()}
+        records = {i: h.get(frame_idx, forgotten=True) for i, h in self._objects.items()}
         records = {i: r for i, r in records.items() if r is not None}
         return TrackResult.from_logits(
             frame_idx, list(records), [r.logits for r in records.values()], [r.score for r in records.values()],
