@@ -123,8 +123,10 @@ class MqttSettings(BaseModel):
     @classmethod
     def _prefix(cls, v: str) -> str:
         v = v.strip("/")
-        if set("+#\0") & set(v) or v.startswith("$"):
-            raise ValueError(f"topic prefix {v!r} cannot hold + # or NUL, or start with $ (broker-reserved topics)")
+        if set("+#\0") & set(v) or v.startswith("$") or "//" in v:
+            raise ValueError(
+                f"topic prefix {v!r} cannot hold + # NUL or empty levels, or start with $ (broker-reserved topics)"
+            )
         return v
 
     @classmethod

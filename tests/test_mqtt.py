@@ -173,7 +173,7 @@ def test_prompts_beyond_the_pending_limit_are_refused(broker):
     assert "the oldest is dropped" in error["error"] and '"obj_id":1' in error["payload"]
 
 
-@pytest.mark.parametrize("prefix", ["a/#", "+", "cams/+/x", "$SYS", "a\0b"])
+@pytest.mark.parametrize("prefix", ["a/#", "+", "cams/+/x", "$SYS", "a\0b", "site//cams"])
 def test_wildcard_and_reserved_prefixes_are_refused(prefix):
     with pytest.raises(ValueError, match="topic prefix"):
         MqttSettings(prefix=prefix)
