@@ -50,3 +50,28 @@ def test_session_opens_a_video_file(clip, tiny_checkpoint):
         assert session.num_frames == 30 and session.frame_size == (240, 320)
         result = session.add_prompt(5, 1, box=(100, 50, 200, 150))
         assert result.masks[1].shape == (240, 320)
+
+
+def test_a_file_run_skips_corrupt_frames_and_goes_on(davis_root, tmp_path):
+    """Garbage written into the middle of an H.264 stream: the frames that cannot be decoded are skipped
+    and counted, the index keeps counting, and the run goes on to the last frame."""
+    import asyncio
+
+    from vos.streams.sources import open_source
+
+    n = 30
+    path = tmp_path / "garbage.mp4"
+    write_video(path, [read_frame(davis_root, "car-shadow", i) for i in range(n)])
+    data = bytearray(path.read_bytes())
+    rng = np.random.default_rng(0)
+    for start in (len(data) // 2, len(data) // 2 + 5000):
+        data[start : start + 3000] = rng.integers(0, 256, 3000, dtype=np.uint8).tobytes()
+    path.write_bytes(bytes(data))
+
+    async def run():
+        async with open_source(str(path)) as source:
+            return [f.index async for f in source.frames()], source.stats
+
+    indices, stats = asyncio.run(run())
+    assert stats.skipped >= 1 and len(indices) + stats.skipped == n and indices[-1] == n - 1
+    assert "cannot decode frame" in stats.last_error
