@@ -26,14 +26,20 @@ PROMPT_FRAME = 8
 CORRECTION_FRAME = 12
 
 
-@torch.inference_mode()
-def test_session_matches_video_predictor(davis_root, tracking_checkpoint, tmp_path):
-    size = 512
-    write_clip(davis_root, "car-shadow", size, tmp_path)
+def clip_and_prompts(davis_root, folder, size: int):
+    """car-shadow's first frames as S x S JPEGs in `folder`; the prompts: object 1's mask on PROMPT_FRAME,
+    object 2's click there, and a correction (a click on the object, the first one negative) on CORRECTION_FRAME."""
+    write_clip(davis_root, "car-shadow", size, folder)
     gt = ground_truth(davis_root, "car-shadow", PROMPT_FRAME, size)
     click = np.array([[size * 0.2, size * 0.8]], dtype=np.float32)
     correction = np.concatenate([centroid_click(ground_truth(davis_root, "car-shadow", CORRECTION_FRAME, size)), click])
-    labels = np.array([1, 0], np.int32)
+    return gt, click, correction, np.array([1, 0], np.int32)
+
+
+@torch.inference_mode()
+def test_session_matches_video_predictor(davis_root, tracking_checkpoint, tmp_path):
+    size = 512
+    gt, click, correction, labels = clip_and_prompts(davis_root, tmp_path, size)
 
     meta = meta_video_predictor(tracking_checkpoint, size)
     meta.add_all_frames_to_correct_as_cond = True
@@ -166,11 +172,7 @@ def test_clearing_memories_around_corrections_matches_the_video_predictor(davis_
     (`_clear_obj_non_cond_mem_around_input`); the oracle gets it as Meta's all-object
     `_clear_non_cond_mem_around_input` restricted to that object, which is what the call sites ask for."""
     size = 512
-    write_clip(davis_root, "car-shadow", size, tmp_path)
-    gt = ground_truth(davis_root, "car-shadow", PROMPT_FRAME, size)
-    click = np.array([[size * 0.2, size * 0.8]], dtype=np.float32)
-    correction = np.concatenate([centroid_click(ground_truth(davis_root, "car-shadow", CORRECTION_FRAME, size)), click])
-    labels = np.array([1, 0], np.int32)
+    gt, click, correction, labels = clip_and_prompts(davis_root, tmp_path, size)
 
     meta = meta_video_predictor(tracking_checkpoint, size)
     meta.add_all_frames_to_correct_as_cond = True
