@@ -25,14 +25,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import vos  # noqa: E402
 from tests.conftest import DEFAULT_DAVIS, OBJECT_SCORE_BIAS_OFFSET, build_meta  # noqa: E402
-from tests.video_reference import centroid_click, ground_truth, meta_video_predictor, write_clip  # noqa: E402
+from tests.video_reference import ground_truth, meta_video_predictor, write_clip  # noqa: E402
 from vos.compiled import stages  # noqa: E402
 from vos.device import native_bf16  # noqa: E402
 

@@ -13,7 +13,7 @@ import numpy as np
 import pycocotools.mask as coco_mask
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
-from vos.prompts import Prompt
+from vos.prompts import Prompt, check_mask_size
 
 MAX_POINTS = 64
 MAX_SIDE = 16384  # pixels, per side of a mask
@@ -133,8 +133,8 @@ class AddPrompt(_Message):
 
     def to_prompt(self, frame_size: tuple[int, int] | None = None) -> Prompt:
         """The prompt; a mask of another size than `frame_size` (H, W) is refused before it is decoded."""
-        if self.mask is not None and frame_size is not None and tuple(self.mask.size) != tuple(frame_size):
-            raise ValueError(f"the mask prompt is {tuple(self.mask.size)}, the frame is {tuple(frame_size)}")
+        if self.mask is not None and frame_size is not None:
+            check_mask_size(self.mask.size, frame_size)
         mask = None if self.mask is None else self.mask.to_mask()
         return Prompt.make(mask, self.points, self.labels, self.box)
 

@@ -115,9 +115,10 @@ class MqttSettings(BaseModel):
         if self.password_file is None:
             return None if self.password is None else self.password.get_secret_value()
         try:
-            return self.password_file.read_text(encoding="utf-8").splitlines()[0] if self.password_file.stat().st_size else ""
+            lines = self.password_file.read_text(encoding="utf-8").splitlines()
         except (OSError, UnicodeDecodeError) as e:
             raise ValueError(f"cannot read the MQTT password file {self.password_file}: {e}") from None
+        return lines[0] if lines else ""
 
     @field_validator("prefix")
     @classmethod

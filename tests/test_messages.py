@@ -116,22 +116,20 @@ def _one_run(pixels: int) -> str:
 
 
 def test_a_huge_declared_mask_costs_nothing_until_it_fits_the_frame():
-    """A 100-byte message declaring a 16384² mask: parsed without decoding, refused by size before decoding."""
-    import time
+    """A 100-byte message declaring a 16384² mask: parsed without decoding, refused by size before decoding
+    (what it allocates shows it: a decoded mask would be 268 MB)."""
     import tracemalloc
 
     assert _one_run(480 * 854) == Rle.from_mask(np.zeros((480, 854), bool)).counts
     payload = json.dumps({"action": "add", "obj_id": 1, "mask": {"size": [16384, 16384], "counts": _one_run(16384**2)}})
     assert len(payload) < 100
     tracemalloc.start()
-    started = time.perf_counter()
     message = parse_prompt(payload)
     with pytest.raises(ValueError, match=r"the mask prompt is \(16384, 16384\), the frame is \(480, 854\)"):
         message.to_prompt((480, 854))
-    seconds = time.perf_counter() - started
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    assert seconds < 0.05 and peak < 1_000_000, (seconds, peak)
+    assert peak < 1_000_000, peak
 
 
 def test_rle_runs_match_pycocotools_on_random_masks():

@@ -156,9 +156,10 @@ class StreamRunner:
         self._status_at = time.monotonic()
         if self.mqtt is None:
             return
+        stats = self.source.stats
         self.mqtt.publish_status(StatusMessage(
             stream=self.stream, state=state, detail=redact(detail), frames=self.report.frames,
-            dropped_frames=self.source.stats.dropped, skipped_frames=self.source.stats.skipped, source_reconnects=self.source.stats.reconnects,
+            dropped_frames=stats.dropped, skipped_frames=stats.skipped, source_reconnects=stats.reconnects,
             dropped_messages=self.mqtt.stats.dropped,
         ))  # fmt: skip
 

@@ -64,10 +64,16 @@ class Prompt:
         return cls(points=coords, labels=lab, box=corners)
 
     def check_size(self, hw: tuple[int, int]) -> None:
-        if self.mask is not None and self.mask.shape != hw:
-            raise ValueError(f"the mask prompt is {self.mask.shape}, the frame is {hw}")
+        if self.mask is not None:
+            check_mask_size(self.mask.shape, hw)
 
     @property
     def num_points(self) -> int:
         """Clicks plus 2 for a box (its corners), as the decoder counts them."""
         return (0 if self.points is None else len(self.points)) + (0 if self.box is None else 2)
+
+
+def check_mask_size(mask_hw: tuple[int, ...], frame_hw: tuple[int, ...]) -> None:
+    """A mask prompt must have the frame's (H, W); ValueError otherwise."""
+    if tuple(mask_hw) != tuple(frame_hw):
+        raise ValueError(f"the mask prompt is {tuple(mask_hw)}, the frame is {tuple(frame_hw)}")
