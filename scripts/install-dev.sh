@@ -15,6 +15,7 @@ APT_PACKAGES=(
     python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp
     gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
     gstreamer1.0-plugins-ugly gstreamer1.0-libav
+    chromium
 )
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

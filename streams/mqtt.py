@@ -9,7 +9,10 @@ Topics, under a configurable prefix:
 
     async with MqttLink(settings, "cam") as link:   # connects once, or MqttUnavailable
         link.publish_masks(message)                 # never waits for the broker
-        prompts = link.take_prompts()               # parsed prompts received since the last call
+        prompts = link.inbox.take()                 # parsed prompts received since the last call
+
+Prompts go to the stream's `PromptInbox` (shared with the web viewer); a refusal of any of
+them, wherever it is made, is answered on the errors topic.
 
 aiomqtt does not reconnect by itself, so the link runs a loop: `async with` a client
 (connect), subscribe, announce the status, then send and receive until the connection
@@ -35,15 +38,8 @@ from urllib.parse import urlparse
 import aiomqtt
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from vos.streams.messages import (
-    AddPrompt,
-    ErrorMessage,
-    MaskMessage,
-    RemoveObject,
-    Reset,
-    StatusMessage,
-    parse_prompt,
-)
+from vos.streams.messages import ErrorMessage, MaskMessage, StatusMessage
+from vos.streams.prompt_inbox import PromptInbox
 from vos.streams.redact import redact
 
 if TYPE_CHECKING:
@@ -53,10 +49,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ERROR_PAYLOAD_ECHO = 200  # characters of a refused prompt echoed in its error message
-MAX_PROMPT_BYTES = 8_000_000  # larger prompt payloads are refused before parsing
 TLS_PORT = 8883
-MAX_PENDING_PROMPTS = 32  # prompts waiting for the next frame; more are refused
 TOPIC_FORBIDDEN = set("+#/\0")
 
 
@@ -162,20 +155,16 @@ class MqttStats:
     published: int = 0
     dropped: int = 0  # outgoing messages lost: to a full buffer, or still buffered at `close()`
     lost: int = 0  # of those, still buffered at `close()`
-    refused_prompts: int = 0  # dropped from a full queue of prompts waiting for the next frame
     reconnects: int = 0
     connected: bool = False
     last_error: str | None = None
 
 
-PromptMessage = AddPrompt | RemoveObject | Reset
-
-
 class MqttLink:
     """Connection of one stream to the broker: `async with` it (or `start()` / `close()`), `publish_*` from the
-    engine, `take_prompts()` between frames. It is also a `Sink` (masks)."""
+    engine, `inbox.take()` between frames. It is also a `Sink` (masks). `inbox`: the stream's, if it has one."""
 
-    def __init__(self, settings: MqttSettings, stream: str) -> None:
+    def __init__(self, settings: MqttSettings, stream: str, inbox: PromptInbox | None = None) -> None:
         self.settings = settings
         self.stream = check_topic_level(stream, "stream id")
         base = "/".join([settings.prefix.rstrip("/"), stream]) if settings.prefix else stream
@@ -183,7 +172,8 @@ class MqttLink:
         self.stats = MqttStats()
         self._password = settings.password_value()
         self._tls = settings.tls.context() if settings.tls is not None else None
-        self._prompts: deque[PromptMessage] = deque()
+        self.inbox = inbox if inbox is not None else PromptInbox(stream)
+        self.inbox.listeners.append(self._publish_error_message)
         self._buffer: deque[tuple[str, bytes, int, bool]] = deque()
         self._wakeup = asyncio.Event()
         self._closing = False
@@ -206,9 +196,7 @@ class MqttLink:
     async def write(self, frame: Frame, message: MaskMessage, labels: np.ndarray) -> None:
         self.publish_masks(message)
 
-    def publish_error(self, error: str, payload: bytes | str = b"") -> None:
-        text = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else payload
-        message = ErrorMessage(stream=self.stream, error=error, payload=text[:ERROR_PAYLOAD_ECHO])
+    def _publish_error_message(self, message: ErrorMessage) -> None:
         self._enqueue(self.topics["errors"], message.model_dump_json().encode(), self.settings.qos)
 
     def publish_status(self, status: StatusMessage) -> None:
@@ -304,34 +292,10 @@ class MqttLink:
 
     async def _receive(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
-            self.handle_prompt_payload(message.payload)
-
-    def handle_prompt_payload(self, payload: object) -> None:
-        """Parses a prompt; a malformed one is answered on the errors topic and changes nothing."""
-        if not isinstance(payload, (bytes, bytearray)):
-            payload = b"" if payload is None else str(payload).encode()
-        if len(payload) > MAX_PROMPT_BYTES:
-            self.publish_error(f"prompt message of {len(payload)} bytes is larger than {MAX_PROMPT_BYTES}", payload[:ERROR_PAYLOAD_ECHO])
-            return
-        try:
-            prompt = parse_prompt(bytes(payload))
-        except ValueError as e:
-            self.publish_error(str(e), payload[:ERROR_PAYLOAD_ECHO])
-            return
-        if len(self._prompts) >= MAX_PENDING_PROMPTS:
-            oldest = self._prompts.popleft()
-            self.stats.refused_prompts += 1
-            self.publish_error(
-                f"more than {MAX_PENDING_PROMPTS} prompts waiting for the next frame: the oldest is dropped",
-                oldest.model_dump_json(),
-            )
-        self._prompts.append(prompt)
-
-    def take_prompts(self) -> list[PromptMessage]:
-        """The prompts received since the last call, oldest first."""
-        prompts = list(self._prompts)
-        self._prompts.clear()
-        return prompts
+            payload = message.payload
+            if not isinstance(payload, (bytes, bytearray)):
+                payload = b"" if payload is None else str(payload).encode()
+            self.inbox.submit(payload)
 
     async def wait_connected(self, timeout: float) -> bool:
         try:

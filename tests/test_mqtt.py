@@ -45,7 +45,7 @@ def test_masks_arrive_in_order_with_status_and_prompts(broker):
                 await client.publish("t/vos/cam/prompts", b'{"action": "remove", "obj_id": 4}', qos=1)
                 await client.publish("t/vos/cam/prompts", b'{"action": "add", "obj_id": 2, "box": [1, 1, 5, 5]}', qos=1)
             for _ in range(100):
-                received += link.take_prompts()
+                received += link.inbox.take()
                 if len(received) == 2:
                     break
                 await asyncio.sleep(0.05)
@@ -82,7 +82,7 @@ def test_malformed_prompts_are_answered_on_the_errors_topic(broker, payload, rea
                 async with __import__("aiomqtt").Client("127.0.0.1", broker.port) as client:
                     await client.publish("t/vos/cam/prompts", payload, qos=1)
                 assert await sub.wait_for(lambda m: len(m) == 1, 10)
-                received = link.take_prompts()
+                received = link.inbox.take()
         return sub.messages, received
 
     messages, received = asyncio.run(main())
@@ -156,7 +156,7 @@ def test_last_will_reports_offline_when_the_engine_dies(broker):
 
 def test_prompts_beyond_the_pending_limit_are_refused(broker):
     """Prompts wait for the next frame in a bounded queue: one more than it holds drops the oldest, answered."""
-    from vos.streams.mqtt import MAX_PENDING_PROMPTS
+    from vos.streams.prompt_inbox import MAX_PENDING_PROMPTS
 
     async def main():
         async with Subscriber(broker.port, "t/vos/cam/errors") as sub:
@@ -165,7 +165,7 @@ def test_prompts_beyond_the_pending_limit_are_refused(broker):
                     for i in range(MAX_PENDING_PROMPTS + 1):
                         await client.publish("t/vos/cam/prompts", b'{"action": "remove", "obj_id": %d}' % (i + 1), qos=1)
                 assert await sub.wait_for(lambda m: len(m) == 1, 10)
-                return sub.messages, link.take_prompts(), link.take_prompts()
+                return sub.messages, link.inbox.take(), link.inbox.take()
 
     messages, first, second = asyncio.run(main())
     assert [p.obj_id for p in first] == list(range(2, MAX_PENDING_PROMPTS + 2)) and second == []
@@ -277,11 +277,11 @@ def test_a_thousand_fuzzed_prompts_are_each_answered_or_applied(broker):
                 async with __import__("aiomqtt").Client("127.0.0.1", broker.port) as client:
                     for payload, _ in messages:
                         await client.publish("t/vos/cam/prompts", payload, qos=1)
-                        received += link.take_prompts()
+                        received += link.inbox.take()
                 bad = sum(not ok for _, ok in messages)
                 assert await sub.wait_for(lambda m: len(m) >= bad, 60)
                 await asyncio.sleep(0.5)
-                received += link.take_prompts()
+                received += link.inbox.take()
                 link.publish_masks(mask_message(0))
                 rss_after = rss()
         return received, sub.messages, rss_after - rss_before

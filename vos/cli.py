@@ -16,7 +16,7 @@ from vos.streams.redact import redact
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from vos import checkpoints, engine_cli
+    from vos import checkpoints, engine_cli, render_cli
     from vos.evaluation import cli as eval_cli
 
     parser = argparse.ArgumentParser(prog="vos", description="Streaming video object segmentation with SAM 2.")
@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     eval_cli.register_cli(sub)
     eval_cli.register_bench_cli(sub)
     engine_cli.register_cli(sub)
+    render_cli.register_cli(sub)
     return parser
 
 

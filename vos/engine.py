@@ -38,12 +38,15 @@ from vos.modeling.sam2 import SAM2Model
 from vos.streams.folder_sink import FolderSink
 from vos.streams.label_map import merge_masks
 from vos.streams.messages import AddPrompt, MaskMessage, ObjectMask, RemoveObject, Reset, StatusMessage
-from vos.streams.mqtt import MqttLink, MqttSettings, MqttUnavailable, PromptMessage
+from vos.streams.mqtt import MqttLink, MqttSettings, MqttUnavailable
+from vos.streams.prompt_inbox import PromptInbox
 from vos.streams.redact import redact
 from vos.streams.sink import Sink
 from vos.streams.source import Frame, FrameSource, SourceError
 from vos.streams.sources import LiveSettings, open_source
+from vos.streams.video_sink import OverlayVideoSink
 from vos.tracker import Tracker, TrackResult
+from vos.viewer import WebSettings
 
 __all__ = ["Engine", "EngineConfig", "ModelSettings", "StreamReport", "StreamSettings"]
 
@@ -105,6 +108,7 @@ class StreamRunner:
         inference: InferenceQueue,
         sinks: Sequence[Sink] = (),
         mqtt: MqttLink | None = None,
+        inbox: PromptInbox | None = None,
         initial_prompts: Mapping[int, Sequence[AddPrompt]] | None = None,
         max_frames: int | None = None,
         progress: bool = False,
@@ -115,17 +119,13 @@ class StreamRunner:
         self.inference = inference
         self.sinks = list(sinks)
         self.mqtt = mqtt
+        self.inbox = inbox if inbox is not None else mqtt.inbox if mqtt is not None else PromptInbox(self.stream)
+        self.state = "starting"  # the status last published
         self.initial_prompts = {frame: list(prompts) for frame, prompts in (initial_prompts or {}).items()}
         self.max_frames = max_frames
         self.progress = progress
         self.report = StreamReport(self.stream)
         self._status_at = 0.0  # when the status was last published
-
-    def _refuse(self, error: str, message: PromptMessage) -> None:
-        self.report.refused_prompts += 1
-        log.warning("stream %s: prompt refused: %s", self.stream, error)
-        if self.mqtt is not None:
-            self.mqtt.publish_error(error, message.model_dump_json())
 
     async def _apply_prompts(self, frame: Frame) -> None:
         """Initial prompts that do not fit the frame stop the stream (ConfigError); others are refused.
@@ -138,7 +138,7 @@ class StreamRunner:
                 self.tracker.set_prompt(message.obj_id, await asyncio.to_thread(message.to_prompt, hw))
             except ValueError as e:
                 raise ConfigError(f"prompt for object {message.obj_id} on frame {frame.index}: {e}") from None
-        for message in self.mqtt.take_prompts() if self.mqtt is not None else ():
+        for message in self.inbox.take():
             try:
                 if isinstance(message, Reset):
                     self.tracker.reset()
@@ -150,10 +150,11 @@ class StreamRunner:
                     self.tracker.set_prompt(message.obj_id, await asyncio.to_thread(message.to_prompt, hw))
             except ValueError as e:
                 where = f"object {message.obj_id}: " if isinstance(message, AddPrompt) else ""
-                self._refuse(f"{where}{e}", message)
+                self.inbox.refuse(f"{where}{e}", message.model_dump_json())
 
     def _status(self, state: str, detail: str = "") -> None:
         self._status_at = time.monotonic()
+        self.state = state
         if self.mqtt is None:
             return
         stats = self.source.stats
@@ -234,6 +235,7 @@ class StreamRunner:
             self.report.dropped_frames = self.source.stats.dropped
             self.report.skipped_frames = self.source.stats.skipped
             self.report.source_reconnects = self.source.stats.reconnects
+            self.report.refused_prompts = self.inbox.refused
             self._status({"failed": "offline"}.get(self.report.state, self.report.state), detail)
         return self.report
 
@@ -272,6 +274,7 @@ class Engine:
         sinks: Mapping[str, Sequence[Sink]] | None = None,
         progress: bool = False,
         wait_for_cameras: bool = False,
+        web: WebSettings | None = None,
     ) -> None:
         if not streams:
             raise ConfigError("an engine needs at least one stream")
@@ -284,6 +287,8 @@ class Engine:
         self.extra_sinks = dict(sinks or {})
         self.progress = progress
         self.wait_for_cameras = wait_for_cameras
+        self.web = web
+        self.viewer = None  # the WebViewer while entered, with `web`
         self.runners: list[StreamRunner] = []
         self.inference: InferenceQueue | None = None
         self._stack: contextlib.AsyncExitStack | None = None
@@ -294,20 +299,27 @@ class Engine:
         """The engine of a `vos serve` config (the model is loaded on entering)."""
         return cls(
             config.model, config.streams, tracker=config.tracker, mqtt=config.mqtt, live=config.live,
-            max_batch=config.max_batch, **options,
+            max_batch=config.max_batch, web=config.web, **options,
         )  # fmt: skip
 
     async def __aenter__(self) -> Engine:
         async with contextlib.AsyncExitStack() as stack:
             opened = [await self._open_stream(stack, spec) for spec in self.streams]
+            if self.web is not None:
+                from vos.viewer.server import WebViewer
+
+                self.viewer = await stack.enter_async_context(WebViewer(self.web))
+                log.info("viewer on %s", self.viewer.url)
             model = self.model if isinstance(self.model, SAM2Model) else await asyncio.to_thread(self.model.load)
             self.inference = await stack.enter_async_context(InferenceQueue(max_batch=self.max_batch))
             for spec, (source, sinks, mqtt) in zip(self.streams, opened):
                 prompts = spec.initial_prompts()
                 self.runners.append(StreamRunner(
-                    source, Tracker(model, self.tracker_config), self.inference, sinks, mqtt, prompts,
-                    spec.max_frames, progress=self.progress,
+                    source, Tracker(model, self.tracker_config), self.inference, sinks, mqtt,
+                    initial_prompts=prompts, max_frames=spec.max_frames, progress=self.progress,
                 ))  # fmt: skip
+                if self.viewer is not None:
+                    self.runners[-1].sinks.append(self.viewer.add_stream(self.runners[-1]))
             self._stack = stack.pop_all()
         return self
 
@@ -318,10 +330,10 @@ class Engine:
             await self._stack.aclose()
             self._stack = None
         for runner in self.runners:
+            runner.report.refused_prompts = runner.inbox.refused
             if runner.mqtt is not None:
                 runner.report.published = runner.mqtt.stats.published
                 runner.report.lost_messages = runner.mqtt.stats.lost
-                runner.report.refused_prompts += runner.mqtt.stats.refused_prompts
 
     async def _open_stream(
         self, stack: contextlib.AsyncExitStack, spec: StreamSettings
@@ -353,6 +365,11 @@ class Engine:
         if spec.out is not None:
             try:
                 sinks.append(await stack.enter_async_context(FolderSink(spec.out)))
+            except ValueError as e:
+                raise ConfigError(f"stream {stream}: {e}") from None
+        if spec.render is not None:
+            try:
+                sinks.append(await stack.enter_async_context(OverlayVideoSink(spec.render)))
             except ValueError as e:
                 raise ConfigError(f"stream {stream}: {e}") from None
         sinks.extend(self.extra_sinks.get(stream, ()))

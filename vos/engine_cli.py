@@ -24,12 +24,14 @@ from vos.streams.messages import Rle
 from vos.streams.mqtt import MqttSettings, TlsSettings
 from vos.streams.source import SourceError
 from vos.streams.sources import LiveSettings
+from vos.viewer import WebSettings
 
 if TYPE_CHECKING:
     from vos.engine import Engine, StreamReport
 
 log = logging.getLogger("vos")
 MQTT_PASSWORD_ENV = "VOS_MQTT__PASSWORD"  # the same variable as for `vos serve`
+WEB_TOKEN_ENV = "VOS_WEB__TOKEN"
 
 _ID_VALUE = re.compile(r"^\s*(\d+)\s*=\s*(.+)$")
 
@@ -92,6 +94,23 @@ def prompts_from_args(masks: list[str], points: list[str], boxes: list[str], fra
     return prompts
 
 
+def web_from_args(address: str | None, token_file: Path | None) -> WebSettings | None:
+    """--web HOST:PORT with its token from --web-token-file or $VOS_WEB__TOKEN (never from the command line)."""
+    if address is None:
+        if token_file is not None:
+            raise ConfigError("--web-token-file needs --web HOST:PORT")
+        return None
+    token = os.environ.get(WEB_TOKEN_ENV) or None
+    if token_file is not None:
+        try:
+            token = token_file.read_text(encoding="utf-8").strip()
+        except OSError as e:
+            raise ConfigError(f"--web-token-file: cannot read {token_file}: {e.strerror}") from None
+        if not token:
+            raise ConfigError(f"--web-token-file: {token_file} is empty")
+    return _settings(WebSettings.from_address, address, token=token)
+
+
 def _settings(make, *args, **kwargs):
     """A settings model from the CLI; ConfigError (exit code 2) with pydantic's reasons if invalid."""
     try:
@@ -139,15 +158,16 @@ def cmd_track(args: argparse.Namespace) -> int:
     from vos.engine import Engine
 
     prompts = prompts_from_args(args.mask, args.point, args.box, frame=args.prompt_frame)
-    if not prompts and not args.mqtt:
-        raise ConfigError("nothing to track: give --mask, --point or --box, or --mqtt to receive prompts")
-    if not args.out and not args.mqtt:
-        raise ConfigError("nothing would be kept: give --out DIR and/or --mqtt URL")
+    if not prompts and not args.mqtt and not args.web:
+        raise ConfigError("nothing to track: give --mask, --point or --box, or --mqtt / --web to receive prompts")
+    if not args.out and not args.mqtt and not args.render and not args.web:
+        raise ConfigError("nothing would be kept or shown: give --out DIR, --render FILE, --mqtt URL and/or --web PORT")
     if args.max_frames is not None and args.max_frames < 1:
         raise ConfigError("--max-frames must be at least 1")
     stream = _settings(
-        StreamSettings, source=args.source, id=args.stream, out=args.out, max_frames=args.max_frames, prompts=prompts
-    )
+        StreamSettings, source=args.source, id=args.stream, out=args.out, render=args.render,
+        max_frames=args.max_frames, prompts=prompts,
+    )  # fmt: skip
     mqtt = None
     if args.mqtt:
         secret = {"password_file": args.mqtt_password_file} if args.mqtt_password_file else {}
@@ -160,6 +180,7 @@ def cmd_track(args: argparse.Namespace) -> int:
     engine = Engine(
         settings_from_args(args, ModelSettings), [stream], tracker=settings_from_args(args, TrackerConfig),
         mqtt=mqtt, live=settings_from_args(args, LiveSettings), max_batch=1, progress=not args.quiet,
+        web=web_from_args(args.web, args.web_token_file),
     )  # fmt: skip
     return asyncio.run(run_engine(engine))
 
@@ -168,6 +189,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from vos.engine import Engine
 
     config: EngineConfig = load_engine_config(args.config)
+    if args.web is not None or args.web_token_file is not None:
+        config = config.model_copy(update={"web": web_from_args(args.web, args.web_token_file)})
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return asyncio.run(run_engine(Engine.from_config(config, wait_for_cameras=True)))
 
@@ -187,6 +210,7 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     prompts.add_argument("--prompt-frame", type=int, default=0, metavar="N", help="frame the prompts apply to (default 0)")
     out = p.add_argument_group("outputs (at least one)")
     out.add_argument("--out", type=Path, metavar="DIR", help="write DIR/NNNNN.png label maps and DIR/masks.jsonl")
+    out.add_argument("--render", type=Path, metavar="FILE", help="write an overlay video of the masks (H.264: .mp4, .mkv, .mov)")
     out.add_argument("--mqtt", metavar="mqtt[s]://HOST:PORT", help="publish masks to this broker, take prompts from it (mqtts: TLS)")
     out.add_argument(
         "--mqtt-password-file", type=Path, metavar="FILE",
@@ -196,6 +220,9 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     out.add_argument("--stream", help="stream id in topics (default: the source's name)")
     out.add_argument("--qos", type=int, choices=(0, 1, 2), default=MqttSettings.model_fields["qos"].default, help="MQTT QoS of masks and errors (default %(default)s)")
     add_settings_arguments(out, TlsSettings, list(TlsSettings.model_fields), prefix="mqtt_tls_")
+    viewer = p.add_argument_group("live web viewer")
+    viewer.add_argument("--web", metavar="[HOST:]PORT", help="serve the live viewer (status, overlays, click to prompt); default host 127.0.0.1")
+    viewer.add_argument("--web-token-file", type=Path, metavar="FILE", help=f"token the viewer asks for (or ${WEB_TOKEN_ENV}); required off loopback")
     p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_settings_arguments(p.add_argument_group("model"), ModelSettings, list(ModelSettings.model_fields))
@@ -210,4 +237,6 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
         "is down keeps being retried while the other streams run.",
     )
     s.add_argument("config", type=Path, help="engine config YAML (see configs/engine.yaml)")
+    s.add_argument("--web", metavar="[HOST:]PORT", help="serve the live viewer (overrides the config's web:)")
+    s.add_argument("--web-token-file", type=Path, metavar="FILE", help=f"the viewer's token (or ${WEB_TOKEN_ENV})")
     s.set_defaults(func=cmd_serve)

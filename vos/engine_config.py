@@ -17,6 +17,7 @@ from vos.errors import ConfigError
 from vos.streams.messages import AddPrompt
 from vos.streams.mqtt import MqttSettings, check_topic_level
 from vos.streams.sources import LiveSettings
+from vos.viewer import WebSettings
 
 ENV_PREFIX = "VOS_"
 
@@ -35,6 +36,7 @@ class StreamSettings(BaseModel):
     source: str  # file, folder, rtsp:// URL, /dev/videoN or lavfi:GRAPH
     id: str | None = None  # the stream's MQTT topic level; None: from the source's name
     out: Path | None = None  # folder for label-map PNGs and masks.jsonl
+    render: Path | None = None  # overlay video of this stream, H.264 (.mp4, .mkv, .mov)
     max_frames: int | None = Field(None, ge=1)
     prompts: list[StreamPrompt] = []
 
@@ -58,6 +60,7 @@ class EngineConfig(BaseSettings):
     mqtt: MqttSettings | None = None
     live: LiveSettings = LiveSettings()
     max_batch: int = Field(4, ge=1)  # frames of different streams through the image encoder together
+    web: WebSettings | None = None  # the live web viewer; None: off
     streams: list[StreamSettings] = Field(min_length=1)
 
     @model_validator(mode="after")

@@ -1,0 +1,268 @@
+"""The live web viewer: its HTTP API without a model, then the page in a real Chromium against a running engine."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import aiohttp
+import cv2
+import numpy as np
+import pytest
+
+from tests.conftest import read_frame
+from vos.engine import StreamReport
+from vos.streams.messages import MaskMessage, ObjectMask
+from vos.streams.overlay import object_colour
+from vos.streams.prompt_inbox import MAX_PENDING_PROMPTS, MAX_PROMPT_BYTES, PromptInbox
+from vos.streams.source import Frame
+from vos.viewer import WebSettings
+from vos.viewer.server import WebViewer
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(os.environ.get("VOS_TEST_ARTIFACTS", Path(__file__).resolve().parent.parent / "test-artifacts"))
+
+
+def fake_runner(stream: str = "cam") -> SimpleNamespace:
+    """What the viewer reads of a `StreamRunner`: its id, state, report and prompt inbox."""
+    return SimpleNamespace(stream=stream, state="online", report=StreamReport(stream), inbox=PromptInbox(stream))
+
+
+def frame_and_masks(image: np.ndarray, index: int = 0):
+    """Object 1 in the left half's top, object 2 a box lower right: (Frame, MaskMessage, labels)."""
+    h, w = image.shape[:2]
+    labels = np.zeros((h, w), np.uint8)
+    labels[: h // 3, : w // 2] = 1
+    labels[h // 2 :, 2 * w // 3 :] = 2
+    objects = [ObjectMask.from_mask(i, labels == i, 2.0) for i in (1, 2)]
+    message = MaskMessage(stream="cam", frame_index=index, pts=None, width=w, height=h, objects=objects)
+    return Frame(index, None, image), message, labels
+
+
+async def serve(settings: WebSettings, runner):
+    viewer = WebViewer(settings)
+    await viewer.__aenter__()
+    view = viewer.add_stream(runner)
+    return viewer, view
+
+
+def test_settings_refuse_an_open_viewer_without_a_token():
+    with pytest.raises(ValueError, match="give a token"):
+        WebSettings(host="0.0.0.0")
+    assert WebSettings(host="0.0.0.0", token="s3cret").token.get_secret_value() == "s3cret"
+    assert WebSettings.from_address("9000").host == "127.0.0.1"
+    with pytest.raises(ValueError, match="HOST:PORT"):
+        WebSettings.from_address("localhost")
+
+
+def test_http_api_pictures_prompts_and_refusals(davis_root):
+    """Pictures carry the overlay; prompts take the MQTT checks; refusals are answered and listed."""
+    runner = fake_runner()
+    image = read_frame(davis_root, "car-shadow", 0)
+
+    async def main():
+        async with WebViewer(WebSettings(port=0)) as viewer:
+            view = viewer.add_stream(runner)
+            async with aiohttp.ClientSession(viewer.url) as http:
+                async with http.get("/api/streams/cam/frame.jpg") as r:
+                    assert r.status == 404  # nothing tracked yet
+                await view.write(*frame_and_masks(image))
+                async with http.get("/api/streams/cam/frame.jpg") as r:
+                    assert r.status == 200 and r.content_type == "image/jpeg"
+                    jpeg = await r.read()
+                async with http.get("/api/streams/nope/frame.jpg") as r:
+                    assert r.status == 404 and "no stream 'nope'" in await r.text()
+                answers = []
+                for body in (
+                    '{"action": "add", "obj_id": 3, "points": [[10, 20]], "labels": [1]}',
+                    '{"action": "add", "obj_id": 3, "points": [], "labels": []}',
+                    "not json",
+                ):
+                    async with http.post("/api/streams/cam/prompts", data=body) as r:
+                        answers.append((r.status, await r.json()))
+                async with http.post("/api/streams/cam/prompts", data=b"x" * (MAX_PROMPT_BYTES + 1)) as r:
+                    too_large = r.status
+                async with http.get("/api/streams") as r:
+                    streams = (await r.json())["streams"]
+                async with http.get("/") as r:
+                    page = await r.text()
+        return jpeg, answers, too_large, streams, page
+
+    jpeg, answers, too_large, streams, page = asyncio.run(main())
+    picture = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)[..., ::-1].astype(int)
+    h, w = image.shape[:2]
+    assert picture.shape == image.shape
+    # inside object 2 (away from its contour): the blend of the frame and object 2's colour; far outside: the frame
+    inside = (slice(h // 2 + 20, h - 20), slice(2 * w // 3 + 20, w - 20))
+    blend = image[inside] * 0.5 + np.array(object_colour(2)) * 0.5
+    assert np.abs(picture[inside] - blend).mean() < 4
+    assert np.abs(picture[inside] - image[inside]).mean() > 20  # the check above would fail on the bare frame
+    outside = (slice(h // 3 + 10, h // 2 - 10), slice(40, w // 2))
+    assert np.abs(picture[outside] - image[outside].astype(int)).mean() < 4
+
+    assert answers[0] == (202, {"queued": {"action": "add", "obj_id": 3, "points": [[10.0, 20.0]], "labels": [1]}})
+    assert answers[1][0] == 200 and "points given without a single click" in answers[1][1]["error"]
+    assert answers[2][0] == 200 and "invalid prompt message" in answers[2][1]["error"]
+    assert too_large == 413
+    [cam] = streams
+    assert cam["id"] == "cam" and cam["frame"] == 0 and cam["size"] == [w, h]
+    assert [o["id"] for o in cam["objects"]] == [1, 2] and cam["pending_prompts"] == 1
+    assert cam["refused_prompts"] == 2 and len(cam["errors"]) == 2  # the oversized body never reached the inbox
+    assert [p.obj_id for p in runner.inbox.take()] == [3]
+    assert "<title>vos viewer</title>" in page
+
+
+def test_refusals_made_by_the_engine_and_queue_overflow_are_listed():
+    runner = fake_runner()
+
+    async def main():
+        async with WebViewer(WebSettings(port=0)) as viewer:
+            view = viewer.add_stream(runner)
+            for i in range(MAX_PENDING_PROMPTS + 1):
+                runner.inbox.submit(json.dumps({"action": "remove", "obj_id": i + 1}))
+            runner.inbox.refuse("unknown object id 7", '{"action": "remove", "obj_id": 7}')
+            return view.summary()
+
+    summary = asyncio.run(main())
+    errors = [e["error"] for e in summary["errors"]]
+    assert "the oldest is dropped" in errors[0] and errors[1] == "unknown object id 7"
+    assert summary["refused_prompts"] == 2 and summary["pending_prompts"] == MAX_PENDING_PROMPTS
+
+
+def test_token_is_required_and_never_echoed():
+    runner = fake_runner()
+
+    async def main():
+        async with WebViewer(WebSettings(port=0, token="s3cret-token")) as viewer:
+            viewer.add_stream(runner)
+            async with aiohttp.ClientSession(viewer.url, cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:  # IP hosts
+                async with http.get("/api/streams") as r:
+                    refused = r.status, await r.text()
+                async with http.get("/api/streams", headers={"Authorization": "Bearer wrong"}) as r:
+                    wrong = r.status
+                async with http.get("/?token=s3cret-token") as r:
+                    opened = r.status
+                async with http.get("/api/streams") as r:  # the cookie set by the page
+                    with_cookie = r.status
+            async with aiohttp.ClientSession(viewer.url, headers={"Authorization": "Bearer s3cret-token"}) as http:
+                async with http.post("/api/streams/cam/prompts", data='{"action": "reset"}') as r:
+                    bearer = r.status
+        return refused, wrong, opened, with_cookie, bearer
+
+    (status, text), wrong, opened, with_cookie, bearer = asyncio.run(main())
+    assert status == 401 and "token" in text and "s3cret" not in text
+    assert (wrong, opened, with_cookie, bearer) == (401, 200, 200, 202)
+
+
+def test_a_port_in_use_is_a_clear_error():
+    from vos.errors import ConfigError
+
+    async def main():
+        async with WebViewer(WebSettings(port=0)) as first:
+            with pytest.raises(ConfigError, match=f"cannot serve the viewer on 127.0.0.1:{first.port}"):
+                async with WebViewer(WebSettings(port=first.port)):
+                    pass
+
+    asyncio.run(main())
+
+
+class CaptureSink:
+    """The object ids of every frame the engine delivers, in order."""
+
+    def __init__(self) -> None:
+        self.frames: list[tuple[int, list[int]]] = []
+
+    async def write(self, frame, message, labels) -> None:
+        self.frames.append((message.frame_index, [o.id for o in message.objects]))
+
+
+async def until(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def long_clip(davis_root, tmp_path_factory):
+    """48 frames (the 16 car-shadow frames three times) as H.264: longer than the browser test needs."""
+    from tests.video_reference import write_video
+
+    path = tmp_path_factory.mktemp("viewer") / "car-shadow-x3.mp4"
+    write_video(path, [read_frame(davis_root, "car-shadow", i % 16) for i in range(48)])
+    return path
+
+
+def test_page_in_chromium_shows_the_stream_and_steers_the_engine(long_clip, tracking_checkpoint):
+    """The picture updates; a click adds object 2 at the clicked pixel, and it appears in the next masks;
+    refused prompts are shown (one refused on arrival, one by the engine); no console errors; a screenshot."""
+    if not CHROMIUM.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHROMIUM} missing: scripts/install-dev.sh installs Debian's chromium")
+        pytest.skip(f"{CHROMIUM} not installed")
+    from playwright.async_api import async_playwright
+
+    import vos
+    from vos.engine import Engine, StreamSettings
+
+    capture = CaptureSink()
+    stream = StreamSettings(source=str(long_clip), id="cam", prompts=[{"obj_id": 1, "box": [300, 100, 650, 300]}])
+    model = vos.load_model(checkpoint=tracking_checkpoint, image_size=512)
+
+    async def main():
+        async with Engine(model, [stream], web=WebSettings(port=0), sinks={"cam": [capture]}) as engine:
+            run = asyncio.create_task(engine.run())
+            async with async_playwright() as pw:
+                browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+                page = await browser.new_page(viewport={"width": 1100, "height": 900})
+                problems: list[str] = []
+                page.on("console", lambda m: m.type == "error" and problems.append(m.text))
+                page.on("pageerror", lambda e: problems.append(str(e)))
+                await page.goto(engine.viewer.url)
+                await page.wait_for_function("window.vosViewer.pictures >= 2", timeout=90_000)
+                first = int(await page.get_attribute("#picture", "data-frame"))
+                assert await page.text_content("#streams tbody tr td") == "cam"
+
+                await page.click("#new-object")
+                assert await page.get_attribute(".object.selected", "data-obj") == "2"
+                box = await page.locator("#picture").bounding_box()
+                async with page.expect_request("**/prompts") as sent:
+                    await page.mouse.click(box["x"] + 0.6 * box["width"], box["y"] + 0.45 * box["height"])
+                clicked = json.loads((await sent.value).post_data)
+                clicked_at = len(capture.frames)
+                await until(lambda: any(2 in ids for _, ids in capture.frames), 90, "object 2 in the masks")
+                frame_with_2 = next(i for i, (_, ids) in enumerate(capture.frames) if 2 in ids)
+
+                await page.click("summary")
+                await page.fill("#raw", '{"action": "remove", "obj_id": 9}')  # well-formed: refused when applied
+                await page.click("#send-raw")
+                await page.fill("#raw", '{"action": "add", "obj_id": 0, "points": [[1, 1]], "labels": [1]}')
+                await page.click("#send-raw")
+                await page.wait_for_function(
+                    "[...document.querySelectorAll('#errors li')].some(e => e.textContent.includes('unknown object id 9'))",
+                    timeout=60_000,
+                )
+                errors = await page.locator("#errors li").all_text_contents()
+                await page.wait_for_function(f"Number(document.querySelector('#picture').dataset.frame) > {first + 1}")
+                ARTIFACTS.mkdir(parents=True, exist_ok=True)
+                await page.screenshot(path=str(ARTIFACTS / "viewer.png"), full_page=True)
+                await browser.close()
+            engine.stop()
+            reports = await run
+        return first, clicked, clicked_at, frame_with_2, errors, problems, reports
+
+    first, clicked, clicked_at, frame_with_2, errors, problems, [report] = asyncio.run(main())
+    assert clicked["action"] == "add" and clicked["obj_id"] == 2 and clicked["labels"] == [1]
+    (x, y), = clicked["points"]
+    assert abs(x - 0.6 * 854) <= 2 and abs(y - 0.45 * 480) <= 2  # page pixels mapped to frame pixels
+    assert frame_with_2 <= clicked_at + 2  # applied to the next frame tracked (one may be in flight)
+    assert any("unknown object id 9" in e for e in errors), errors
+    assert any("obj_id" in e and "greater than or equal to 1" in e for e in errors), errors
+    assert problems == []
+    assert report.refused_prompts == 2 and report.state == "stopped"
+    assert (ARTIFACTS / "viewer.png").stat().st_size > 10_000
