@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import read_frame
+from tests.mqtt_broker import free_port
 from vos.engine import StreamReport
 from vos.streams.messages import MaskMessage, ObjectMask
 from vos.streams.overlay import object_colour
@@ -238,6 +239,18 @@ def test_page_in_chromium_shows_the_stream_and_steers_the_engine(long_clip, trac
                 await until(lambda: any(2 in ids for _, ids in capture.frames), 90, "object 2 in the masks")
                 frame_with_2 = next(i for i, (_, ids) in enumerate(capture.frames) if 2 in ids)
 
+                async with page.expect_request("**/prompts") as sent:  # shift-click: "not here"
+                    await page.keyboard.down("Shift")
+                    await page.mouse.click(box["x"] + 0.1 * box["width"], box["y"] + 0.9 * box["height"])
+                    await page.keyboard.up("Shift")
+                negative = json.loads((await sent.value).post_data)
+                async with page.expect_request("**/prompts") as sent:  # drag: a box
+                    await page.mouse.move(box["x"] + 0.25 * box["width"], box["y"] + 0.5 * box["height"])
+                    await page.mouse.down()
+                    await page.mouse.move(box["x"] + 0.5 * box["width"], box["y"] + 0.75 * box["height"], steps=5)
+                    await page.mouse.up()
+                dragged = json.loads((await sent.value).post_data)
+
                 await page.click("summary")
                 await page.fill("#raw", '{"action": "remove", "obj_id": 9}')  # well-formed: refused when applied
                 await page.click("#send-raw")
@@ -254,15 +267,94 @@ def test_page_in_chromium_shows_the_stream_and_steers_the_engine(long_clip, trac
                 await browser.close()
             engine.stop()
             reports = await run
-        return first, clicked, clicked_at, frame_with_2, errors, problems, reports
+        return first, clicked, negative, dragged, clicked_at, frame_with_2, errors, problems, reports
 
-    first, clicked, clicked_at, frame_with_2, errors, problems, [report] = asyncio.run(main())
+    first, clicked, negative, dragged, clicked_at, frame_with_2, errors, problems, [report] = asyncio.run(main())
     assert clicked["action"] == "add" and clicked["obj_id"] == 2 and clicked["labels"] == [1]
     (x, y), = clicked["points"]
     assert abs(x - 0.6 * 854) <= 2 and abs(y - 0.45 * 480) <= 2  # page pixels mapped to frame pixels
+    assert negative["obj_id"] == 2 and negative["labels"] == [0]
+    assert negative["points"][0] == pytest.approx([0.1 * 854, 0.9 * 480], abs=2)
+    assert dragged["obj_id"] == 2 and dragged["box"] == pytest.approx([0.25 * 854, 0.5 * 480, 0.5 * 854, 0.75 * 480], abs=2)
     assert frame_with_2 <= clicked_at + 2  # applied to the next frame tracked (one may be in flight)
     assert any("unknown object id 9" in e for e in errors), errors
     assert any("obj_id" in e and "greater than or equal to 1" in e for e in errors), errors
     assert problems == []
     assert report.refused_prompts == 2 and report.state == "stopped"
     assert (ARTIFACTS / "viewer.png").stat().st_size > 10_000
+
+
+def test_stored_results_are_browsed_with_a_slider(davis_root, tmp_path):
+    """`vos view`: the page pages through stored label maps; pictures are the overlays; no prompts are taken."""
+    import shutil
+
+    from vos.streams.label_map import write_label_map
+    from vos.viewer.review import ResultsView, serve_results
+
+    frames, results = tmp_path / "frames", tmp_path / "results"
+    frames.mkdir()
+    results.mkdir()
+    for i in range(3):
+        shutil.copy(davis_root / "JPEGImages" / "480p" / "car-shadow" / f"{i:05d}.jpg", frames / f"{i:05d}.jpg")
+    labels = frame_and_masks(read_frame(davis_root, "car-shadow", 0))[2]
+    for i in (0, 2):  # frame 1 has no results: drawn bare
+        write_label_map(results / f"{i:05d}.png", labels)
+    port = free_port()
+
+    async def main():
+        stop = asyncio.Event()
+        server = asyncio.create_task(serve_results(ResultsView(frames, results), WebSettings(port=port), stop))
+        url = f"http://127.0.0.1:{port}/"
+        async with aiohttp.ClientSession(url) as http:
+            await until_serving(http)
+            async with http.get("/api/streams") as r:
+                [summary] = (await r.json())["streams"]
+            pictures = {}
+            for i in (1, 2):
+                async with http.get(f"/api/streams/results/frames/{i}.jpg") as r:
+                    pictures[i] = await r.read()
+            async with http.get("/api/streams/results/frames/3.jpg") as r:
+                past_end = r.status
+            async with http.post("/api/streams/results/prompts", data='{"action": "reset"}') as r:
+                prompt = await r.json()
+        shown = None
+        if CHROMIUM.exists():
+            from playwright.async_api import async_playwright
+
+            async with async_playwright() as pw:
+                browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+                page = await browser.new_page()
+                await page.goto(url)
+                await page.wait_for_function("window.vosViewer.pictures >= 1")
+                await page.locator("#slider").fill("2")
+                await page.wait_for_function("window.vosViewer.pictures >= 2")
+                shown = await page.get_attribute("#picture", "data-frame"), await page.text_content("#position")
+                await browser.close()
+        stop.set()
+        await server
+        return summary, pictures, past_end, prompt, shown
+
+    summary, pictures, past_end, prompt, shown = asyncio.run(main())
+    assert summary["stored"] and summary["frames"] == 3 and summary["with_masks"] == 2
+    decode = lambda b: cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_COLOR)[..., ::-1].astype(int)  # noqa: E731
+    image1, image2 = read_frame(davis_root, "car-shadow", 1), read_frame(davis_root, "car-shadow", 2)
+    h, w = image2.shape[:2]
+    inside = (slice(h // 2 + 20, h - 20), slice(2 * w // 3 + 20, w - 20))
+    assert np.abs(decode(pictures[2])[inside] - (image2[inside] * 0.5 + np.array(object_colour(2)) * 0.5)).mean() < 4
+    assert np.abs(decode(pictures[1])[inside] - image1[inside]).mean() < 4  # no label map: the bare frame
+    assert past_end == 404 and "stored results take no prompts" in prompt["error"]
+    if os.environ.get("CI") or CHROMIUM.exists():
+        assert shown == ("2", "frame 2 of 3")
+
+
+async def until_serving(http: aiohttp.ClientSession, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            async with http.get("/api/streams") as r:
+                if r.status == 200:
+                    return
+        except aiohttp.ClientConnectionError:
+            if time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(0.05)

@@ -18,6 +18,7 @@ from vos.streams.redact import redact
 def build_parser() -> argparse.ArgumentParser:
     from vos import checkpoints, engine_cli, render_cli
     from vos.evaluation import cli as eval_cli
+    from vos.viewer import review
 
     parser = argparse.ArgumentParser(prog="vos", description="Streaming video object segmentation with SAM 2.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -26,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     eval_cli.register_bench_cli(sub)
     engine_cli.register_cli(sub)
     render_cli.register_cli(sub)
+    review.register_cli(sub)
     return parser
 
 

@@ -118,7 +118,7 @@ class _ImageFolder:
         pass
 
 
-def _read_labels(path: Path, index: int, image: np.ndarray, source: Path) -> np.ndarray:
+def read_labels(path: Path, index: int, image: np.ndarray, source: Path) -> np.ndarray:
     """The (H, W) label map of frame `index`; ConfigError if unreadable, not a label map or not the frame's size."""
     try:
         labels = read_label_map(path)
@@ -187,7 +187,7 @@ def render_overlays(
             except ValueError:
                 summary.unreadable += 1
                 continue
-            labels = _read_labels(maps[index], index, image, source)
+            labels = read_labels(maps[index], index, image, source)
             overlay = draw_overlay(image, labels, scores.get(index), style, frame_index=index)
             if isinstance(output, H264Writer):
                 output.write(overlay, None if times is None else times[index])

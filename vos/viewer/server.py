@@ -4,6 +4,7 @@
     GET  /api/streams                     every stream: state, frames, frames/s, latency, objects, refusals
     GET  /api/streams/{id}/frame.jpg      the newest overlay picture
     GET  /api/streams/{id}/ws             WebSocket: a JSON line then the JPEG of each new overlay, newest only
+    GET  /api/streams/{id}/frames/{n}.jpg stored results (`vos view`): frame n's overlay
     POST /api/streams/{id}/prompts        a prompt message, as on MQTT: 202 {"queued": ...} or 200 {"error": why}
 
 Prompts go into the stream's `PromptInbox`, the one MQTT feeds: the same checks, limits and
@@ -39,6 +40,7 @@ from vos.viewer import WebSettings
 
 if TYPE_CHECKING:
     from vos.engine import StreamRunner
+    from vos.viewer.review import ResultsView
 
 TOKEN_COOKIE = "vos_token"
 RECENT_ERRORS = 20  # refusals a stream's page lists
@@ -149,7 +151,7 @@ class WebViewer:
     def __init__(self, settings: WebSettings, style: OverlayStyle = OverlayStyle()) -> None:
         self.settings = settings
         self.style = style
-        self.views: dict[str, StreamView] = {}
+        self.views: dict[str, StreamView | ResultsView] = {}
         self._drawing: list[asyncio.Task] = []
         self.port: int | None = None
         self._runner: web.AppRunner | None = None
@@ -166,6 +168,11 @@ class WebViewer:
         self._drawing.append(asyncio.create_task(view.keep_drawing(), name=f"viewer-{view.stream}"))
         return view
 
+    def add_results(self, view: ResultsView) -> ResultsView:
+        """Stored results, paged through with a slider."""
+        self.views[view.stream] = view
+        return view
+
     async def __aenter__(self) -> WebViewer:
         app = web.Application(client_max_size=MAX_PROMPT_BYTES, middlewares=[self._check_token])
         app.add_routes([
@@ -173,6 +180,7 @@ class WebViewer:
             web.get("/api/streams", self._streams),
             web.get("/api/streams/{stream}/frame.jpg", self._frame),
             web.get("/api/streams/{stream}/ws", self._websocket),
+            web.get("/api/streams/{stream}/frames/{index:[0-9]{1,9}}.jpg", self._stored_frame),
             web.post("/api/streams/{stream}/prompts", self._prompt),
         ])  # fmt: skip
         self._runner = web.AppRunner(app, access_log=None)
@@ -214,11 +222,15 @@ class WebViewer:
             response.set_cookie(TOKEN_COOKIE, given, httponly=True, samesite="Strict")
         return response
 
-    def _view(self, request: web.Request) -> StreamView:
+    def _view(self, request: web.Request, live: bool = True) -> StreamView | ResultsView:
         name = request.match_info["stream"]
         if name not in self.views:
             raise web.HTTPNotFound(text=f"no stream {name!r}; streams: {', '.join(self.views)}")
-        return self.views[name]
+        view = self.views[name]
+        if live != isinstance(view, StreamView):
+            kind = "a live stream: its picture is /frame.jpg" if live is False else "stored results: /frames/N.jpg"
+            raise web.HTTPNotFound(text=f"{name} is {kind}")
+        return view
 
     # -- handlers --------------------------------------------------------------------------------
     async def _page(self, request: web.Request) -> web.Response:
@@ -235,7 +247,19 @@ class WebViewer:
             raise web.HTTPNotFound(text=f"stream {view.stream} has no frame yet")
         return web.Response(body=view.jpeg, content_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
+    async def _stored_frame(self, request: web.Request) -> web.Response:
+        view = self._view(request, live=False)
+        try:
+            jpeg = await view.picture(int(request.match_info["index"]))
+        except IndexError as e:
+            raise web.HTTPNotFound(text=str(e)) from None
+        except ValueError as e:
+            raise web.HTTPUnprocessableEntity(text=f"cannot draw this frame: {e}") from None
+        return web.Response(body=jpeg, content_type="image/jpeg")
+
     async def _prompt(self, request: web.Request) -> web.Response:
+        if getattr(self.views.get(request.match_info["stream"]), "stored", False):
+            return web.json_response({"error": "stored results take no prompts: track the source with `vos track --web`"})
         view = self._view(request)
         if request.content_length is not None and request.content_length > MAX_PROMPT_BYTES:
             raise web.HTTPRequestEntityTooLarge(max_size=MAX_PROMPT_BYTES, actual_size=request.content_length)

@@ -1,0 +1,113 @@
+"""Stored results in the viewer (`vos view RESULTS_DIR --frames FRAMES`): the same page, a frame slider instead of
+a live picture, no prompts (they need a running engine).
+
+Results are what `vos track --out`, `vos bench davis` and `vos batch` write: label maps `NNNNN.png` by
+frame index and, if present, masks.jsonl (object scores for the captions).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+import threading
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from vos.cli_options import add_settings_arguments, settings_from_args
+from vos.engine_cli import web_from_args
+from vos.render_cli import find_label_maps, open_frames, read_labels, read_scores
+from vos.streams.label_map import BACKGROUND_ID
+from vos.streams.overlay import OverlayStyle, draw_overlay
+from vos.streams.video_file import VideoFile
+from vos.viewer import WebSettings
+
+
+class ResultsView:
+    """A results folder over its frames, drawn on request. Open with `async with`, which closes a video file."""
+
+    stored = True
+
+    def __init__(self, frames_source: str | Path, results_dir: str | Path, style: OverlayStyle = OverlayStyle(),
+                 jpeg_quality: int = 90, name: str | None = None) -> None:  # fmt: skip
+        self.source, self.results = Path(frames_source), Path(results_dir)
+        self.maps = find_label_maps(self.results)
+        self.scores = read_scores(self.results)
+        self.frames, _ = open_frames(self.source)
+        self.style = style
+        self.jpeg_quality = jpeg_quality
+        self.stream = name or self.results.resolve().name
+        self._lock = threading.Lock()  # a video file decodes one frame at a time
+
+    async def __aenter__(self) -> ResultsView:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if isinstance(self.frames, VideoFile):
+            self.frames.close()
+
+    def summary(self) -> dict:
+        ids = sorted({i for frame in self.scores.values() for i in frame})
+        return {
+            "id": self.stream, "state": "stored", "stored": True, "frames": len(self.frames),
+            "with_masks": sum(1 for i in self.maps if i < len(self.frames)),
+            "objects": [{"id": i} for i in ids], "errors": [],
+        }  # fmt: skip
+
+    def _draw(self, index: int) -> bytes:
+        """Blocking: frame `index` with its masks (none if it has no label map) as JPEG bytes."""
+        with self._lock:
+            image = self.frames[index]
+        path = self.maps.get(index)
+        labels = read_labels(path, index, image, self.source) if path else np.full(image.shape[:2], BACKGROUND_ID, np.uint8)
+        overlay = draw_overlay(image, labels, self.scores.get(index), self.style, frame_index=index)
+        ok, data = cv2.imencode(".jpg", overlay[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
+        if not ok:
+            raise RuntimeError("JPEG encoding failed")
+        return data.tobytes()
+
+    async def picture(self, index: int) -> bytes:
+        """Frame `index`'s overlay (IndexError past the end, ValueError if it cannot be decoded)."""
+        if not 0 <= index < len(self.frames):
+            raise IndexError(f"frame {index} is outside 0..{len(self.frames) - 1}")
+        return await asyncio.to_thread(self._draw, index)
+
+
+async def serve_results(view: ResultsView, settings: WebSettings, stop: asyncio.Event | None = None) -> None:
+    """Serves `view` until `stop` is set (default: SIGINT / SIGTERM)."""
+    from vos.viewer.server import WebViewer
+
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    async with WebViewer(settings, view.style) as viewer, view:
+        viewer.add_results(view)
+        print(f"vos: viewing {view.results} over {view.source} on {viewer.url} (Ctrl-C ends)", file=sys.stderr)
+        await stop.wait()
+
+
+def cmd_view(args: argparse.Namespace) -> int:
+    settings = web_from_args(args.web, args.web_token_file)
+    view = ResultsView(args.frames, args.results, settings_from_args(args, OverlayStyle), settings.jpeg_quality)
+    asyncio.run(serve_results(view, settings))
+    return 0
+
+
+def register_cli(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "view", help="browse saved masks on their frames in the web viewer (a frame slider)",
+        description="Serve the viewer page over RESULTS_DIR (NNNNN.png label maps, masks.jsonl) drawn on the "
+        "frames of --frames (video file or folder), with a slider over the frames.",
+    )  # fmt: skip
+    p.add_argument("results", type=Path, metavar="RESULTS_DIR", help="folder of NNNNN.png label maps (and masks.jsonl)")
+    p.add_argument("--frames", type=Path, required=True, metavar="FRAMES_OR_VIDEO", help="the video or frame folder that was tracked")
+    p.add_argument("--web", default="127.0.0.1:8080", metavar="[HOST:]PORT", help="where to serve (default %(default)s)")
+    p.add_argument("--web-token-file", type=Path, metavar="FILE", help="the viewer's token (or $VOS_WEB__TOKEN); required off loopback")
+    add_settings_arguments(p.add_argument_group("overlay style"), OverlayStyle, list(OverlayStyle.model_fields))
+    p.set_defaults(func=cmd_view)
