@@ -114,3 +114,11 @@ def draw_overlay(
         info = f"frame {frame_index}" + (f"  {fps:.1f} fps" if fps else "")
         _text(out, info, 0, 0, (0, 0, 0), scale)
     return out
+
+
+def encode_jpeg(image: np.ndarray, quality: int = 90) -> bytes:
+    """(H, W, 3) uint8 RGB -> JPEG bytes (the viewer's pictures)."""
+    ok, data = cv2.imencode(".jpg", np.ascontiguousarray(image[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError(f"cannot encode a {image.shape} image as JPEG")
+    return data.tobytes()

@@ -184,6 +184,9 @@ def test_engine_config_is_validated_once_with_every_problem(tmp_path):
         assert problem in str(e.value)
     with pytest.raises(ConfigError, match="engine config not found"):
         load_engine_config(tmp_path / "none.yaml")
+    bad.write_text("streams: [{id: a\n")
+    with pytest.raises(ConfigError, match="cannot read engine config .*bad.yaml: while parsing"):
+        load_engine_config(bad)
 
 
 def test_live_camera_prompt_over_mqtt_and_camera_restart(rtsp_server, tracking_checkpoint, broker):

@@ -216,7 +216,7 @@ def test_render_summary_names_the_skipped_frames(results, tmp_path, capsys):
 
 def test_render_to_video(results, tmp_path):
     frames, out = results
-    assert render_results(frames, out, tmp_path / "overlay.mp4", fps=FPS) == 3
+    assert render_results(frames, out, tmp_path / "overlay.mp4", fps=FPS).frames == 3
     rate, decoded = decode(tmp_path / "overlay.mp4")
     assert len(decoded) == 3 and decoded[0][1].shape == (480, 854, 3) and rate == FPS
 

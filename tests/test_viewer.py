@@ -358,3 +358,17 @@ async def until_serving(http: aiohttp.ClientSession, timeout: float = 10) -> Non
             if time.monotonic() > deadline:
                 raise
         await asyncio.sleep(0.05)
+
+
+def test_serve_config_takes_the_viewer_and_its_token_from_the_environment(tmp_path, monkeypatch):
+    from vos.engine_config import load_engine_config
+    from vos.errors import ConfigError
+
+    path = tmp_path / "engine.yaml"
+    path.write_text("web: {host: 0.0.0.0, port: 8099}\nstreams: [{id: cam, source: clip.mp4}]\n")
+    with pytest.raises(ConfigError, match="web: Value error, the viewer on 0.0.0.0 would let anyone"):
+        load_engine_config(path)
+    monkeypatch.setenv("VOS_WEB__TOKEN", "from-env")
+    web = load_engine_config(path).web
+    assert (web.host, web.port, web.token.get_secret_value()) == ("0.0.0.0", 8099, "from-env")
+    assert "from-env" not in repr(web)

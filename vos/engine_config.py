@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import yaml
+
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
@@ -98,5 +100,5 @@ def load_engine_config(path: str | Path) -> EngineConfig:
     except ValidationError as e:
         problems = "\n".join(f"  {'.'.join(map(str, err['loc'])) or '(top)'}: {err['msg']}" for err in e.errors())
         raise ConfigError(f"invalid engine config {path}:\n{problems}") from None
-    except ValueError as e:  # YAML syntax, unreadable file
+    except (ValueError, yaml.YAMLError) as e:  # YAML syntax, unreadable file
         raise ConfigError(f"cannot read engine config {path}: {e}") from None

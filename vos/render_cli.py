@@ -158,7 +158,7 @@ def _open_output(out: Path, fps: float | None, image_format: str) -> H264Writer 
     return writer
 
 
-def render_overlays(
+def render_results(
     frames_source: str | Path,
     results_dir: str | Path,
     out: str | Path,
@@ -168,7 +168,13 @@ def render_overlays(
     image_format: str = "png",
     progress: bool = False,
 ) -> RenderSummary:
-    """`render_results` with the counts of skipped frames."""
+    """Draws the masks of `results_dir` (label maps `NNNNN.png`, scores from masks.jsonl) on the frames of a video
+    file or frame folder, into `out`: an H.264 video (by its suffix: .mp4, .mkv, .mov) or a folder of images.
+
+    Frames without a label map are skipped. `fps`: the video's rate for frame folders (default 25; a
+    video source keeps its own timing). Returns how many frames were rendered and skipped; ConfigError or
+    SourceUnavailable with what to do for missing folders, unmatched results or sizes that differ.
+    """
     from tqdm import tqdm
 
     source, results = Path(frames_source), Path(results_dir)
@@ -197,33 +203,11 @@ def render_overlays(
     return summary
 
 
-def render_results(
-    frames_source: str | Path,
-    results_dir: str | Path,
-    out: str | Path,
-    style: OverlayStyle = OverlayStyle(),
-    *,
-    fps: float | None = None,
-    image_format: str = "png",
-    progress: bool = False,
-) -> int:
-    """Draws the masks of `results_dir` (label maps `NNNNN.png`, scores from masks.jsonl) on the frames of a video
-    file or frame folder, into `out`: an H.264 video (by its suffix: .mp4, .mkv, .mov) or a folder of images.
-
-    Frames without a label map are skipped. `fps`: the video's rate for frame folders (default 25; a
-    video source keeps its own timing). Returns the number of frames rendered; ConfigError or
-    SourceUnavailable with what to do for missing folders, unmatched results or sizes that differ.
-    """
-    return render_overlays(
-        frames_source, results_dir, out, style, fps=fps, image_format=image_format, progress=progress
-    ).frames
-
-
 def cmd_render(args: argparse.Namespace) -> int:
     style = settings_from_args(args, OverlayStyle)
     if args.fps is not None and not args.fps > 0:
         raise ConfigError("--fps must be positive")
-    summary = render_overlays(
+    summary = render_results(
         args.frames, args.results, args.out, style, fps=args.fps, image_format=args.image_format, progress=not args.quiet
     )
     skipped = [f"{n} {what}" for n, what in ((summary.missing, "without a label map"), (summary.unreadable, "unreadable")) if n]

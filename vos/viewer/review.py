@@ -15,14 +15,13 @@ import sys
 import threading
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from vos.cli_options import add_settings_arguments, settings_from_args
 from vos.engine_cli import web_from_args
 from vos.render_cli import find_label_maps, open_frames, read_labels, read_scores
 from vos.streams.label_map import BACKGROUND_ID
-from vos.streams.overlay import OverlayStyle, draw_overlay
+from vos.streams.overlay import OverlayStyle, draw_overlay, encode_jpeg
 from vos.streams.video_file import VideoFile
 from vos.viewer import WebSettings
 
@@ -65,10 +64,7 @@ class ResultsView:
         path = self.maps.get(index)
         labels = read_labels(path, index, image, self.source) if path else np.full(image.shape[:2], BACKGROUND_ID, np.uint8)
         overlay = draw_overlay(image, labels, self.scores.get(index), self.style, frame_index=index)
-        ok, data = cv2.imencode(".jpg", overlay[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
-        if not ok:
-            raise RuntimeError("JPEG encoding failed")
-        return data.tobytes()
+        return encode_jpeg(overlay, self.jpeg_quality)
 
     async def picture(self, index: int) -> bytes:
         """Frame `index`'s overlay (IndexError past the end, ValueError if it cannot be decoded)."""

@@ -27,13 +27,12 @@ from collections import deque
 from importlib import resources
 from typing import TYPE_CHECKING
 
-import cv2
 import numpy as np
 from aiohttp import WSMsgType, web
 
 from vos.errors import ConfigError
 from vos.streams.messages import ErrorMessage, MaskMessage
-from vos.streams.overlay import OverlayStyle, draw_overlay
+from vos.streams.overlay import OverlayStyle, draw_overlay, encode_jpeg
 from vos.streams.prompt_inbox import MAX_PROMPT_BYTES
 from vos.streams.source import Frame
 from vos.viewer import WebSettings
@@ -97,10 +96,7 @@ class StreamView:
         """Blocking: the overlay as JPEG bytes."""
         scores = {o.id: o.score for o in message.objects}
         image = draw_overlay(frame.image, labels, scores, self.style, frame.index, self.fps)
-        ok, data = cv2.imencode(".jpg", image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, self.settings.jpeg_quality])
-        if not ok:
-            raise RuntimeError("JPEG encoding failed")
-        return data.tobytes()
+        return encode_jpeg(image, self.settings.jpeg_quality)
 
     async def render(self) -> None:
         """Draws the newest frame unless it is drawn already (in a thread) and wakes the WebSockets."""
