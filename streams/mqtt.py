@@ -211,12 +211,23 @@ class MqttLink:
 
     # -- connection -------------------------------------------------------------------------
 
+    def _last_will(self) -> tuple[str, bytes]:
+        """(topic, payload) the broker publishes, retained, if this connection dies."""
+        return self.topics["status"], StatusMessage(stream=self.stream, state="offline").model_dump_json().encode()
+
+    def _announcement(self) -> tuple[str, bytes]:
+        """(topic, payload) published, retained, on every connection: the current state."""
+        return self.topics["status"], self._status.model_dump_json().encode()
+
+    def _subscriptions(self) -> list[str]:
+        return [self.topics["prompts"]]
+
     def _client(self) -> aiomqtt.Client:
         s = self.settings
-        will = StatusMessage(stream=self.stream, state="offline").model_dump_json().encode()
+        will_topic, will = self._last_will()
         return aiomqtt.Client(
             s.host, s.port, username=s.username, password=self._password, tls_context=self._tls, keepalive=s.keepalive,
-            timeout=s.connect_timeout, will=aiomqtt.Will(self.topics["status"], will, qos=1, retain=True),
+            timeout=s.connect_timeout, will=aiomqtt.Will(will_topic, will, qos=1, retain=True),
         )
 
     async def __aenter__(self) -> MqttLink:
@@ -265,8 +276,10 @@ class MqttLink:
 
     async def _session(self, client: aiomqtt.Client) -> None:
         """One connection's life: subscribe, re-announce the status, then send and receive until it fails."""
-        await client.subscribe(self.topics["prompts"], qos=self.settings.qos)
-        await client.publish(self.topics["status"], self._status.model_dump_json().encode(), qos=1, retain=True)
+        for topic in self._subscriptions():
+            await client.subscribe(topic, qos=self.settings.qos)
+        topic, payload = self._announcement()
+        await client.publish(topic, payload, qos=1, retain=True)
         self.stats.connected = True
         self._connected.set()
         receiver = asyncio.create_task(self._receive(client))
@@ -318,3 +331,35 @@ class MqttLink:
         self.stats.lost += lost
         self._buffer.clear()
         return lost
+
+
+AVAILABLE_LEVEL = "available"
+
+
+class AvailabilityLink(MqttLink):
+    """The process's availability (Frigate's convention), one retained topic `{prefix}/available`:
+    "online" while the engine runs, "offline" if it dies (last will) or fails, "stopped" after a clean exit.
+
+        async with AvailabilityLink(settings) as available:
+            ...
+            available.set_state("stopped")      # sent before the link closes
+    """
+
+    def __init__(self, settings: MqttSettings) -> None:
+        super().__init__(settings, AVAILABLE_LEVEL)
+        self.topic = "/".join([settings.prefix.rstrip("/"), AVAILABLE_LEVEL]) if settings.prefix else AVAILABLE_LEVEL
+        self.state = "online"
+
+    def _last_will(self) -> tuple[str, bytes]:
+        return self.topic, b"offline"
+
+    def _announcement(self) -> tuple[str, bytes]:
+        return self.topic, self.state.encode()
+
+    def _subscriptions(self) -> list[str]:
+        return []
+
+    def set_state(self, state: str) -> None:
+        """Publishes `state` (retained) and re-announces it after any reconnect."""
+        self.state = state
+        self._enqueue(self.topic, state.encode(), 1, retain=True)

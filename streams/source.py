@@ -36,6 +36,7 @@ class Frame:
     pts: float | None  # presentation time, seconds
     image: np.ndarray  # HxWx3 uint8 RGB
     decoded_at: float = field(default_factory=time.monotonic)  # time.monotonic() when decoded
+    decode_seconds: float = 0.0  # the decoder thread's time getting it (reading + decoding; a camera's wait included)
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,9 @@ class FrameSource(ABC):
             ready.set()
 
         def decode() -> None:  # in the decoder thread, until the source ends or `stop()`
+            started = time.perf_counter()
             for index, item in enumerate(self._decode()):
+                seconds = time.perf_counter() - started
                 if self._stop.is_set():
                     return
                 if isinstance(item, Skipped):
@@ -142,7 +145,8 @@ class FrameSource(ABC):
                         if self._stop.is_set():
                             return
                 self.stats.decoded += 1
-                loop.call_soon_threadsafe(push, Frame(index, pts, image))
+                loop.call_soon_threadsafe(push, Frame(index, pts, image, decode_seconds=seconds))
+                started = time.perf_counter()
 
         def run() -> None:  # the decoder thread
             item: BaseException | None = None

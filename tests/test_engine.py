@@ -45,7 +45,7 @@ def test_track_file_publishes_every_frame_and_writes_the_same_masks(clip, davis_
     out = tmp_path / "out"
 
     async def main():
-        async with Subscriber(broker.port, f"{TOPIC}/+/masks") as sub:
+        async with Subscriber(broker.port, f"{TOPIC}/+/masks") as sub, Subscriber(broker.port, f"{TOPIC}/available", identifier="availability") as available:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "vos.cli", "track", str(clip), "--checkpoint", str(tracking_checkpoint),
                 "--image-size", "512", "--mask", f"1={first}", "--out", str(out), "--mqtt", broker.url,
@@ -55,9 +55,11 @@ def test_track_file_publishes_every_frame_and_writes_the_same_masks(clip, davis_
             stdout, stderr = await asyncio.wait_for(proc.communicate(), 300)
             assert proc.returncode == 0, stderr.decode()
             await sub.wait_for(lambda m: len(m) >= MAX_FRAMES, 5)
-        return sub.messages, stderr.decode()
+            await available.wait_for(lambda m: len(m) >= 2, 5)
+        return sub.messages, stderr.decode(), [p for _, p in available.messages]
 
-    messages, stderr = asyncio.run(main())
+    messages, stderr, availability = asyncio.run(main())
+    assert availability == [b"online", b"stopped"]  # the process's availability topic (retained)
     assert f"{MAX_FRAMES} frames in" in stderr and "MQTT messages published, 0 lost" in stderr
     assert {t for t, _ in messages} == {f"{TOPIC}/{SEQUENCE}/masks"}
     decoded = [MaskMessage.model_validate_json(p) for _, p in messages]

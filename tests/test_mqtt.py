@@ -128,11 +128,14 @@ def test_last_will_reports_offline_when_the_engine_dies(broker):
     """A process holding a link is killed: the broker publishes the retained "offline" status."""
     code = textwrap.dedent(f"""
         import asyncio, sys
-        from vos.streams.mqtt import MqttLink, MqttSettings
+        from vos.streams.mqtt import AvailabilityLink, MqttLink, MqttSettings
         async def main():
             link = MqttLink(MqttSettings(port={broker.port}, prefix="t/vos"), "cam")
+            available = AvailabilityLink(MqttSettings(port={broker.port}, prefix="t/vos"))
             await link.start()
+            await available.start()
             await link.wait_connected(5)
+            await available.wait_connected(5)
             print("UP", flush=True)
             await asyncio.sleep(60)
         asyncio.run(main())
@@ -150,6 +153,12 @@ def test_last_will_reports_offline_when_the_engine_dies(broker):
 
         assert json.loads(asyncio.run(main())[-1][1]) == {"stream": "cam", "state": "offline", "detail": "", "frames": 0,
                                                            "dropped_frames": 0, "skipped_frames": 0, "source_reconnects": 0, "dropped_messages": 0}
+
+        async def availability():
+            async with Subscriber(broker.port, "t/vos/available", identifier="later") as sub:
+                assert await sub.wait_for(lambda m: m and m[-1][1] == b"offline", 10)
+
+        asyncio.run(availability())
     finally:
         proc.kill()
 

@@ -30,7 +30,7 @@ ARTIFACTS = Path(os.environ.get("VOS_TEST_ARTIFACTS", Path(__file__).resolve().p
 
 def fake_runner(stream: str = "cam") -> SimpleNamespace:
     """What the viewer reads of a `StreamRunner`: its id, state, report and prompt inbox."""
-    return SimpleNamespace(stream=stream, state="online", report=StreamReport(stream), inbox=PromptInbox(stream))
+    return SimpleNamespace(stream=stream, state="online", report=StreamReport(stream), inbox=PromptInbox(stream), recent_fps=0.0)
 
 
 def frame_and_masks(image: np.ndarray, index: int = 0):

@@ -34,11 +34,12 @@ from vos.config import TrackerConfig
 from vos.engine_config import EngineConfig, ModelSettings, StreamSettings
 from vos.errors import BrokerUnavailable, ConfigError, SourceUnavailable
 from vos.inference_queue import InferenceQueue
+from vos.metrics import EngineMetrics, MetricsServer, MetricsSettings
 from vos.modeling.sam2 import SAM2Model
 from vos.streams.folder_sink import FolderSink
 from vos.streams.label_map import merge_masks
 from vos.streams.messages import AddPrompt, MaskMessage, ObjectMask, RemoveObject, Reset, StatusMessage
-from vos.streams.mqtt import MqttLink, MqttSettings, MqttUnavailable
+from vos.streams.mqtt import AvailabilityLink, MqttLink, MqttSettings, MqttUnavailable
 from vos.streams.prompt_inbox import PromptInbox
 from vos.streams.redact import redact
 from vos.streams.sink import Sink
@@ -53,6 +54,7 @@ __all__ = ["Engine", "EngineConfig", "ModelSettings", "StreamReport", "StreamSet
 log = logging.getLogger(__name__)
 
 LATENCY_WINDOW = 1000  # recent frames whose latency a report keeps
+RATE_WINDOW = 20  # recent frames the live frames/s is measured over
 STATUS_INTERVAL = 5.0  # seconds: a running stream republishes its status (fresh counters) at least this often
 SOURCE_STATUS = {"connected": "online", "disconnected": "reconnecting", "reconnecting": "reconnecting"}
 """Stream status published for each connection event of a live source."""
@@ -121,6 +123,9 @@ class StreamRunner:
         self.mqtt = mqtt
         self.inbox = inbox if inbox is not None else mqtt.inbox if mqtt is not None else PromptInbox(self.stream)
         self.state = "starting"  # the status last published
+        self.objects = 0  # objects in the last delivered frame's masks
+        self.metrics: EngineMetrics | None = None
+        self._delivered: deque[float] = deque(maxlen=RATE_WINDOW)  # when recent frames reached the sinks
         self.initial_prompts = {frame: list(prompts) for frame, prompts in (initial_prompts or {}).items()}
         self.max_frames = max_frames
         self.progress = progress
@@ -172,13 +177,24 @@ class StreamRunner:
         message = MaskMessage(stream=self.stream, frame_index=frame.index, pts=frame.pts, width=w, height=h, objects=objects)
         return message, labels
 
+    @property
+    def recent_fps(self) -> float:
+        """Frames/s over the last `RATE_WINDOW` frames delivered (0 before two)."""
+        times = self._delivered
+        return (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
+
     async def _write(self, results: asyncio.Queue) -> None:
         while (item := await results.get()) is not None:
-            frame, result = item
+            frame, result, model_seconds = item
             message, labels = await asyncio.to_thread(self._encode, frame, result)
             for sink in self.sinks:
                 await sink.write(frame, message, labels)
-            self.report.latencies.append(time.monotonic() - frame.decoded_at)
+            now = time.monotonic()
+            self.report.latencies.append(now - frame.decoded_at)
+            self._delivered.append(now)
+            self.objects = len(message.objects)
+            if self.metrics is not None:
+                self.metrics.observe(self.stream, frame.decode_seconds, model_seconds, now - frame.decoded_at)
             if time.monotonic() - self._status_at >= STATUS_INTERVAL:
                 self._status("online")
 
@@ -212,8 +228,9 @@ class StreamRunner:
                     if writer.done():
                         writer.result()
                     await self._apply_prompts(frame)
+                    handed = time.monotonic()
                     result = await self.inference.step(self.tracker, frame.image)
-                    await results.put((frame, result))
+                    await results.put((frame, result, time.monotonic() - handed))
                     self.report.frames += 1
                     bar.update()
                     if self.max_frames is not None and self.report.frames >= self.max_frames:
@@ -275,6 +292,7 @@ class Engine:
         progress: bool = False,
         wait_for_cameras: bool = False,
         web: WebSettings | None = None,
+        metrics: MetricsSettings | None = None,
     ) -> None:
         if not streams:
             raise ConfigError("an engine needs at least one stream")
@@ -288,6 +306,10 @@ class Engine:
         self.progress = progress
         self.wait_for_cameras = wait_for_cameras
         self.web = web
+        self.metrics_settings = metrics
+        self.metrics: EngineMetrics | None = None  # with `metrics`, while entered
+        self.metrics_server: MetricsServer | None = None
+        self.availability: AvailabilityLink | None = None  # {prefix}/available, with `mqtt`
         self.viewer = None  # the WebViewer while entered, with `web`
         self.runners: list[StreamRunner] = []
         self.inference: InferenceQueue | None = None
@@ -299,17 +321,23 @@ class Engine:
         """The engine of a `vos serve` config (the model is loaded on entering)."""
         return cls(
             config.model, config.streams, tracker=config.tracker, mqtt=config.mqtt, live=config.live,
-            max_batch=config.max_batch, web=config.web, **options,
+            max_batch=config.max_batch, web=config.web, metrics=config.metrics, **options,
         )  # fmt: skip
 
     async def __aenter__(self) -> Engine:
         async with contextlib.AsyncExitStack() as stack:
+            if self.mqtt_settings is not None:
+                self.availability = await stack.enter_async_context(self._mqtt(AvailabilityLink, self.mqtt_settings))
             opened = [await self._open_stream(stack, spec) for spec in self.streams]
             if self.web is not None:
                 from vos.viewer.server import WebViewer
 
                 self.viewer = await stack.enter_async_context(WebViewer(self.web))
                 log.info("viewer on %s", self.viewer.url)
+            if self.metrics_settings is not None:
+                self.metrics = EngineMetrics(lambda: self.runners)
+                self.metrics_server = await stack.enter_async_context(MetricsServer(self.metrics_settings, self.metrics))
+                log.info("metrics on %smetrics", self.metrics_server.url)
             model = self.model if isinstance(self.model, SAM2Model) else await asyncio.to_thread(self.model.load)
             self.inference = await stack.enter_async_context(InferenceQueue(max_batch=self.max_batch))
             for spec, (source, sinks, mqtt) in zip(self.streams, opened):
@@ -318,14 +346,18 @@ class Engine:
                     source, Tracker(model, self.tracker_config), self.inference, sinks, mqtt,
                     initial_prompts=prompts, max_frames=spec.max_frames, progress=self.progress,
                 ))  # fmt: skip
+                self.runners[-1].metrics = self.metrics
                 if self.viewer is not None:
                     self.runners[-1].sinks.append(self.viewer.add_stream(self.runners[-1]))
             self._stack = stack.pop_all()
         return self
 
-    async def __aexit__(self, *exc_info: object) -> None:
+    async def __aexit__(self, exc_type: type[BaseException] | None, *exc_info: object) -> None:
         self.stop()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.availability is not None:  # a clean disconnect sends no last will: say it
+            clean = exc_type is None or issubclass(exc_type, (asyncio.CancelledError, KeyboardInterrupt))
+            self.availability.set_state("stopped" if clean else "offline")
         if self._stack is not None:
             await self._stack.aclose()
             self._stack = None
@@ -355,12 +387,7 @@ class Engine:
         sinks: list[Sink] = []
         mqtt = None
         if self.mqtt_settings is not None:
-            try:
-                mqtt = await stack.enter_async_context(MqttLink(self.mqtt_settings, stream))
-            except MqttUnavailable as e:
-                raise BrokerUnavailable(str(e)) from None
-            except ValueError as e:  # a password file or certificate that cannot be read
-                raise ConfigError(str(e)) from None
+            mqtt = await stack.enter_async_context(self._mqtt(MqttLink, self.mqtt_settings, stream))
             sinks.append(mqtt)
         if spec.out is not None:
             try:
@@ -375,6 +402,22 @@ class Engine:
         sinks.extend(self.extra_sinks.get(stream, ()))
         source.name = stream
         return source, sinks, mqtt
+
+    @staticmethod
+    @contextlib.asynccontextmanager
+    async def _mqtt(kind: type[MqttLink], *args: object):
+        """An open MQTT link of `kind`; BrokerUnavailable / ConfigError (unreadable password file, certificate)."""
+        try:
+            link = kind(*args)
+            await link.start()
+        except MqttUnavailable as e:
+            raise BrokerUnavailable(str(e)) from None
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        try:
+            yield link
+        finally:
+            await link.close()
 
     async def run(self) -> list[StreamReport]:
         """Runs every stream to its end (or `stop()`); one report per stream, failures in `report.error`."""

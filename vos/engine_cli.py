@@ -19,6 +19,7 @@ from vos.cli_options import add_settings_arguments, settings_from_args
 from vos.config import ModelSettings, TrackerConfig
 from vos.engine_config import EngineConfig, StreamPrompt, StreamSettings, load_engine_config
 from vos.errors import ConfigError, SourceUnavailable
+from vos.metrics import MetricsSettings
 from vos.streams.label_map import read_label_map
 from vos.streams.messages import Rle
 from vos.streams.mqtt import MqttSettings, TlsSettings
@@ -111,6 +112,20 @@ def web_from_args(address: str | None, token_file: Path | None) -> WebSettings |
     return _settings(WebSettings.from_address, address, token=token)
 
 
+def metrics_from_args(args: argparse.Namespace) -> MetricsSettings | None:
+    """--metrics-port PORT [--metrics-host HOST]; None (off) without a port."""
+    if args.metrics_port is None:
+        return None
+    return _settings(MetricsSettings, host=args.metrics_host, port=args.metrics_port)
+
+
+def add_metrics_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("metrics")
+    group.add_argument("--metrics-port", type=int, metavar="PORT", help="serve Prometheus /metrics and /healthz on PORT")
+    host = MetricsSettings.model_fields["host"]
+    group.add_argument("--metrics-host", default=host.default, metavar="HOST", help=f"{host.description} (default %(default)s)")
+
+
 def _settings(make, *args, **kwargs):
     """A settings model from the CLI; ConfigError (exit code 2) with pydantic's reasons if invalid."""
     try:
@@ -180,7 +195,7 @@ def cmd_track(args: argparse.Namespace) -> int:
     engine = Engine(
         settings_from_args(args, ModelSettings), [stream], tracker=settings_from_args(args, TrackerConfig),
         mqtt=mqtt, live=settings_from_args(args, LiveSettings), max_batch=1, progress=not args.quiet,
-        web=web_from_args(args.web, args.web_token_file),
+        web=web_from_args(args.web, args.web_token_file), metrics=metrics_from_args(args),
     )  # fmt: skip
     return asyncio.run(run_engine(engine))
 
@@ -191,6 +206,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config: EngineConfig = load_engine_config(args.config)
     if args.web is not None or args.web_token_file is not None:
         config = config.model_copy(update={"web": web_from_args(args.web, args.web_token_file)})
+    if args.metrics_port is not None:
+        config = config.model_copy(update={"metrics": metrics_from_args(args)})
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return asyncio.run(run_engine(Engine.from_config(config, wait_for_cameras=True)))
 
@@ -223,6 +240,7 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     viewer = p.add_argument_group("live web viewer")
     viewer.add_argument("--web", metavar="[HOST:]PORT", help="serve the live viewer (status, overlays, click to prompt); default host 127.0.0.1")
     viewer.add_argument("--web-token-file", type=Path, metavar="FILE", help=f"token the viewer asks for (or ${WEB_TOKEN_ENV}); required off loopback")
+    add_metrics_arguments(p)
     p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_settings_arguments(p.add_argument_group("model"), ModelSettings, list(ModelSettings.model_fields))
@@ -239,4 +257,5 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     s.add_argument("config", type=Path, help="engine config YAML (see configs/engine.yaml)")
     s.add_argument("--web", metavar="[HOST:]PORT", help="serve the live viewer (overrides the config's web:)")
     s.add_argument("--web-token-file", type=Path, metavar="FILE", help=f"the viewer's token (or ${WEB_TOKEN_ENV})")
+    add_metrics_arguments(s)
     s.set_defaults(func=cmd_serve)

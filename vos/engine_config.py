@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from vos.config import ModelSettings, TrackerConfig
 from vos.errors import ConfigError
+from vos.metrics import MetricsSettings
 from vos.streams.messages import AddPrompt
 from vos.streams.mqtt import MqttSettings, check_topic_level
 from vos.streams.sources import LiveSettings
@@ -63,6 +64,7 @@ class EngineConfig(BaseSettings):
     live: LiveSettings = LiveSettings()
     max_batch: int = Field(4, ge=1)  # frames of different streams through the image encoder together
     web: WebSettings | None = None  # the live web viewer; None: off
+    metrics: MetricsSettings | None = None  # Prometheus /metrics and /healthz; None: off
     streams: list[StreamSettings] = Field(min_length=1)
 
     @model_validator(mode="after")

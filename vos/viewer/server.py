@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
 TOKEN_COOKIE = "vos_token"
 RECENT_ERRORS = 20  # refusals a stream's page lists
-RATE_WINDOW = 20  # frames the shown frames/s and latency are measured over
+LATENCY_FRAMES = 20  # recent frames whose median latency the page shows
 
 
 class StreamView:
@@ -58,7 +58,6 @@ class StreamView:
         self.jpeg: bytes | None = None
         self.meta: dict = {}
         self._latest: tuple[Frame, MaskMessage, np.ndarray] | None = None
-        self._written: deque[float] = deque(maxlen=RATE_WINDOW)
         self._version = 0  # frames written
         self._rendered = 0  # the version `jpeg` shows
         self._changed = asyncio.Condition()
@@ -75,7 +74,6 @@ class StreamView:
 
     async def write(self, frame: Frame, message: MaskMessage, labels: np.ndarray) -> None:
         self._latest = (frame, message, labels)
-        self._written.append(time.monotonic())
         self._version += 1
         self._dirty.set()
 
@@ -87,15 +85,10 @@ class StreamView:
             if self.watchers:
                 await self.render()
 
-    @property
-    def fps(self) -> float | None:
-        times = self._written
-        return (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else None
-
     def _draw(self, frame: Frame, message: MaskMessage, labels: np.ndarray) -> bytes:
         """Blocking: the overlay as JPEG bytes."""
         scores = {o.id: o.score for o in message.objects}
-        image = draw_overlay(frame.image, labels, scores, self.style, frame.index, self.fps)
+        image = draw_overlay(frame.image, labels, scores, self.style, frame.index, self.runner.recent_fps)
         return encode_jpeg(image, self.settings.jpeg_quality)
 
     async def render(self) -> None:
@@ -121,13 +114,13 @@ class StreamView:
 
     def summary(self) -> dict:
         report = self.runner.report
-        latencies = list(report.latencies)[-RATE_WINDOW:]
+        latencies = list(report.latencies)[-LATENCY_FRAMES:]
         message = self._latest[1] if self._latest is not None else None
         return {
             "id": self.stream,
             "state": self.runner.state,
             "frames": report.frames,
-            "fps": self.fps,
+            "fps": self.runner.recent_fps or None,
             "latency_ms": 1000 * statistics.median(latencies) if latencies else None,
             "frame": message.frame_index if message else None,
             "size": [message.width, message.height] if message else None,
@@ -266,7 +259,7 @@ class WebViewer:
 
     async def _websocket(self, request: web.Request) -> web.WebSocketResponse:
         view = self._view(request)
-        ws = web.WebSocketResponse(heartbeat=20)
+        ws = web.WebSocketResponse(heartbeat=20, compress=False)  # JPEGs do not deflate: no CPU on it
         await ws.prepare(request)
         self._sockets.add(ws)
         view.watchers += 1
