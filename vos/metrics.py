@@ -120,18 +120,11 @@ class MetricsServer:
     async def __aenter__(self) -> MetricsServer:
         from aiohttp import web
 
-        from vos.errors import ConfigError
+        from vos.http_service import start_app
 
         app = web.Application()
         app.add_routes([web.get("/metrics", self._metrics), web.get("/healthz", self._health)])
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        try:
-            await web.TCPSite(self._runner, self.settings.host, self.settings.port).start()
-        except OSError as e:
-            await self._runner.cleanup()
-            raise ConfigError(f"cannot serve metrics on {self.settings.host}:{self.settings.port}: {e}") from None
-        self.port = self._runner.addresses[0][1]
+        self._runner, self.port = await start_app(app, self.settings.host, self.settings.port, "metrics")
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from aiohttp import WSMsgType, web
 
-from vos.errors import ConfigError
+from vos.http_service import start_app
 from vos.streams.messages import ErrorMessage, MaskMessage
 from vos.streams.overlay import OverlayStyle, draw_overlay, encode_jpeg
 from vos.streams.prompt_inbox import MAX_PROMPT_BYTES
@@ -172,15 +172,7 @@ class WebViewer:
             web.get("/api/streams/{stream}/frames/{index:[0-9]{1,9}}.jpg", self._stored_frame),
             web.post("/api/streams/{stream}/prompts", self._prompt),
         ])  # fmt: skip
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.settings.host, self.settings.port)
-        try:
-            await site.start()
-        except OSError as e:
-            await self._runner.cleanup()
-            raise ConfigError(f"cannot serve the viewer on {self.settings.host}:{self.settings.port}: {e}") from None
-        self.port = self._runner.addresses[0][1]
+        self._runner, self.port = await start_app(app, self.settings.host, self.settings.port, "the viewer")
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
