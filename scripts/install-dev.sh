@@ -48,7 +48,7 @@ case $mode in
         ;;
     *) echo "install-dev: VOS_TORCH must be auto, cpu or cuda, not '$mode'" >&2; exit 2 ;;
 esac
-"$PY" -m pip install --quiet -e ".[test]"
+"$PY" -m pip install --quiet -e ".[test,ray]"
 SAM2_BUILD_CUDA=0 "$PY" -m pip install --quiet --no-deps --no-build-isolation "sam2==1.1.0"
 "$PY" - "$mode" <<'EOF'
 import sys, torch

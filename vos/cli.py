@@ -16,7 +16,7 @@ from vos.streams.redact import redact
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from vos import checkpoints, engine_cli, render_cli
+    from vos import batch_cli, checkpoints, engine_cli, render_cli
     from vos.evaluation import cli as eval_cli
     from vos.viewer import review
 
@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     engine_cli.register_cli(sub)
     render_cli.register_cli(sub)
     review.register_cli(sub)
+    batch_cli.register_cli(sub)
     return parser
 
 

@@ -264,7 +264,7 @@ class StreamRunner:
         await asyncio.gather(writer, return_exceptions=True)
 
 
-def _topic_safe(name: str) -> str:
+def topic_safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name) or "stream"
 
 
@@ -380,7 +380,7 @@ class Engine:
             if not (self.wait_for_cameras and source.live):
                 raise SourceUnavailable(str(e)) from None
             log.warning("stream %s: %s; retrying in the background", spec.id or source.name, e)
-        stream = spec.id or _topic_safe(source.name)
+        stream = spec.id or topic_safe(source.name)
         frames = [p.frame for p in spec.prompts]
         if source.length is not None and frames and max(frames) >= source.length:
             raise ConfigError(f"stream {stream}: prompt frame {max(frames)} is past the source's {source.length} frames")

@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("vos")
 MQTT_PASSWORD_ENV = "VOS_MQTT__PASSWORD"  # the same variable as for `vos serve`
 WEB_TOKEN_ENV = "VOS_WEB__TOKEN"
+TRACKER_FLAGS = [f for f in TrackerConfig.model_fields if f not in ("precision", "clear_non_cond_mem_around_input")]
+"""Tracker settings with a flag (precision is the model's; clearing memory is `VideoSession`'s)."""
 
 _ID_VALUE = re.compile(r"^\s*(\d+)\s*=\s*(.+)$")
 
@@ -244,7 +246,7 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_settings_arguments(p.add_argument_group("model"), ModelSettings, list(ModelSettings.model_fields))
-    add_settings_arguments(p.add_argument_group("tracker"), TrackerConfig, [f for f in TrackerConfig.model_fields if f not in ("precision", "clear_non_cond_mem_around_input")])
+    add_settings_arguments(p.add_argument_group("tracker"), TrackerConfig, TRACKER_FLAGS)
     add_settings_arguments(p.add_argument_group("live sources"), LiveSettings, list(LiveSettings.model_fields))
     p.set_defaults(func=cmd_track)
 

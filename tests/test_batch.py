@@ -1,0 +1,110 @@
+"""`vos batch` on a real local Ray: results identical to `vos track`, a killed worker's video retried, reruns resume."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import vos.cli
+from vos.streams.label_map import read_label_map
+
+VIDEOS = ("blackswan", "camel", "car-shadow")
+MAX_FRAMES = 4
+
+
+def ray_or_skip():
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        if os.environ.get("CI"):
+            pytest.fail("Ray missing: scripts/install-dev.sh installs the [ray] extra")
+        pytest.skip("Ray not installed (pip install -e '.[ray]')")
+
+
+def worker_pids() -> list[int]:
+    """Processes Ray titled as a running `TrackWorker.track` call."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and b"ray::TrackWorker.track" in (entry / "cmdline").read_bytes():
+                pids.append(int(entry.name))
+        except OSError:
+            pass
+    return pids
+
+
+def kill_a_worker_mid_video(out: Path, killed: list[int], timeout: float = 120) -> None:
+    """Once a video has some frames written, SIGKILL the worker tracking it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not killed:
+        if any(list(p.glob("*.png")) for p in out.glob(".*.partial-*")) and (pids := worker_pids()):
+            os.kill(pids[0], signal.SIGKILL)
+            killed.append(pids[0])
+        time.sleep(0.05)
+
+
+def same_results(a: Path, b: Path) -> None:
+    assert sorted(p.name for p in a.iterdir()) == sorted(p.name for p in b.iterdir())
+    for png in a.glob("*.png"):
+        np.testing.assert_array_equal(read_label_map(png), read_label_map(b / png.name), err_msg=str(png))
+    assert (a / "masks.jsonl").read_text() == (b / "masks.jsonl").read_text()
+
+
+def test_batch_on_ray_equals_track_survives_a_killed_worker_and_resumes(davis_root, tracking_checkpoint, tmp_path, capsys):
+    ray_or_skip()
+    from vos.batch import jobs_from_inputs, run_batch
+    from vos.config import ModelSettings
+
+    frames = {name: davis_root / "JPEGImages" / "480p" / name for name in VIDEOS}
+    annotations = davis_root / "Annotations" / "480p"
+    model = ["--checkpoint", str(tracking_checkpoint), "--image-size", "512", "--threads", "1"]
+    reference = tmp_path / "track"
+    for name, folder in frames.items():  # single-process `vos track`, one thread as each batch worker has
+        args = ["track", str(folder), "--mask", f"1={annotations / name / '00000.png'}", "--out", str(reference / name)]
+        assert vos.cli.main([*args, *model, "--max-frames", str(MAX_FRAMES), "--quiet"]) == 0
+
+    out = tmp_path / "batch"
+    jobs = jobs_from_inputs(list(frames.values()), annotations=annotations)
+    settings = ModelSettings(checkpoint=tracking_checkpoint, image_size=512)
+    killed: list[int] = []
+    killer = threading.Thread(target=kill_a_worker_mid_video, args=(out, killed), daemon=True)
+    killer.start()
+    summary = run_batch(jobs, out, settings, workers=2, cpus_per_worker=1, max_frames=MAX_FRAMES)
+    killer.join()
+
+    assert killed, "no worker was killed: the test proved nothing about retries"
+    assert sorted(summary.done) == sorted(VIDEOS) and summary.failed == {} and summary.retried >= 1
+    assert summary.frames == len(list(reference.glob("*/*.png")))
+    for name in VIDEOS:
+        same_results(out / name, reference / name)
+    assert not list(out.glob(".*.partial-*"))  # the killed attempt's partial folder is not left as a result
+
+    # A rerun finds every video complete: nothing is tracked, Ray is not even started.
+    capsys.readouterr()
+    assert vos.cli.main(["batch", *map(str, frames.values()), "--annotations", str(annotations), "--out", str(out), *model[:4], "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "0 videos done" in err and "3 already complete, skipped" in err
+
+
+def test_bad_batch_inputs_are_clear_errors(davis_root, tmp_path, capsys):
+    annotations = davis_root / "Annotations" / "480p"
+    folder = davis_root / "JPEGImages" / "480p" / "blackswan"
+    with pytest.raises(SystemExit):
+        vos.cli.main(["batch", str(folder), "--out", str(tmp_path)])
+    assert "one of the arguments --annotations --prompts is required" in capsys.readouterr().err
+    cases = [
+        ([str(tmp_path / "none.mp4"), "--annotations", str(annotations)], "no such video file or folder of frames"),
+        ([str(folder), "--annotations", str(tmp_path)], "no annotation for"),
+        ([str(folder), str(folder), "--annotations", str(annotations)], "two videos are named 'blackswan'"),
+        ([str(folder), "--annotations", str(annotations), "--workers", "0"], "--workers must be at least 1"),
+        ([str(folder), "--prompts", str(tmp_path / "none.json")], "cannot read the prompts file"),
+    ]
+    for args, message in cases:
+        assert vos.cli.main(["batch", *args, "--out", str(tmp_path / "out")]) == 2
+        assert message in capsys.readouterr().err

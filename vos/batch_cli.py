@@ -1,0 +1,54 @@
+"""`vos batch INPUT... --out DIR`: many videos on Ray (thin over `vos.batch`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from vos.cli_options import add_settings_arguments, settings_from_args
+from vos.config import ModelSettings, TrackerConfig
+from vos.engine_cli import TRACKER_FLAGS
+from vos.errors import ConfigError
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    from vos.batch import jobs_from_inputs, run_batch
+
+    for flag, value, low in (("--workers", args.workers, 1), ("--retries", args.retries, 0), ("--max-frames", args.max_frames, 1)):
+        if value is not None and value < low:
+            raise ConfigError(f"{flag} must be at least {low}")
+    jobs = jobs_from_inputs(args.inputs, annotations=args.annotations, prompts_file=args.prompts)
+    summary = run_batch(
+        jobs, args.out, settings_from_args(args, ModelSettings), settings_from_args(args, TrackerConfig),
+        workers=args.workers, address=args.address, retries=args.retries, num_gpus_per_worker=args.num_gpus_per_worker,
+        cpus_per_worker=args.cpus_per_worker, max_frames=args.max_frames, progress=not args.quiet,
+    )  # fmt: skip
+    print(f"vos: batch: {summary.text()}", file=sys.stderr)
+    return 1 if summary.failed else 0
+
+
+def register_cli(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "batch", help="track many videos on Ray (resumable; one model per worker)",
+        description="Track every INPUT (video file or frame folder; a .txt file lists more) with first-frame "
+        "prompts from --annotations ROOT (ROOT/NAME/00000.png, pixel value = object id) or --prompts FILE "
+        "(JSON: {NAME: [{frame, obj_id, mask: PNG | points + labels | box}]}), into OUT/NAME/ exactly as "
+        "`vos track INPUT --mask ... --out OUT/NAME` would. Complete videos are skipped on a rerun.",
+    )  # fmt: skip
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="video files, frame folders, or .txt files listing them")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="results: DIR/NAME/NNNNN.png + masks.jsonl per video")
+    prompts = p.add_mutually_exclusive_group(required=True)
+    prompts.add_argument("--annotations", type=Path, metavar="ROOT", help="first-frame masks: ROOT/NAME/00000.png")
+    prompts.add_argument("--prompts", type=Path, metavar="FILE", help="JSON prompts per video name")
+    ray = p.add_argument_group("Ray")
+    ray.add_argument("--workers", type=int, default=1, metavar="N", help="actors, one model each (default %(default)s)")
+    ray.add_argument("--address", metavar="ADDR", help="Ray cluster address (default: a local Ray on this machine)")
+    ray.add_argument("--retries", type=int, default=2, metavar="N", help="tries after a video's first failure (default %(default)s)")
+    ray.add_argument("--num-gpus-per-worker", type=float, default=0.0, metavar="G", help="GPUs Ray reserves per worker")
+    ray.add_argument("--cpus-per-worker", type=int, metavar="C", help="CPUs per worker (default: local cores / workers; 1 on a cluster)")
+    p.add_argument("--max-frames", type=int, metavar="N", help="at most N frames per video")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_settings_arguments(p.add_argument_group("model"), ModelSettings, list(ModelSettings.model_fields))
+    add_settings_arguments(p.add_argument_group("tracker"), TrackerConfig, TRACKER_FLAGS)
+    p.set_defaults(func=cmd_batch)
