@@ -36,7 +36,7 @@ def dockerfile_steps(path: Path) -> list[tuple[str, str]]:
     return steps
 
 
-def test_compose_file_is_valid_and_holds_no_secrets():
+def test_compose_file_is_valid_and_holds_no_secrets(monkeypatch):
     compose = yaml.safe_load((DOCKER / "compose.yaml").read_text())
     validator = jsonschema.Draft201909Validator(json.loads(COMPOSE_SCHEMA.read_text()))
     assert [e.message for e in validator.iter_errors(compose)] == []
@@ -54,7 +54,7 @@ def test_compose_file_is_valid_and_holds_no_secrets():
         for key, value in (service.get("environment") or {}).items():
             if SECRET_KEY.search(key):
                 assert str(value).startswith("${"), f"{name}: {key} must come from the environment, not the file"
-    os.environ.setdefault("VOS_MQTT__HOST", "mosquitto")
+    monkeypatch.setenv("VOS_MQTT__HOST", "mosquitto")  # as compose.yaml sets it
     from vos.engine_config import load_engine_config
 
     assert load_engine_config(DOCKER / "engine.yaml").streams  # the config it mounts is valid

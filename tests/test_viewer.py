@@ -216,14 +216,14 @@ def test_page_in_chromium_shows_the_stream_and_steers_the_engine(long_clip, trac
     model = vos.load_model(checkpoint=tracking_checkpoint, image_size=512)
 
     async def main():
-        async with Engine(model, [stream], web=WebSettings(port=0), sinks={"cam": [capture]}) as engine:
-            run = asyncio.create_task(engine.run())
-            async with async_playwright() as pw:
-                browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
-                page = await browser.new_page(viewport={"width": 1100, "height": 900})
-                problems: list[str] = []
-                page.on("console", lambda m: m.type == "error" and problems.append(m.text))
-                page.on("pageerror", lambda e: problems.append(str(e)))
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+            page = await browser.new_page(viewport={"width": 1100, "height": 900})
+            problems: list[str] = []
+            page.on("console", lambda m: m.type == "error" and problems.append(m.text))
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            async with Engine(model, [stream], web=WebSettings(port=0), sinks={"cam": [capture]}) as engine:
+                run = asyncio.create_task(engine.run())
                 await page.goto(engine.viewer.url)
                 await page.wait_for_function("window.vosViewer.pictures >= 2", timeout=90_000)
                 first = int(await page.get_attribute("#picture", "data-frame"))
@@ -262,11 +262,14 @@ def test_page_in_chromium_shows_the_stream_and_steers_the_engine(long_clip, trac
                 )
                 errors = await page.locator("#errors li").all_text_contents()
                 await page.wait_for_function(f"Number(document.querySelector('#picture').dataset.frame) > {first + 1}")
-                ARTIFACTS.mkdir(parents=True, exist_ok=True)
-                await page.screenshot(path=str(ARTIFACTS / "viewer.png"), full_page=True)
-                await browser.close()
-            engine.stop()
-            reports = await run
+                engine.stop()
+                reports = await run
+            # leaving the engine closed the page's WebSocket: the page says so and stops asking
+            await page.wait_for_function("document.querySelector('#connection').textContent.includes('stopped')", timeout=10_000)
+            await asyncio.sleep(2.5)  # a poll after the end would log a failed request
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            await page.screenshot(path=str(ARTIFACTS / "viewer.png"), full_page=True)
+            await browser.close()
         return first, clicked, negative, dragged, clicked_at, frame_with_2, errors, problems, reports
 
     first, clicked, negative, dragged, clicked_at, frame_with_2, errors, problems, [report] = asyncio.run(main())
