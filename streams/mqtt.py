@@ -40,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 
 from vos.streams.messages import ErrorMessage, MaskMessage, StatusMessage
 from vos.streams.prompt_inbox import PromptInbox
-from vos.streams.redact import redact
+from vos.streams.redact import read_secret_file, redact
 
 if TYPE_CHECKING:
     import numpy as np
@@ -107,11 +107,7 @@ class MqttSettings(BaseModel):
         """The password, from `password` or `password_file` (ValueError if that cannot be read)."""
         if self.password_file is None:
             return None if self.password is None else self.password.get_secret_value()
-        try:
-            lines = self.password_file.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as e:
-            raise ValueError(f"cannot read the MQTT password file {self.password_file}: {e}") from None
-        return lines[0] if lines else ""
+        return read_secret_file(self.password_file, "MQTT password")
 
     @field_validator("prefix")
     @classmethod

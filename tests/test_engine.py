@@ -113,6 +113,7 @@ def test_engine_masks_equal_the_tracker_alone(clip, davis_root, tracking_checkpo
         (["track", "{clip}"], 2, "nothing to track"),
         (["track", "{clip}", "--point", "1=1,1"], 2, "nothing would be kept or shown: give --out DIR, --render FILE, --mqtt URL"),
         (["track", "{clip}", "--point", "1=1,1", "--web", "0.0.0.0:8080"], 2, "would let anyone who reaches it steer the tracker"),
+        (["track", "{clip}", "--point", "1=1,1", "--web", "0.0.0.0:8080", "--web-token-file", "{out}/none"], 2, "cannot read the viewer token file"),
         (["track", "{clip}", "--point", "1=1,1", "--out", "{out}", "--prompt-frame", "99"], 2, "past the source's 16 frames"),
         (["track", "{clip}", "--point", "1=1,1", "--out", "{out}", "--config", "sam2.1_hiera_s", "--checkpoint", "{ckpt}"], 3, "does not match model config sam2.1_hiera_s"),
         (["track", "{clip}", "--point", "1=1,1", "--checkpoint", "{ckpt}", "--image-size", "512", "--mqtt", "mqtt://127.0.0.1:{port}"], 6, "cannot connect to MQTT broker"),
@@ -120,7 +121,7 @@ def test_engine_masks_equal_the_tracker_alone(clip, davis_root, tracking_checkpo
         (["track", "{clip}", "--point", "1=1,1", "--out", "{out}", "--max-cond-frames", "0"], 2, "--max-cond-frames: Input should be greater than or equal to 1"),
         (["track", "rtsp://127.0.0.1:{port}/cam", "--point", "1=1,1", "--out", "{out}", "--timeout", "2"], 5, "rtsp://127.0.0.1"),
     ],
-    ids=["missing", "not-a-video", "bad-point", "missing-mask", "no-prompt", "no-output", "open-viewer", "prompt-frame", "checkpoint-mismatch",
+    ids=["missing", "not-a-video", "bad-point", "missing-mask", "no-prompt", "no-output", "open-viewer", "viewer-token-file", "prompt-frame", "checkpoint-mismatch",
          "broker-refused", "wildcard-topic", "tracker-option", "rtsp-unreachable"],
 )
 def test_errors_a_person_can_act_on(args, code, message, clip, tiny_checkpoint, tmp_path, capsys):

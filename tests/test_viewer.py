@@ -51,7 +51,17 @@ async def serve(settings: WebSettings, runner):
     return viewer, view
 
 
-def test_settings_refuse_an_open_viewer_without_a_token():
+def test_settings_refuse_an_open_viewer_without_a_token(tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text("from-a-file\n")
+    assert WebSettings(host="0.0.0.0", token_file=token_file).token_value() == "from-a-file"
+    with pytest.raises(ValueError, match="not both"):
+        WebSettings(token="a", token_file=token_file)
+    token_file.write_text("\n")
+    with pytest.raises(ValueError, match="is empty"):
+        WebSettings(token_file=token_file).token_value()
+    with pytest.raises(ValueError, match="cannot read the viewer token file"):
+        WebSettings(token_file=tmp_path / "missing").token_value()
     with pytest.raises(ValueError, match="give a token"):
         WebSettings(host="0.0.0.0")
     assert WebSettings(host="0.0.0.0", token="s3cret").token.get_secret_value() == "s3cret"

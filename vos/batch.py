@@ -122,8 +122,10 @@ def _file_prompts(prompts_file: Path) -> dict[str, list[StreamPrompt]]:
         raise ConfigError(f"{prompts_file}: expected an object mapping video names to lists of prompts")
     prompts: dict[str, list[StreamPrompt]] = {}
     for name, items in data.items():
+        if not isinstance(items, list):
+            raise ConfigError(f"{prompts_file}: {name} must be a list of prompts")
         prompts[name] = []
-        for i, item in enumerate(items if isinstance(items, list) else [None]):
+        for i, item in enumerate(items):
             if not isinstance(item, dict):
                 raise ConfigError(f"{prompts_file}: {name}[{i}] is not a prompt object")
             item = dict(item)

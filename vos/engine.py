@@ -110,7 +110,6 @@ class StreamRunner:
         inference: InferenceQueue,
         sinks: Sequence[Sink] = (),
         mqtt: MqttLink | None = None,
-        inbox: PromptInbox | None = None,
         initial_prompts: Mapping[int, Sequence[AddPrompt]] | None = None,
         max_frames: int | None = None,
         progress: bool = False,
@@ -121,7 +120,7 @@ class StreamRunner:
         self.inference = inference
         self.sinks = list(sinks)
         self.mqtt = mqtt
-        self.inbox = inbox if inbox is not None else mqtt.inbox if mqtt is not None else PromptInbox(self.stream)
+        self.inbox = mqtt.inbox if mqtt is not None else PromptInbox(self.stream)  # prompts from MQTT and the viewer
         self.state = "starting"  # the status last published
         self.objects = 0  # objects in the last delivered frame's masks
         self.metrics: EngineMetrics | None = None
@@ -332,7 +331,11 @@ class Engine:
             if self.web is not None:
                 from vos.viewer.server import WebViewer
 
-                self.viewer = await stack.enter_async_context(WebViewer(self.web))
+                try:
+                    viewer = WebViewer(self.web)
+                except ValueError as e:  # a token file that cannot be read
+                    raise ConfigError(f"web viewer: {e}") from None
+                self.viewer = await stack.enter_async_context(viewer)
                 log.info("viewer on %s", self.viewer.url)
             if self.metrics_settings is not None:
                 self.metrics = EngineMetrics(lambda: self.runners)

@@ -103,15 +103,10 @@ def web_from_args(address: str | None, token_file: Path | None) -> WebSettings |
         if token_file is not None:
             raise ConfigError("--web-token-file needs --web HOST:PORT")
         return None
-    token = os.environ.get(WEB_TOKEN_ENV) or None
-    if token_file is not None:
-        try:
-            token = token_file.read_text(encoding="utf-8").strip()
-        except OSError as e:
-            raise ConfigError(f"--web-token-file: cannot read {token_file}: {e.strerror}") from None
-        if not token:
-            raise ConfigError(f"--web-token-file: {token_file} is empty")
-    return _settings(WebSettings.from_address, address, token=token)
+    secret = {"token_file": token_file} if token_file is not None else {"token": os.environ.get(WEB_TOKEN_ENV) or None}
+    settings = _settings(WebSettings.from_address, address, **secret)
+    _settings(settings.token_value)  # an unreadable or empty token file: exit code 2 now, not when serving
+    return settings
 
 
 def metrics_from_args(args: argparse.Namespace) -> MetricsSettings | None:

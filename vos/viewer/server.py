@@ -140,6 +140,7 @@ class WebViewer:
     def __init__(self, settings: WebSettings, style: OverlayStyle = OverlayStyle()) -> None:
         self.settings = settings
         self.style = style
+        self._token = settings.token_value()  # read once (ValueError if its file cannot be read)
         self.views: dict[str, StreamView | ResultsView] = {}
         self._drawing: list[asyncio.Task] = []
         self.port: int | None = None
@@ -188,10 +189,9 @@ class WebViewer:
     # -- access ----------------------------------------------------------------------------------
     @web.middleware
     async def _check_token(self, request: web.Request, handler):
-        token = self.settings.token
-        if token is None:
+        if self._token is None:
             return await handler(request)
-        expected = token.get_secret_value().encode()
+        expected = self._token.encode()
         given = request.query.get("token") or request.cookies.get(TOKEN_COOKIE) or ""
         bearer = request.headers.get("Authorization", "")
         if bearer.startswith("Bearer "):
