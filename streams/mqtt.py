@@ -18,10 +18,19 @@ aiomqtt does not reconnect by itself, so the link runs a loop: `async with` a cl
 (connect), subscribe, announce the status, then send and receive until the connection
 fails; wait (exponential backoff) and connect again. Each connection gets a new client:
 a reused one keeps paho's queue of unacknowledged messages and re-sends them besides
-this link's buffer (duplicates, and messages counted as dropped arriving anyway). Outgoing messages wait in a bounded buffer, so the tracker never waits
-for the broker: when the buffer is full the oldest message is dropped and counted. A
-message leaves the buffer only once the broker acknowledged it (QoS 1), so a message in
-flight when the connection drops is sent again after the reconnect (at least once).
+this link's buffer (duplicates, and messages counted as dropped arriving anyway). Outgoing
+messages wait in a bounded buffer, so the tracker never waits for the broker: when the buffer
+is full the oldest message is dropped and counted. A message leaves the buffer only once the
+broker acknowledged it (QoS 1), so a message in flight when the connection drops is sent
+again after the reconnect (at least once). The status announced on each connection is the
+current one (`status_now`, given by the engine), not the last one published.
+
+The link speaks MQTT 5 and tells the broker, in its CONNECT packet, the largest packet it
+takes (`MAX_PACKET_BYTES`, twice the prompt limit `MAX_PROMPT_BYTES`): a prompt whose packet
+is larger than that is dropped by the broker (MQTT 5 section 3.1.2.11.4; Mosquitto logs "Dropping
+too large outgoing PUBLISH") and never reaches this process, so it is never held whole. A
+prompt between the two limits still arrives and is refused on the errors topic ("larger
+than"), so its sender hears why. The broker must speak MQTT 5 (Mosquitto 1.6 and later).
 """
 
 from __future__ import annotations
@@ -30,16 +39,19 @@ import asyncio
 import logging
 import ssl
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from vos.streams.messages import ErrorMessage, MaskMessage, StatusMessage
-from vos.streams.prompt_inbox import PromptInbox
+from vos.streams.prompt_inbox import MAX_PROMPT_BYTES, PromptInbox
 from vos.streams.redact import read_secret_file, redact
 
 if TYPE_CHECKING:
@@ -51,6 +63,9 @@ log = logging.getLogger(__name__)
 
 TLS_PORT = 8883
 TOPIC_FORBIDDEN = set("+#/\0")
+MAX_PACKET_BYTES = 2 * MAX_PROMPT_BYTES
+"""The largest MQTT packet the broker may send a link (MQTT 5 Maximum Packet Size): larger prompts never reach
+it. Above `MAX_PROMPT_BYTES`, so that a prompt a bit too large still arrives and is answered "larger than"."""
 
 
 class TlsSettings(BaseModel):
@@ -158,9 +173,16 @@ class MqttStats:
 
 class MqttLink:
     """Connection of one stream to the broker: `async with` it (or `start()` / `close()`), `publish_*` from the
-    engine, `inbox.take()` between frames. It is also a `Sink` (masks). `inbox`: the stream's, if it has one."""
+    engine, `inbox.take()` between frames. It is also a `Sink` (masks). `inbox`: the stream's, if it has one.
+    `status_now`: builds the current status, announced on each connection (default: the last one published)."""
 
-    def __init__(self, settings: MqttSettings, stream: str, inbox: PromptInbox | None = None) -> None:
+    def __init__(
+        self,
+        settings: MqttSettings,
+        stream: str,
+        inbox: PromptInbox | None = None,
+        status_now: Callable[[], StatusMessage] | None = None,
+    ) -> None:
         self.settings = settings
         self.stream = check_topic_level(stream, "stream id")
         base = "/".join([settings.prefix.rstrip("/"), stream]) if settings.prefix else stream
@@ -174,6 +196,7 @@ class MqttLink:
         self._wakeup = asyncio.Event()
         self._closing = False
         self._status = StatusMessage(stream=stream, state="online")
+        self.status_now = status_now
         self._task: asyncio.Task | None = None
         self._connected = asyncio.Event()
 
@@ -212,18 +235,24 @@ class MqttLink:
         return self.topics["status"], StatusMessage(stream=self.stream, state="offline").model_dump_json().encode()
 
     def _announcement(self) -> tuple[str, bytes]:
-        """(topic, payload) published, retained, on every connection: the current state."""
-        return self.topics["status"], self._status.model_dump_json().encode()
+        """(topic, payload) published, retained, on every connection: the current state and counters."""
+        status = self.status_now() if self.status_now is not None else self._status
+        return self.topics["status"], status.model_dump_json().encode()
 
     def _subscriptions(self) -> list[str]:
         return [self.topics["prompts"]]
 
     def _client(self) -> aiomqtt.Client:
+        """An MQTT 5 client (a clean start, its session ending with the connection, as v3.1.1's clean session) that
+        the broker sends no packet above `MAX_PACKET_BYTES`."""
         s = self.settings
         will_topic, will = self._last_will()
+        properties = Properties(PacketTypes.CONNECT)
+        properties.MaximumPacketSize = MAX_PACKET_BYTES
         return aiomqtt.Client(
             s.host, s.port, username=s.username, password=self._password, tls_context=self._tls, keepalive=s.keepalive,
             timeout=s.connect_timeout, will=aiomqtt.Will(will_topic, will, qos=1, retain=True),
+            protocol=aiomqtt.ProtocolVersion.V5, properties=properties,
         )
 
     async def __aenter__(self) -> MqttLink:
@@ -359,3 +388,9 @@ class AvailabilityLink(MqttLink):
         """Publishes `state` (retained) and re-announces it after any reconnect."""
         self.state = state
         self._enqueue(self.topic, state.encode(), 1, retain=True)
+
+    def publish_stream_status(self, stream: str, state: str, detail: str = "") -> None:
+        """A stream's retained status, from the process supervising it (`vos serve --ray`: an actor died)."""
+        topic = "/".join([self.settings.prefix, stream, "status"]) if self.settings.prefix else f"{stream}/status"
+        message = StatusMessage(stream=stream, state=state, detail=detail)
+        self._enqueue(topic, message.model_dump_json().encode(), 1, retain=True)

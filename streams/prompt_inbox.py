@@ -21,7 +21,7 @@ from vos.streams.messages import ErrorMessage, PromptMessage, parse_prompt
 log = logging.getLogger(__name__)
 
 ERROR_PAYLOAD_ECHO = 200  # characters of a refused prompt echoed in its error message
-MAX_PROMPT_BYTES = 8_000_000  # larger prompt payloads are refused before parsing
+MAX_PROMPT_BYTES = 8_000_000  # larger prompt payloads are refused before parsing; MQTT: see streams.mqtt.MAX_PACKET_BYTES
 MAX_PENDING_PROMPTS = 32  # prompts waiting for the next frame; more refuse the oldest
 
 Listener = Callable[[ErrorMessage], None]

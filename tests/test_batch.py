@@ -6,44 +6,37 @@ import os
 import signal
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import vos.cli
+from tests.mqtt_broker import free_port
+from tests.ray_fixtures import ray_or_skip, ray_pids
 from vos.streams.label_map import read_label_map
 
 VIDEOS = ("blackswan", "camel", "car-shadow")
 MAX_FRAMES = 4
 
 
-def ray_or_skip():
-    try:
-        import ray  # noqa: F401
-    except ImportError:
-        if os.environ.get("CI"):
-            pytest.fail("Ray missing: scripts/install-dev.sh installs the [ray] extra")
-        pytest.skip("Ray not installed (pip install -e '.[ray]')")
-
-
-def worker_pids() -> list[int]:
-    """Processes Ray titled as a running `TrackWorker.track` call."""
-    pids = []
-    for entry in Path("/proc").iterdir():
+def scrape_metrics(port: int, scrapes: list[dict[str, float]], done: threading.Event) -> None:
+    """Scrapes /metrics every 0.3 s until `done`: each scrape as {series: value}."""
+    while not done.wait(0.3):
         try:
-            if entry.name.isdigit() and b"ray::TrackWorker.track" in (entry / "cmdline").read_bytes():
-                pids.append(int(entry.name))
-        except OSError:
-            pass
-    return pids
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                text = r.read().decode()
+        except OSError:  # not up yet, or already down
+            continue
+        scrapes.append({k: float(v) for k, v in (line.rsplit(" ", 1) for line in text.splitlines() if line.startswith("vos_batch"))})
 
 
 def kill_a_worker_mid_video(out: Path, killed: list[int], timeout: float = 120) -> None:
     """Once a video has some frames written, SIGKILL the worker tracking it."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and not killed:
-        if any(list(p.glob("*.png")) for p in out.glob(".*.partial-*")) and (pids := worker_pids()):
+        if any(list(p.glob("*.png")) for p in out.glob(".*.partial-*")) and (pids := ray_pids("ray::TrackWorker.track")):
             os.kill(pids[0], signal.SIGKILL)
             killed.append(pids[0])
         time.sleep(0.05)
@@ -60,6 +53,7 @@ def test_batch_on_ray_equals_track_survives_a_killed_worker_and_resumes(davis_ro
     ray_or_skip()
     from vos.batch import jobs_from_inputs, run_batch
     from vos.config import ModelSettings
+    from vos.metrics import MetricsSettings
 
     frames = {name: davis_root / "JPEGImages" / "480p" / name for name in VIDEOS}
     annotations = davis_root / "Annotations" / "480p"
@@ -75,8 +69,15 @@ def test_batch_on_ray_equals_track_survives_a_killed_worker_and_resumes(davis_ro
     killed: list[int] = []
     killer = threading.Thread(target=kill_a_worker_mid_video, args=(out, killed), daemon=True)
     killer.start()
-    summary = run_batch(jobs, out, settings, workers=2, cpus_per_worker=1, max_frames=MAX_FRAMES)
+    port, scrapes, done = free_port(), [], threading.Event()
+    scraper = threading.Thread(target=scrape_metrics, args=(port, scrapes, done), daemon=True)
+    scraper.start()
+    try:
+        summary = run_batch(jobs, out, settings, workers=2, cpus_per_worker=1, max_frames=MAX_FRAMES, metrics=MetricsSettings(port=port))
+    finally:
+        done.set()
     killer.join()
+    scraper.join()
 
     assert killed, "no worker was killed: the test proved nothing about retries"
     assert sorted(summary.done) == sorted(VIDEOS) and summary.failed == {} and summary.retried >= 1
@@ -84,6 +85,11 @@ def test_batch_on_ray_equals_track_survives_a_killed_worker_and_resumes(davis_ro
     for name in VIDEOS:
         same_results(out / name, reference / name)
     assert not list(out.glob(".*.partial-*"))  # the killed attempt's partial folder is not left as a result
+    videos_done = [s['vos_batch_videos_total{state="done"}'] for s in scrapes]
+    frames_done = [s["vos_batch_frames_processed_total"] for s in scrapes]
+    assert videos_done[0] < videos_done[-1] and videos_done == sorted(videos_done), videos_done  # /metrics moved
+    assert frames_done == sorted(frames_done) and 0 < frames_done[-1] <= summary.frames
+    assert max(s["vos_batch_retries_total"] for s in scrapes) <= summary.retried
 
     # A rerun finds every video complete: nothing is tracked, Ray is not even started.
     capsys.readouterr()

@@ -44,7 +44,7 @@ def bench_run(davis_root: Path, tracking_checkpoint: Path, tmp_path_factory) -> 
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
         code = main(
             ["bench", "davis", "--davis-root", str(davis_root), "--checkpoint", str(tracking_checkpoint),
-             "--image-size", str(IMAGE_SIZE), "--max-frames", str(MAX_FRAMES), "--out", str(out), "--workers", "2"]
+             "--image-size", str(IMAGE_SIZE), "--max-frames", str(MAX_FRAMES), "--out", str(out), "--eval-workers", "2"]
         )  # fmt: skip
     return code, stdout.getvalue(), stderr.getvalue(), out
 
@@ -109,6 +109,36 @@ def test_loop_scores_only_the_tracked_frames(bench_run, davis_root: Path):
     assert [o.frames for o in result.objects] == [("00001",)] * len(SEQUENCES)
     with pytest.raises(VosError, match="result frame\\(s\\) missing .*00003.png"):  # frames 1..3 of 5
         evaluate_davis(davis_root, out, max_frames=MAX_FRAMES + 2, workers=2)
+
+
+def test_ray_workers_write_the_same_pngs_and_scores(bench_run, davis_root: Path, tracking_checkpoint: Path, tmp_path):
+    """`--workers 2`: the sequences tracked on `vos batch`'s Ray pool, with the thread count of the in-process
+    run (2), give the same PNGs and the same scores."""
+    from tests.ray_fixtures import ray_or_skip
+
+    ray_or_skip()
+    _, _, _, reference = bench_run
+    sequences = SEQUENCES[:3]
+    out = tmp_path / "ray"
+    (out / sequences[0]).mkdir(parents=True)
+    (out / sequences[0] / "00000.png").write_bytes(b"stale")  # a folder of an earlier run is replaced
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        code = main(
+            ["bench", "davis", "--davis-root", str(davis_root), "--checkpoint", str(tracking_checkpoint), "--quiet",
+             "--image-size", str(IMAGE_SIZE), "--max-frames", str(MAX_FRAMES), "--out", str(out), "--threads", "2",
+             "--sequences", ",".join(sequences), "--workers", "2", "--eval-workers", "2"]
+        )  # fmt: skip
+    assert code == 0
+    assert re.search(rf"Tracked {len(sequences) * MAX_FRAMES} frames of {len(sequences)} sequence\(s\), 3 object\(s\) on Ray, 2 worker", stdout.getvalue())
+    for seq in sequences:
+        names = sorted(p.name for p in (out / seq).glob("*.png"))
+        assert names == [f"{i:05d}.png" for i in range(MAX_FRAMES)], seq
+        for name in names:
+            np.testing.assert_array_equal(np.asarray(Image.open(out / seq / name)), np.asarray(Image.open(reference / seq / name)))
+    ours = evaluate_davis(davis_root, out, sequences=sequences, max_frames=MAX_FRAMES, workers=2)
+    theirs = evaluate_davis(davis_root, reference, sequences=sequences, max_frames=MAX_FRAMES, workers=2)
+    assert ours.global_scores() == theirs.global_scores()
 
 
 # --- no model needed ---------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from vos.modeling.rope import apply_rope, axial_rope_tables
 TOL = 1e-4
 
 
-@pytest.mark.parametrize("size", [1024, 512])
+@pytest.mark.parametrize("size", [pytest.param(1024, marks=pytest.mark.slow), 512])
 @torch.inference_mode()
 def test_memory_encoder_matches(tiny_checkpoint, meta_tiny, size):
     ours = vos.load_model("sam2.1_hiera_t", checkpoint=tiny_checkpoint, image_size=size)
@@ -30,7 +30,7 @@ def test_memory_encoder_matches(tiny_checkpoint, meta_tiny, size):
     assert (pos - ref["vision_pos_enc"][0]).abs().max() <= TOL
 
 
-@pytest.mark.parametrize("size", [1024, 512])
+@pytest.mark.parametrize("size", [pytest.param(1024, marks=pytest.mark.slow), 512])
 @pytest.mark.parametrize("num_ptr_tokens", [0, 8])
 @torch.inference_mode()
 def test_memory_attention_matches(tiny_checkpoint, meta_tiny, size, num_ptr_tokens):

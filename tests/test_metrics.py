@@ -86,3 +86,18 @@ def test_a_metrics_port_in_use_is_refused_before_the_model_loads(short_clip, cap
 
     code, port = asyncio.run(main())
     assert code == 2 and f"cannot serve metrics on 127.0.0.1:{port}" in capsys.readouterr().err
+
+
+def test_batch_metrics_equal_the_batch_summary():
+    from vos.batch import BatchSummary
+    from vos.metrics import BatchMetrics
+
+    summary = BatchSummary(done=["a", "b"], skipped=["c"], failed={"d": "ValueError: x"}, retried=3, frames=40, seconds=10.0)
+    series = {k: float(v) for k, v in (line.rsplit(" ", 1) for line in BatchMetrics(summary).text().decode().splitlines() if line.startswith("vos_"))}
+    assert series == {
+        'vos_batch_videos_total{state="done"}': 2, 'vos_batch_videos_total{state="skipped"}': 1,
+        'vos_batch_videos_total{state="failed"}': 1, "vos_batch_videos_running": 0, "vos_batch_retries_total": 3,
+        "vos_batch_frames_processed_total": 40, "vos_batch_frames_per_second": 4.0,
+    }  # fmt: skip
+    summary.done.append("e")
+    assert b'vos_batch_videos_total{state="done"} 3.0' in BatchMetrics(summary).text()  # read at scrape time

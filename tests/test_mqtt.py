@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from tests.mqtt_broker import Subscriber, free_port
-from vos.streams.messages import AddPrompt, MaskMessage, ObjectMask, RemoveObject, Rle
+from tests.prompt_fuzz import fuzzed_prompts
+from vos.streams.messages import AddPrompt, MaskMessage, ObjectMask, RemoveObject
 from vos.streams.mqtt import MqttLink, MqttSettings, MqttUnavailable
 
 
@@ -122,6 +123,69 @@ def test_broker_restart_delivers_buffered_messages_and_counts_overflow(broker):
     messages, stats, lost = asyncio.run(main())
     assert frame_indices(messages, "t/vos/cam/masks") == [0, 8, 9, 10]
     assert stats.reconnects >= 1 and stats.dropped == 7 and lost == 0
+
+
+def test_status_announced_after_a_reconnect_has_the_current_counters(broker):
+    """A reconnect re-announces the stream's status built then (`StreamRunner` gives the link `status_now`): the
+    counters as they are now, not those of the last status published, which may be STATUS_INTERVAL old."""
+    from types import SimpleNamespace
+
+    from vos.engine import StreamRunner
+
+    def status(messages: list[tuple[str, bytes]]) -> list[dict]:
+        return [json.loads(p) for _, p in messages]
+
+    async def main():
+        source = SimpleNamespace(name="cam", stats=SimpleNamespace(dropped=0, skipped=0, reconnects=0))
+        link = MqttLink(settings(broker.port), "cam")
+        runner = StreamRunner(source, None, None, mqtt=link)
+        async with Subscriber(broker.port, "t/vos/cam/status") as sub:
+            await link.start()  # announces "online" before the runner's first status
+            runner._status("online")
+            assert await sub.wait_for(lambda m: len(m) == 2, 10)
+            runner.report.frames, source.stats.dropped = 42, 7  # not published: the next status is up to 5 s away
+            broker.stop()
+            broker.start()
+            assert await sub.wait_for(lambda m: any(s["frames"] == 42 for s in status(m)), 15), status(sub.messages)
+            assert link.stats.reconnects == 1
+            await link.close()
+        async with Subscriber(broker.port, "t/vos/cam/status", identifier="late") as late:
+            assert await late.wait_for(lambda m: len(m) == 1, 10)
+        return status(sub.messages), status(late.messages)
+
+    published, [retained] = asyncio.run(main())
+    assert [s["state"] for s in published[:2]] == ["online", "online"] and published[1]["frames"] == 0
+    assert retained == published[-1] == {"stream": "cam", "state": "online", "detail": "", "frames": 42, "dropped_frames": 7,
+                                         "skipped_frames": 0, "source_reconnects": 0, "dropped_messages": 0}
+
+
+def test_prompts_above_the_packet_limit_never_reach_the_link(broker):
+    """MQTT 5 Maximum Packet Size: the broker drops a 20 MB prompt instead of sending it (the link never holds it and
+    stays connected); a 9 MB one still arrives and is answered "larger than"; a valid prompt after both arrives."""
+    from vos.streams.mqtt import MAX_PACKET_BYTES
+    from vos.streams.prompt_inbox import MAX_PROMPT_BYTES
+
+    valid = b'{"action": "remove", "obj_id": 4}'
+    assert MAX_PROMPT_BYTES < 9_000_000 < MAX_PACKET_BYTES < 20_000_000
+
+    async def main():
+        async with Subscriber(broker.port, "t/vos/cam/errors") as sub:
+            async with MqttLink(settings(broker.port), "cam") as link:
+                arrived, submit = [], link.inbox.submit
+                link.inbox.submit = lambda payload: arrived.append(len(payload)) or submit(payload)
+                async with __import__("aiomqtt").Client("127.0.0.1", broker.port) as client:
+                    for payload in (b"x" * 20_000_000, b"x" * 9_000_000, valid):
+                        await client.publish("t/vos/cam/prompts", payload, qos=1)
+                assert await sub.wait_for(lambda m: len(arrived) == 2 and len(m) == 1, 10), arrived
+                await asyncio.sleep(0.5)
+                assert link.stats.connected
+                return sub.messages, arrived, link.inbox.take(), link.stats
+
+    errors, arrived, prompts, stats = asyncio.run(main())
+    assert arrived == [9_000_000, len(valid)] and prompts == [RemoveObject(action="remove", obj_id=4)]
+    assert len(errors) == 1 and "9000000 bytes is larger than 8000000" in json.loads(errors[0][1])["error"]
+    assert stats.reconnects == 0 and stats.last_error is None
+    assert "Dropping too large outgoing PUBLISH" in (broker.folder / "mosquitto.log").read_text()
 
 
 def test_last_will_reports_offline_when_the_engine_dies(broker):
@@ -233,40 +297,6 @@ def test_password_from_a_file(tmp_path):
         MqttSettings.from_url("mqtt://cam:x@127.0.0.1", password_file=secret)
     with pytest.raises(ValueError, match="cannot read the MQTT password file"):
         MqttSettings(password_file=tmp_path / "missing").password_value()
-
-
-def fuzzed_prompts(n: int, seed: int = 0) -> list[tuple[bytes, bool]]:
-    """(payload, valid) pairs: random bytes, deep JSON, NaN/huge numbers, huge or lying RLEs, bad boxes and
-    labels, unknown actions, with valid prompts interleaved."""
-    rng = np.random.default_rng(seed)
-    valid = [
-        {"action": "add", "obj_id": 1, "points": [[10.5, 20]], "labels": [1]},
-        {"action": "add", "obj_id": 2, "box": [1, 2, 30, 40]},
-        {"action": "add", "obj_id": 3, "mask": Rle.from_mask(np.eye(6, 8, dtype=bool)).model_dump()},
-        {"action": "remove", "obj_id": 2},
-        {"action": "reset"},
-    ]
-    bad = [
-        lambda: bytes(rng.integers(0, 256, int(rng.integers(1, 300)), dtype=np.uint8)),
-        lambda: ("[" * int(rng.integers(100, 5000)) + "]" * int(rng.integers(0, 5000))).encode(),
-        lambda: b'{"action": "add", "obj_id": 1, "points": [[NaN, 1]], "labels": [1]}',
-        lambda: b'{"action": "add", "obj_id": 1, "points": [[1e308, 1]], "labels": [1]}',
-        lambda: json.dumps({"action": "add", "obj_id": 1, "mask": {"size": [16384, 16384], "counts": "1" * int(rng.integers(1, 3_000_000))}}).encode(),
-        lambda: json.dumps({"action": "add", "obj_id": 1, "mask": {"size": [3, 3], "counts": "00"}}).encode(),
-        lambda: json.dumps({"action": "add", "obj_id": 1, "box": [30, 40, 1, 2]}).encode(),
-        lambda: json.dumps({"action": "add", "obj_id": 1, "points": [[1, 1]], "labels": [True]}).encode(),
-        lambda: json.dumps({"action": "add", "obj_id": 1, "points": [], "labels": []}).encode(),
-        lambda: json.dumps({"action": "add", "obj_id": int(rng.integers(-5, 0))}).encode(),
-        lambda: json.dumps({"action": rng.choice(["explode", "ADD", "", "remove_all"]), "obj_id": 1}).encode(),
-        lambda: json.dumps({"action": "add", "obj_id": 1, "points": [[1, 1]] * 65, "labels": [1] * 65}).encode(),
-    ]
-    out = []
-    for _ in range(n):
-        if rng.random() < 0.3:
-            out.append((json.dumps(valid[int(rng.integers(len(valid)))]).encode(), True))
-        else:
-            out.append((bad[int(rng.integers(len(bad)))](), False))
-    return out
 
 
 def test_a_thousand_fuzzed_prompts_are_each_answered_or_applied(broker):

@@ -44,7 +44,7 @@ def object_prompts(davis_root, sequence: str, index: int) -> dict:
     }
 
 
-@pytest.fixture(scope="module", params=[1024, 512], ids=["1024px", "512px"])
+@pytest.fixture(scope="module", params=[pytest.param(1024, marks=pytest.mark.slow), 512], ids=["1024px", "512px"])
 def size(request) -> int:
     return request.param
 

@@ -249,11 +249,13 @@ def test_page_in_chromium_shows_the_stream_and_steers_the_engine(long_clip, trac
                 await until(lambda: any(2 in ids for _, ids in capture.frames), 90, "object 2 in the masks")
                 frame_with_2 = next(i for i, (_, ids) in enumerate(capture.frames) if 2 in ids)
 
+                box = await page.locator("#picture").bounding_box()  # the object list above may have grown
                 async with page.expect_request("**/prompts") as sent:  # shift-click: "not here"
                     await page.keyboard.down("Shift")
                     await page.mouse.click(box["x"] + 0.1 * box["width"], box["y"] + 0.9 * box["height"])
                     await page.keyboard.up("Shift")
                 negative = json.loads((await sent.value).post_data)
+                box = await page.locator("#picture").bounding_box()
                 async with page.expect_request("**/prompts") as sent:  # drag: a box
                     await page.mouse.move(box["x"] + 0.25 * box["width"], box["y"] + 0.5 * box["height"])
                     await page.mouse.down()

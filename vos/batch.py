@@ -18,7 +18,9 @@ videos/s of one worker, as long as there are at least N x W videos and each work
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import os
 import shutil
 import time
@@ -32,8 +34,11 @@ from vos.config import ModelSettings, TrackerConfig
 from vos.engine_cli import read_mask_png
 from vos.engine_config import StreamPrompt
 from vos.errors import ConfigError
+from vos.metrics import BatchMetrics, MetricsSettings, serve_in_thread
 from vos.streams.label_map import read_label_map
 from vos.streams.messages import Rle
+
+log = logging.getLogger(__name__)
 
 PARTIAL = ".{name}.partial-"
 
@@ -54,11 +59,15 @@ class BatchSummary:
     failed: dict[str, str] = field(default_factory=dict)  # name -> the last error
     retried: int = 0
     frames: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # wall time of the pool, once it is done
+    running: int = 0  # videos a worker is tracking now
+    started: float | None = None  # time.monotonic() when the pool started
 
     @property
     def fps(self) -> float:
-        return self.frames / self.seconds if self.seconds else 0.0
+        """Frames of the videos done per second: over the whole run, or so far while it runs."""
+        seconds = self.seconds or (time.monotonic() - self.started if self.started is not None else 0.0)
+        return self.frames / seconds if seconds else 0.0
 
     def text(self) -> str:
         parts = [f"{len(self.done)} videos done ({self.frames} frames in {self.seconds:.1f} s, {self.fps:.2f} frames/s)"]
@@ -223,10 +232,12 @@ def run_batch(
     cpus_per_worker: int | None = None,
     max_frames: int | None = None,
     progress: bool = False,
+    metrics: MetricsSettings | None = None,
 ) -> BatchSummary:
     """Runs the jobs on a Ray pool of `workers` actors (`address`: a cluster; None: a local Ray on this machine).
 
-    `out` must be writable by every worker (shared storage on a cluster).
+    `out` must be writable by every worker (shared storage on a cluster). With `metrics`, Prometheus
+    /metrics (videos done/failed/skipped/running, retries, frames) and /healthz are served meanwhile.
     `cpus_per_worker` (default: this machine's cores / workers locally, 1 on a cluster) is what Ray
     reserves per actor and, locally, its torch threads.
     """
@@ -242,25 +253,32 @@ def run_batch(
     todo = [job for job in jobs if job.name not in summary.skipped]
     if not todo:
         return summary
-    started_ray = not ray.is_initialized()
-    if started_ray:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    try:
+    with contextlib.ExitStack() as stack:  # closed in reverse: partial folders, Ray, the metrics server
+        if metrics is not None:
+            server = stack.enter_context(serve_in_thread(metrics, BatchMetrics(summary)))
+            log.info("metrics on %smetrics", server.url)
+        if not ray.is_initialized():
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+            stack.callback(ray.shutdown)
+        stack.callback(_remove_partials, out, jobs)  # what killed attempts left behind
         cpus = cpus_per_worker or (max(1, int(ray.cluster_resources().get("CPU", 1)) // workers) if address is None else 1)
         if model.threads is None:
             model = model.model_copy(update={"threads": cpus})
         worker = _worker_class().options(num_cpus=cpus, num_gpus=num_gpus_per_worker)
         pool = [worker.remote(model, tracker) for _ in range(min(workers, len(todo)))]
-        start = time.monotonic()
-        _schedule(pool, todo, str(out), max_frames, retries, summary, tqdm(total=len(todo), unit="video", disable=not progress))
-        summary.seconds = time.monotonic() - start
-    finally:
-        if started_ray:
-            ray.shutdown()
-        for job in jobs:  # what killed attempts left behind
-            for partial in out.glob(f"{PARTIAL.format(name=job.name)}*"):
-                shutil.rmtree(partial, ignore_errors=True)
+        summary.started = time.monotonic()
+        bar = tqdm(total=len(todo), unit="video", disable=not progress)
+        try:
+            _schedule(pool, todo, str(out), max_frames, retries, summary, bar)
+        finally:
+            summary.seconds, summary.running = time.monotonic() - summary.started, 0
     return summary
+
+
+def _remove_partials(out: Path, jobs: list[BatchJob]) -> None:
+    for job in jobs:
+        for partial in out.glob(f"{PARTIAL.format(name=job.name)}*"):
+            shutil.rmtree(partial, ignore_errors=True)
 
 
 def _schedule(pool, todo: list[BatchJob], out: str, max_frames, retries: int, summary: BatchSummary, bar) -> None:
@@ -282,8 +300,10 @@ def _schedule(pool, todo: list[BatchJob], out: str, max_frames, retries: int, su
                 job, actor = queue.pop(0), idle.pop()
                 attempts[job.name] = attempts.get(job.name, 0) + 1
                 running[actor.track.remote(job, out, max_frames)] = (actor, job)
+            summary.running = sum(job is not None for _, job in running.values())
             [ready], _ = ray.wait(list(running), num_returns=1)
             actor, job = running.pop(ready)
+            summary.running -= job is not None
             try:
                 frames = ray.get(ready)
             except (ActorUnavailableError, RayActorError) as e:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from vos.cli_options import add_settings_arguments, settings_from_args
 from vos.config import ModelSettings, TrackerConfig
-from vos.engine_cli import TRACKER_FLAGS
+from vos.engine_cli import TRACKER_FLAGS, add_metrics_arguments, metrics_from_args
 from vos.errors import ConfigError
 
 
@@ -23,6 +23,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
         jobs, args.out, settings_from_args(args, ModelSettings), settings_from_args(args, TrackerConfig),
         workers=args.workers, address=args.address, retries=args.retries, num_gpus_per_worker=args.num_gpus_per_worker,
         cpus_per_worker=args.cpus_per_worker, max_frames=args.max_frames, progress=not args.quiet,
+        metrics=metrics_from_args(args),
     )  # fmt: skip
     print(f"vos: batch: {summary.text()}", file=sys.stderr)
     return 1 if summary.failed else 0
@@ -49,6 +50,7 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     ray.add_argument("--cpus-per-worker", type=int, metavar="C", help="CPUs per worker (default: local cores / workers; 1 on a cluster)")
     p.add_argument("--max-frames", type=int, metavar="N", help="at most N frames per video")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_metrics_arguments(p)
     add_settings_arguments(p.add_argument_group("model"), ModelSettings, list(ModelSettings.model_fields))
     add_settings_arguments(p.add_argument_group("tracker"), TrackerConfig, TRACKER_FLAGS)
     p.set_defaults(func=cmd_batch)

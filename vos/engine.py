@@ -122,6 +122,7 @@ class StreamRunner:
         self.mqtt = mqtt
         self.inbox = mqtt.inbox if mqtt is not None else PromptInbox(self.stream)  # prompts from MQTT and the viewer
         self.state = "starting"  # the status last published
+        self.detail = ""  # and its detail
         self.objects = 0  # objects in the last delivered frame's masks
         self.metrics: EngineMetrics | None = None
         self._delivered: deque[float] = deque(maxlen=RATE_WINDOW)  # when recent frames reached the sinks
@@ -130,6 +131,8 @@ class StreamRunner:
         self.progress = progress
         self.report = StreamReport(self.stream)
         self._status_at = 0.0  # when the status was last published
+        if mqtt is not None:
+            mqtt.status_now = self._status_now
 
     async def _apply_prompts(self, frame: Frame) -> None:
         """Initial prompts that do not fit the frame stop the stream (ConfigError); others are refused.
@@ -156,17 +159,25 @@ class StreamRunner:
                 where = f"object {message.obj_id}: " if isinstance(message, AddPrompt) else ""
                 self.inbox.refuse(f"{where}{e}", message.model_dump_json())
 
-    def _status(self, state: str, detail: str = "") -> None:
-        self._status_at = time.monotonic()
-        self.state = state
-        if self.mqtt is None:
-            return
+    def _status_message(self, state: str, detail: str) -> StatusMessage:
+        """The stream's status with its counters as they are now."""
         stats = self.source.stats
-        self.mqtt.publish_status(StatusMessage(
+        return StatusMessage(
             stream=self.stream, state=state, detail=redact(detail), frames=self.report.frames,
             dropped_frames=stats.dropped, skipped_frames=stats.skipped, source_reconnects=stats.reconnects,
-            dropped_messages=self.mqtt.stats.dropped,
-        ))  # fmt: skip
+            dropped_messages=self.mqtt.stats.dropped if self.mqtt is not None else 0,
+        )  # fmt: skip
+
+    def _status_now(self) -> StatusMessage:
+        """Announced on each MQTT (re)connect: the last state published, with the counters as they are now (the last
+        published ones may be `STATUS_INTERVAL` old); "online" before the first."""
+        return self._status_message({"starting": "online"}.get(self.state, self.state), self.detail)
+
+    def _status(self, state: str, detail: str = "") -> None:
+        self._status_at = time.monotonic()
+        self.state, self.detail = state, detail
+        if self.mqtt is not None:
+            self.mqtt.publish_status(self._status_message(state, detail))
 
     def _encode(self, frame: Frame, result: TrackResult) -> tuple[MaskMessage, np.ndarray]:
         """Blocking: the frame's label map and its message (each object's mask is its label-map pixels)."""
@@ -276,6 +287,8 @@ class Engine:
     and leaving closes them, after the streams flushed their last frames. `sinks` adds sinks of
     the caller's (opened and closed by the caller) to streams by id. With `wait_for_cameras`, a
     live source that is down at start does not stop the engine: its stream keeps reconnecting.
+    With MQTT, the engine keeps `{prefix}/available` unless `availability` is False (a process that
+    supervises several engines keeps it instead: `vos serve --ray`).
     """
 
     def __init__(
@@ -292,6 +305,7 @@ class Engine:
         wait_for_cameras: bool = False,
         web: WebSettings | None = None,
         metrics: MetricsSettings | None = None,
+        availability: bool = True,
     ) -> None:
         if not streams:
             raise ConfigError("an engine needs at least one stream")
@@ -308,7 +322,8 @@ class Engine:
         self.metrics_settings = metrics
         self.metrics: EngineMetrics | None = None  # with `metrics`, while entered
         self.metrics_server: MetricsServer | None = None
-        self.availability: AvailabilityLink | None = None  # {prefix}/available, with `mqtt`
+        self.announce_availability = availability
+        self.availability: AvailabilityLink | None = None  # {prefix}/available, with `mqtt` and `availability`
         self.viewer = None  # the WebViewer while entered, with `web`
         self.runners: list[StreamRunner] = []
         self.inference: InferenceQueue | None = None
@@ -325,8 +340,8 @@ class Engine:
 
     async def __aenter__(self) -> Engine:
         async with contextlib.AsyncExitStack() as stack:
-            if self.mqtt_settings is not None:
-                self.availability = await stack.enter_async_context(self._mqtt(AvailabilityLink, self.mqtt_settings))
+            if self.mqtt_settings is not None and self.announce_availability:
+                self.availability = await stack.enter_async_context(self.mqtt_link(AvailabilityLink, self.mqtt_settings))
             opened = [await self._open_stream(stack, spec) for spec in self.streams]
             if self.web is not None:
                 from vos.viewer.server import WebViewer
@@ -390,7 +405,7 @@ class Engine:
         sinks: list[Sink] = []
         mqtt = None
         if self.mqtt_settings is not None:
-            mqtt = await stack.enter_async_context(self._mqtt(MqttLink, self.mqtt_settings, stream))
+            mqtt = await stack.enter_async_context(self.mqtt_link(MqttLink, self.mqtt_settings, stream))
             sinks.append(mqtt)
         if spec.out is not None:
             try:
@@ -408,7 +423,7 @@ class Engine:
 
     @staticmethod
     @contextlib.asynccontextmanager
-    async def _mqtt(kind: type[MqttLink], *args: object):
+    async def mqtt_link(kind: type[MqttLink], *args: object):
         """An open MQTT link of `kind`; BrokerUnavailable / ConfigError (unreadable password file, certificate)."""
         try:
             link = kind(*args)

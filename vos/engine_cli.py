@@ -17,7 +17,7 @@ import numpy as np
 
 from vos.cli_options import add_settings_arguments, settings_from_args
 from vos.config import ModelSettings, TrackerConfig
-from vos.engine_config import EngineConfig, StreamPrompt, StreamSettings, load_engine_config
+from vos.engine_config import EngineConfig, RaySettings, StreamPrompt, StreamSettings, load_engine_config
 from vos.errors import ConfigError, SourceUnavailable
 from vos.metrics import MetricsSettings
 from vos.streams.label_map import read_label_map
@@ -29,6 +29,7 @@ from vos.viewer import WebSettings
 
 if TYPE_CHECKING:
     from vos.engine import Engine, StreamReport
+    from vos.ray_serve import RayServe
 
 log = logging.getLogger("vos")
 MQTT_PASSWORD_ENV = "VOS_MQTT__PASSWORD"  # the same variable as for `vos serve`
@@ -131,8 +132,8 @@ def _settings(make, *args, **kwargs):
         raise ConfigError(str(e)) from None
 
 
-async def run_engine(engine: Engine) -> int:
-    """Runs the engine; SIGTERM/SIGINT stop it cleanly (masks flushed, status "stopped"). The exit code."""
+async def run_engine(engine: Engine | RayServe) -> int:
+    """Runs the engine (or the Ray driver); SIGTERM/SIGINT stop it cleanly (masks flushed, status "stopped"). The exit code."""
     loop = asyncio.get_running_loop()
     async with engine:
         signals = []
@@ -145,7 +146,8 @@ async def run_engine(engine: Engine) -> int:
         finally:
             for sig in signals:
                 loop.remove_signal_handler(sig)
-    sizes = engine.inference.batch_sizes if engine.inference is not None else {}
+    inference = getattr(engine, "inference", None)
+    sizes = inference.batch_sizes if inference is not None else {}
     if len(reports) > 1:
         log.info("image-encoder batches: %s", ", ".join(f"{n} of {size}" for size, n in sorted(sizes.items())) or "none")
     return _exit_code(reports)
@@ -205,7 +207,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         config = config.model_copy(update={"web": web_from_args(args.web, args.web_token_file)})
     if args.metrics_port is not None:
         config = config.model_copy(update={"metrics": metrics_from_args(args)})
+    if args.ray is not None:
+        ray = config.ray or RaySettings()
+        config = config.model_copy(update={"ray": ray.model_copy(update={"address": args.ray or ray.address})})
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if config.ray is not None:
+        from vos.ray_serve import RayServe
+
+        return asyncio.run(run_engine(RayServe(config)))
     return asyncio.run(run_engine(Engine.from_config(config, wait_for_cameras=True)))
 
 
@@ -255,4 +264,9 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--web", metavar="[HOST:]PORT", help="serve the live viewer (overrides the config's web:)")
     s.add_argument("--web-token-file", type=Path, metavar="FILE", help=f"the viewer's token (or ${WEB_TOKEN_ENV})")
     add_metrics_arguments(s)
+    s.add_argument(
+        "--ray", nargs="?", const="", metavar="ADDRESS",
+        help="run each stream in a Ray actor, restarted if it dies (ADDRESS: a cluster; none: a local Ray; "
+        "resources per stream from the config's ray: section); needs vos[ray]",
+    )  # fmt: skip
     s.set_defaults(func=cmd_serve)

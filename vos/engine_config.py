@@ -54,6 +54,17 @@ class StreamSettings(BaseModel):
         return v if v is None else check_topic_level(v, "stream id")
 
 
+class RaySettings(BaseModel):
+    """Where `vos serve --ray` runs its streams: one Ray actor per stream (`ray:` in the YAML)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    address: str | None = Field(None, description="Ray cluster address (None: a local Ray on this machine)")
+    num_cpus: float = Field(1.0, gt=0, description="CPUs Ray reserves per stream; also its torch threads (at least 1)")
+    num_gpus: float = Field(0.0, ge=0, description="GPUs Ray reserves per stream (0.5: two streams share a GPU)")
+    max_restarts: int = Field(-1, ge=-1, description="restarts of a stream's actor after it dies (-1: forever)")
+
+
 class EngineConfig(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid")
 
@@ -64,6 +75,7 @@ class EngineConfig(BaseSettings):
     max_batch: int = Field(4, ge=1)  # frames of different streams through the image encoder together
     web: WebSettings | None = None  # the live web viewer; None: off
     metrics: MetricsSettings | None = None  # Prometheus /metrics and /healthz; None: off
+    ray: RaySettings | None = None  # run each stream in a Ray actor (`vos serve --ray`); None: in this process
     streams: list[StreamSettings] = Field(min_length=1)
 
     @model_validator(mode="after")

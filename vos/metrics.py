@@ -12,8 +12,12 @@ the latency histograms are observed once per frame delivered to the sinks:
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextlib
 import json
-from collections.abc import Callable, Iterable
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -22,6 +26,7 @@ if TYPE_CHECKING:
     from aiohttp import web
     from prometheus_client import CollectorRegistry
 
+    from vos.batch import BatchSummary
     from vos.engine import StreamRunner
 
 HEALTHY_STATES = {"starting", "online", "reconnecting"}
@@ -104,10 +109,43 @@ class _StreamCounters:
         yield from families.values()
 
 
+class BatchMetrics:
+    """The metrics of a `vos batch` run, read from its summary at scrape time (videos are the units of work,
+    so frames move when a video completes); healthy while the batch runs."""
+
+    def __init__(self, summary: BatchSummary) -> None:
+        from prometheus_client import CollectorRegistry
+
+        self.summary = summary
+        self.registry: CollectorRegistry = CollectorRegistry()
+        self.registry.register(self)
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        s = self.summary
+        videos = CounterMetricFamily("vos_batch_videos", "videos finished, by outcome", labels=["state"])
+        for state, n in (("done", len(s.done)), ("skipped", len(s.skipped)), ("failed", len(s.failed))):
+            videos.add_metric([state], n)
+        yield videos
+        yield GaugeMetricFamily("vos_batch_videos_running", "videos a worker is tracking now", value=s.running)
+        yield CounterMetricFamily("vos_batch_retries", "video attempts that failed and were queued again", value=s.retried)
+        yield CounterMetricFamily("vos_batch_frames_processed", "frames of the videos done", value=s.frames)
+        yield GaugeMetricFamily("vos_batch_frames_per_second", "frames of the videos done / seconds since the start", value=s.fps)
+
+    def text(self) -> bytes:
+        from prometheus_client import generate_latest
+
+        return generate_latest(self.registry)
+
+    def health(self) -> tuple[bool, dict[str, str]]:
+        return True, {"batch": "running"}
+
+
 class MetricsServer:
     """`async with MetricsServer(settings, metrics)` serves /metrics and /healthz (aiohttp); ConfigError if the port is taken."""
 
-    def __init__(self, settings: MetricsSettings, metrics: EngineMetrics) -> None:
+    def __init__(self, settings: MetricsSettings, metrics: EngineMetrics | BatchMetrics) -> None:
         self.settings = settings
         self.metrics = metrics
         self.port: int | None = None
@@ -144,3 +182,29 @@ class MetricsServer:
         healthy, states = self.metrics.health()
         return web.Response(text=json.dumps({"healthy": healthy, "streams": states}), status=200 if healthy else 503,
                             content_type="application/json")  # fmt: skip
+
+
+@contextlib.contextmanager
+def serve_in_thread(settings: MetricsSettings, metrics: EngineMetrics | BatchMetrics) -> Iterator[MetricsServer]:
+    """A `MetricsServer` on an event loop of its own thread, for a caller without one (`vos batch`)."""
+    started: concurrent.futures.Future[MetricsServer] = concurrent.futures.Future()
+    stop = asyncio.Event()
+
+    async def serve() -> None:
+        try:
+            async with MetricsServer(settings, metrics) as server:
+                started.set_result(server)
+                await stop.wait()
+        except BaseException as e:
+            if not started.done():
+                started.set_exception(e)
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), name="vos-metrics", daemon=True)
+    thread.start()
+    try:
+        yield started.result()
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join()
+        loop.close()

@@ -8,10 +8,15 @@ with its ground-truth mask (DAVIS 2016: 255 is object 1; DAVIS 2017 palette PNGs
 Merging: a pixel gets the id of the object with the highest logit among the objects whose mask is on
 there, and background (0) where no mask is on. This is Meta's non-overlapping constraint
 (`_apply_non_overlapping_constraints`) applied to the output only; each object's memory keeps its own mask.
+
+With `workers`, the sequences are tracked on Ray by `vos batch`'s actor pool instead (one model per
+worker, sequences as units of work): the same tracker and the same merge through the engine, so the
+PNGs are the same as in process for the same torch thread count.
 """
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +27,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from vos.build import load_model
-from vos.config import DEFAULT_CONFIG, DEFAULT_PRECISION, Precision, TrackerConfig
+from vos.config import DEFAULT_CONFIG, DEFAULT_PRECISION, ModelSettings, Precision, TrackerConfig
 from vos.evaluation import EvaluationError
 from vos.evaluation.davis import (
     RESOLUTION,
@@ -137,11 +142,13 @@ class BenchResult:
     objects: int
     """Objects prompted, summed over sequences."""
     tracker_seconds: float
-    """Time spent in `Tracker.step` only."""
+    """Time spent in `Tracker.step` only (NaN on Ray: the workers' time is not reported)."""
     loop_seconds: float
     """Wall time of the whole loop: reading frames, tracking, merging and writing PNGs."""
     load_seconds: float
     notes: tuple[str, ...]
+    workers: int | None = None
+    """Ray workers that tracked the sequences; None: this process."""
 
     @property
     def tracker_fps(self) -> float:
@@ -183,6 +190,39 @@ def track_sequences(
     return frames, tracker_seconds, time.perf_counter() - start
 
 
+def track_sequences_on_ray(
+    model: ModelSettings,
+    sequences: Sequence[BenchSequence],
+    out_dir: Path,
+    tracker_config: TrackerConfig,
+    workers: int,
+    address: str | None = None,
+    max_frames: int | None = None,
+    progress: bool = False,
+) -> tuple[int, float]:
+    """Track every sequence on a Ray pool of `workers` (`vos batch`); returns (frames, wall seconds).
+
+    Each sequence's folder is replaced, as the in-process loop overwrites its PNGs.
+    """
+    from vos.batch import BatchJob, run_batch
+    from vos.engine_config import StreamPrompt
+    from vos.streams.messages import Rle
+
+    jobs = []
+    for seq in sequences:
+        if seq.frames[0] != "00000":
+            raise BenchError(f"sequence {seq.name!r}: on Ray, frames must be named 00000, 00001, ... (the engine's names)")
+        prompts = tuple(StreamPrompt(obj_id=k, frame=0, mask=Rle.from_mask(m)) for k, m in seq.prompts.items())
+        jobs.append(BatchJob(seq.name, str(seq.image_dir), prompts))
+        shutil.rmtree(Path(out_dir) / seq.name, ignore_errors=True)
+    summary = run_batch(
+        jobs, out_dir, model, tracker_config, workers=workers, address=address, max_frames=max_frames, progress=progress
+    )
+    if summary.failed:
+        raise BenchError(f"{len(summary.failed)} sequence(s) failed on Ray: {summary.text()}")
+    return summary.frames, summary.seconds
+
+
 def bench_davis(
     davis_root: Path,
     out_dir: Path,
@@ -197,21 +237,34 @@ def bench_davis(
     sequences: Sequence[str] | None = None,
     max_frames: int | None = None,
     resolution: str = RESOLUTION,
+    threads: int | None = None,
     workers: int | None = None,
+    address: str | None = None,
+    eval_workers: int | None = None,
     progress: bool = False,
 ) -> BenchResult:
     """Track every sequence of a DAVIS set from its first-frame masks, write the PNGs to `out_dir`, score them.
 
     The data is checked before the model is loaded. With `max_frames`, only the first `max_frames`
     frames of each sequence are tracked and scored (the protocol skips the first and the last of them).
-    `precision` and `compile` as for `vos.load_model` and `vos.Tracker`.
+    `precision` and `compile` as for `vos.load_model` and `vos.Tracker`. `workers`: track on a Ray
+    pool of that many workers (`address`: a cluster; None: a local Ray) instead of in this process.
+    `eval_workers`: scoring threads (default: all CPUs).
     """
     davis_root, out_dir = Path(davis_root), Path(out_dir)
     prepared, notes = prepare_sequences(davis_root, subset, sequences, resolution, max_frames)
-    start = time.perf_counter()
-    model = load_model(config, checkpoint=checkpoint, image_size=image_size, device=device, precision=precision)
-    load_seconds = time.perf_counter() - start
-    frames, tracker_seconds, loop_seconds = track_sequences(model, prepared, out_dir, progress, TrackerConfig(compile=compile))
+    tracker_config = TrackerConfig(compile=compile)
+    if workers is not None:
+        settings = ModelSettings(
+            config=config, checkpoint=checkpoint, image_size=image_size, device=device, precision=precision, threads=threads
+        )
+        frames, loop_seconds = track_sequences_on_ray(settings, prepared, out_dir, tracker_config, workers, address, max_frames, progress)
+        tracker_seconds, load_seconds = float("nan"), 0.0
+    else:
+        start = time.perf_counter()
+        model = load_model(config, checkpoint=checkpoint, image_size=image_size, device=device, precision=precision)
+        load_seconds = time.perf_counter() - start
+        frames, tracker_seconds, loop_seconds = track_sequences(model, prepared, out_dir, progress, tracker_config)
     evaluation = evaluate_davis(
         davis_root,
         out_dir,
@@ -219,7 +272,7 @@ def bench_davis(
         sequences=[s.name for s in prepared],
         strict=True,
         resolution=resolution,
-        workers=workers,
+        workers=eval_workers,
         progress=progress,
         max_frames=max_frames,
     )
@@ -232,14 +285,21 @@ def bench_davis(
         loop_seconds=loop_seconds,
         load_seconds=load_seconds,
         notes=tuple(notes) + evaluation.notes,
+        workers=workers,
     )
 
 
 def format_bench(result: BenchResult) -> str:
     """The official global and per-sequence tables, then frames, objects and frames/s."""
+    head = f"{format_davis(result.evaluation)}\n\nTracked {result.frames} frames of {result.sequences} sequence(s), {result.objects} object(s)"
+    if result.workers is not None:
+        return (
+            f"{head} on Ray, {result.workers} worker(s)\n"
+            f"Whole loop: {result.loop_fps:.2f} frames/s ({result.loop_seconds:.2f} s wall: models loaded, read, track, "
+            f"write PNGs)\nScored in {result.evaluation.seconds:.2f} s"
+        )
     return (
-        f"{format_davis(result.evaluation)}\n\n"
-        f"Tracked {result.frames} frames of {result.sequences} sequence(s), {result.objects} object(s)\n"
+        f"{head}\n"
         f"Tracker: {result.tracker_fps:.2f} frames/s ({result.tracker_seconds:.2f} s in Tracker.step)\n"
         f"Whole loop: {result.loop_fps:.2f} frames/s ({result.loop_seconds:.2f} s wall: read, track, write PNGs)\n"
         f"Model loaded in {result.load_seconds:.2f} s; scored in {result.evaluation.seconds:.2f} s"

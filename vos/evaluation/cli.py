@@ -162,7 +162,10 @@ def register_bench_cli(sub: argparse._SubParsersAction) -> None:
     model = davis.add_argument_group("model")
     add_settings_arguments(model, ModelSettings, ["checkpoint", "image_size", "device", "precision", "threads"])
     add_settings_arguments(model, TrackerConfig, ["compile"])
-    davis.add_argument("--workers", type=_positive_int, default=None, help="scoring threads (default: all CPUs)")
+    ray = davis.add_argument_group("Ray (`vos batch`'s pool; needs vos[ray])")
+    ray.add_argument("--workers", type=_positive_int, default=None, metavar="N", help="track on a Ray pool of N workers, one model each")
+    ray.add_argument("--address", metavar="ADDR", help="Ray cluster address (default: a local Ray on this machine)")
+    davis.add_argument("--eval-workers", type=_positive_int, default=None, help="scoring threads (default: all CPUs)")
     davis.add_argument("-q", "--quiet", action="store_true", help="print only the results, no progress bar")
     davis.set_defaults(func=run_bench_davis)
 
@@ -187,7 +190,10 @@ def run_bench_davis(args: argparse.Namespace) -> int:
         sequences=args.sequences,
         max_frames=args.max_frames,
         resolution=args.resolution,
+        threads=model.threads,
         workers=args.workers,
+        address=args.address,
+        eval_workers=args.eval_workers,
         progress=not args.quiet and sys.stderr.isatty(),
     )
     for note in result.notes:
