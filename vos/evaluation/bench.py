@@ -20,14 +20,13 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from vos.build import load_model
-from vos.config import DEFAULT_CONFIG, DEFAULT_PRECISION, ModelSettings, Precision, TrackerConfig
+from vos.config import ModelSettings, TrackerConfig
 from vos.evaluation import EvaluationError
 from vos.evaluation.davis import (
     RESOLUTION,
@@ -39,9 +38,13 @@ from vos.evaluation.davis import (
     sequence_list,
 )
 from vos.evaluation.metrics import read_mask, short_list
+from vos.evaluation.sav import SavResult, format_sav
 from vos.modeling.sam2 import SAM2Model
 from vos.streams.label_map import merge_masks, write_label_map
 from vos.tracker import Tracker
+
+if TYPE_CHECKING:
+    from vos.batch import BatchJob
 
 IMAGE_SUFFIX = ".jpg"
 
@@ -136,8 +139,9 @@ def prepare_sequences(
 class BenchResult:
     """Scores and timings of one `vos bench davis` run."""
 
-    evaluation: DavisResult
+    evaluation: DavisResult | SavResult
     sequences: int
+    """Sequences (videos) tracked."""
     frames: int
     objects: int
     """Objects prompted, summed over sequences."""
@@ -149,6 +153,14 @@ class BenchResult:
     notes: tuple[str, ...]
     workers: int | None = None
     """Ray workers that tracked the sequences; None: this process."""
+
+    @classmethod
+    def of(cls, evaluation, videos: int, objects: int, tracked: Tracked, notes: Sequence[str], workers: int | None) -> BenchResult:
+        return cls(
+            evaluation, sequences=videos, frames=tracked.frames, objects=objects, tracker_seconds=tracked.tracker_seconds,
+            loop_seconds=tracked.loop_seconds, load_seconds=tracked.load_seconds, notes=tuple(notes) + evaluation.notes,
+            workers=workers,
+        )  # fmt: skip
 
     @property
     def tracker_fps(self) -> float:
@@ -190,54 +202,83 @@ def track_sequences(
     return frames, tracker_seconds, time.perf_counter() - start
 
 
-def track_sequences_on_ray(
-    model: ModelSettings,
-    sequences: Sequence[BenchSequence],
+def track_on_ray(
+    jobs: Sequence[BatchJob],
     out_dir: Path,
+    model: ModelSettings,
     tracker_config: TrackerConfig,
     workers: int,
     address: str | None = None,
     max_frames: int | None = None,
     progress: bool = False,
 ) -> tuple[int, float]:
-    """Track every sequence on a Ray pool of `workers` (`vos batch`); returns (frames, wall seconds).
+    """Track the jobs on a Ray pool of `workers` (`vos batch`) into `out_dir/<name>/` (label maps by frame
+    index); returns (frames, wall seconds). Each job's folder is replaced, as an in-process run overwrites its PNGs."""
+    from vos.batch import run_batch
 
-    Each sequence's folder is replaced, as the in-process loop overwrites its PNGs.
-    """
-    from vos.batch import BatchJob, run_batch
+    for job in jobs:
+        shutil.rmtree(Path(out_dir) / job.name, ignore_errors=True)
+    summary = run_batch(
+        list(jobs), out_dir, model, tracker_config, workers=workers, address=address, max_frames=max_frames, progress=progress
+    )
+    if summary.failed:
+        raise BenchError(f"{len(summary.failed)} video(s) failed on Ray: {summary.text()}")
+    return summary.frames, summary.seconds
+
+
+def mask_job(name: str, image_dir: Path, prompts: Mapping[int, tuple[int, np.ndarray]]) -> BatchJob:
+    """A `vos batch` job: the frames of `image_dir`, each object prompted with its mask on its frame index."""
+    from vos.batch import BatchJob
     from vos.engine_config import StreamPrompt
     from vos.streams.messages import Rle
 
-    jobs = []
-    for seq in sequences:
-        if seq.frames[0] != "00000":
-            raise BenchError(f"sequence {seq.name!r}: on Ray, frames must be named 00000, 00001, ... (the engine's names)")
-        prompts = tuple(StreamPrompt(obj_id=k, frame=0, mask=Rle.from_mask(m)) for k, m in seq.prompts.items())
-        jobs.append(BatchJob(seq.name, str(seq.image_dir), prompts))
-        shutil.rmtree(Path(out_dir) / seq.name, ignore_errors=True)
-    summary = run_batch(
-        jobs, out_dir, model, tracker_config, workers=workers, address=address, max_frames=max_frames, progress=progress
+    return BatchJob(
+        name, str(image_dir), tuple(StreamPrompt(obj_id=k, frame=f, mask=Rle.from_mask(m)) for k, (f, m) in prompts.items())
     )
-    if summary.failed:
-        raise BenchError(f"{len(summary.failed)} sequence(s) failed on Ray: {summary.text()}")
-    return summary.frames, summary.seconds
+
+
+@dataclass(frozen=True)
+class Tracked:
+    """What tracking a benchmark's videos took."""
+
+    frames: int
+    tracker_seconds: float  # in `Tracker.step`; NaN on Ray
+    loop_seconds: float  # wall time of the loop (on Ray: the pool's, models loaded included)
+    load_seconds: float  # loading the model in this process (0 on Ray)
+
+
+def track_benchmark(
+    model: ModelSettings,
+    in_process: Callable[[SAM2Model], tuple[int, float, float]],
+    jobs: Callable[[], list[BatchJob]],
+    out_dir: Path,
+    tracker: TrackerConfig,
+    workers: int | None = None,
+    address: str | None = None,
+    max_frames: int | None = None,
+    progress: bool = False,
+) -> Tracked:
+    """Tracks a benchmark: `in_process(loaded model)` -> (frames, step seconds, wall seconds), or with
+    `workers` the `jobs()` on a Ray pool into `out_dir` (`track_on_ray`)."""
+    if workers is not None:
+        frames, seconds = track_on_ray(jobs(), out_dir, model, tracker, workers, address, max_frames, progress)
+        return Tracked(frames, float("nan"), seconds, 0.0)
+    start = time.perf_counter()
+    loaded = model.load()
+    load_seconds = time.perf_counter() - start
+    return Tracked(*in_process(loaded), load_seconds)
 
 
 def bench_davis(
     davis_root: Path,
     out_dir: Path,
+    model: ModelSettings = ModelSettings(),
+    tracker: TrackerConfig = TrackerConfig(),
     *,
-    config: str | Path = DEFAULT_CONFIG,
-    checkpoint: str | Path | None = None,
-    image_size: int | None = None,
-    device: str = "cpu",
-    precision: Precision = DEFAULT_PRECISION,
-    compile: bool = False,
     subset: str = "val",
     sequences: Sequence[str] | None = None,
     max_frames: int | None = None,
     resolution: str = RESOLUTION,
-    threads: int | None = None,
     workers: int | None = None,
     address: str | None = None,
     eval_workers: int | None = None,
@@ -247,51 +288,31 @@ def bench_davis(
 
     The data is checked before the model is loaded. With `max_frames`, only the first `max_frames`
     frames of each sequence are tracked and scored (the protocol skips the first and the last of them).
-    `precision` and `compile` as for `vos.load_model` and `vos.Tracker`. `workers`: track on a Ray
-    pool of that many workers (`address`: a cluster; None: a local Ray) instead of in this process.
-    `eval_workers`: scoring threads (default: all CPUs).
+    `workers`: track on a Ray pool of that many workers (`address`: a cluster; None: a local Ray)
+    instead of in this process. `eval_workers`: scoring threads (default: all CPUs).
     """
     davis_root, out_dir = Path(davis_root), Path(out_dir)
     prepared, notes = prepare_sequences(davis_root, subset, sequences, resolution, max_frames)
-    tracker_config = TrackerConfig(compile=compile)
-    if workers is not None:
-        settings = ModelSettings(
-            config=config, checkpoint=checkpoint, image_size=image_size, device=device, precision=precision, threads=threads
-        )
-        frames, loop_seconds = track_sequences_on_ray(settings, prepared, out_dir, tracker_config, workers, address, max_frames, progress)
-        tracker_seconds, load_seconds = float("nan"), 0.0
-    else:
-        start = time.perf_counter()
-        model = load_model(config, checkpoint=checkpoint, image_size=image_size, device=device, precision=precision)
-        load_seconds = time.perf_counter() - start
-        frames, tracker_seconds, loop_seconds = track_sequences(model, prepared, out_dir, progress, tracker_config)
+
+    def jobs() -> list[BatchJob]:
+        for seq in prepared:
+            if seq.frames[0] != "00000":
+                raise BenchError(f"sequence {seq.name!r}: on Ray, frames must be named 00000, 00001, ... (the engine's names)")
+        return [mask_job(seq.name, seq.image_dir, {k: (0, m) for k, m in seq.prompts.items()}) for seq in prepared]
+
+    in_process = lambda loaded: track_sequences(loaded, prepared, out_dir, progress, tracker)  # noqa: E731
+    tracked = track_benchmark(model, in_process, jobs, out_dir, tracker, workers, address, max_frames, progress)
     evaluation = evaluate_davis(
-        davis_root,
-        out_dir,
-        subset=subset,
-        sequences=[s.name for s in prepared],
-        strict=True,
-        resolution=resolution,
-        workers=eval_workers,
-        progress=progress,
-        max_frames=max_frames,
-    )
-    return BenchResult(
-        evaluation,
-        sequences=len(prepared),
-        frames=frames,
-        objects=sum(len(s.prompts) for s in prepared),
-        tracker_seconds=tracker_seconds,
-        loop_seconds=loop_seconds,
-        load_seconds=load_seconds,
-        notes=tuple(notes) + evaluation.notes,
-        workers=workers,
-    )
+        davis_root, out_dir, subset=subset, sequences=[s.name for s in prepared], strict=True, resolution=resolution,
+        workers=eval_workers, progress=progress, max_frames=max_frames,
+    )  # fmt: skip
+    return BenchResult.of(evaluation, len(prepared), sum(len(s.prompts) for s in prepared), tracked, notes, workers)
 
 
 def format_bench(result: BenchResult) -> str:
     """The official global and per-sequence tables, then frames, objects and frames/s."""
-    head = f"{format_davis(result.evaluation)}\n\nTracked {result.frames} frames of {result.sequences} sequence(s), {result.objects} object(s)"
+    table = format_davis(result.evaluation) if isinstance(result.evaluation, DavisResult) else format_sav(result.evaluation)
+    head = f"{table}\n\nTracked {result.frames} frames of {result.sequences} sequence(s), {result.objects} object(s)"
     if result.workers is not None:
         return (
             f"{head} on Ray, {result.workers} worker(s)\n"

@@ -1,5 +1,5 @@
 """`vos eval davis` and `vos eval sav`: score result PNGs with J&F and write the official CSV tables.
-`vos bench davis`: track every DAVIS sequence from its first-frame masks, write the PNGs, score them.
+`vos bench davis` and `vos bench sav`: track every sequence from its ground-truth prompts, write the PNGs, score them.
 
 The evaluation modules (numba) are imported when a command runs, so other `vos` commands stay quick.
 """
@@ -134,11 +134,11 @@ def run_sav(args: argparse.Namespace) -> int:
 
 
 def register_bench_cli(sub: argparse._SubParsersAction) -> None:
-    """Add `bench davis` to the top-level subparsers."""
+    """Add `bench davis` and `bench sav` to the top-level subparsers."""
 
     bench = sub.add_parser(
         "bench",
-        help="track a benchmark's sequences and score them (DAVIS)",
+        help="track a benchmark's sequences and score them (DAVIS, SA-V)",
         description="Run vos.Tracker on every sequence of a benchmark, write the masks and score them with J&F.",
     )
     commands = bench.add_subparsers(dest="bench_command", required=True, metavar="BENCHMARK")
@@ -159,43 +159,69 @@ def register_bench_cli(sub: argparse._SubParsersAction) -> None:
         help="track and score only the first N frames of each sequence (N >= 3)",
     )
     davis.add_argument("--resolution", default="480p", help="Annotations/JPEGImages sub-folder (default: 480p)")
-    model = davis.add_argument_group("model")
+    _add_bench_options(davis)
+    davis.set_defaults(func=run_bench_davis)
+
+    sav = commands.add_parser(
+        "sav",
+        help="SA-V val/test: each object prompted on its first annotated frame, J&F and frames/s out",
+        description="Track every video of ROOT (JPEGImages_24fps/, Annotations_6fps/) with vos.Tracker, each object "
+        "prompted with its ground-truth mask on the first annotated frame where it shows; write "
+        "OUT/<video>/<obj>/<frame>.png for the annotated frames (where masks overlap, the object with the highest "
+        "logit) and score OUT as `vos eval sav` does.",
+    )
+    sav.add_argument("--sav-root", type=Path, required=True, help="SA-V split folder, e.g. sav_val/")
+    sav.add_argument("--config", default=DEFAULT_CONFIG, help=f"model name or YAML (default: {DEFAULT_CONFIG})")
+    sav.add_argument("--out", type=Path, required=True, help="folder for the PNGs (<video>/<obj>/) and results.csv")
+    sav.add_argument("--videos", type=_sequence_names, default=None, help="comma-separated videos (default: all)")
+    _add_bench_options(sav)
+    sav.set_defaults(func=run_bench_sav)
+
+
+def _add_bench_options(parser: argparse.ArgumentParser) -> None:
+    """The model, Ray and scoring options every benchmark takes."""
+    model = parser.add_argument_group("model")
     add_settings_arguments(model, ModelSettings, ["checkpoint", "image_size", "device", "precision", "threads"])
     add_settings_arguments(model, TrackerConfig, ["compile"])
-    ray = davis.add_argument_group("Ray (`vos batch`'s pool; needs vos[ray])")
+    ray = parser.add_argument_group("Ray (`vos batch`'s pool; needs vos[ray])")
     ray.add_argument("--workers", type=_positive_int, default=None, metavar="N", help="track on a Ray pool of N workers, one model each")
     ray.add_argument("--address", metavar="ADDR", help="Ray cluster address (default: a local Ray on this machine)")
-    davis.add_argument("--eval-workers", type=_positive_int, default=None, help="scoring threads (default: all CPUs)")
-    davis.add_argument("-q", "--quiet", action="store_true", help="print only the results, no progress bar")
-    davis.set_defaults(func=run_bench_davis)
+    parser.add_argument("--eval-workers", type=_positive_int, default=None, help="scoring threads (default: all CPUs)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only the results, no progress bar")
+
+
+def _bench_options(args: argparse.Namespace) -> dict:
+    """`_add_bench_options`' values as arguments of `bench_davis` / `bench_sav`."""
+    return dict(
+        model=settings_from_args(args, ModelSettings, config=args.config), tracker=settings_from_args(args, TrackerConfig),
+        workers=args.workers, address=args.address, eval_workers=args.eval_workers,
+        progress=not args.quiet and sys.stderr.isatty(),
+    )  # fmt: skip
+
+
+def run_bench_sav(args: argparse.Namespace) -> int:
+    from vos.evaluation.bench import format_bench
+    from vos.evaluation.bench_sav import bench_sav
+    from vos.evaluation.sav import write_sav_csv
+
+    result = bench_sav(args.sav_root, args.out, videos=args.videos, **_bench_options(args))
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
+    path = write_sav_csv(result.evaluation, args.out)
+    print(format_bench(result))
+    print(f"\nMasks written to {args.out}/<video>/<obj>/")
+    print(f"Results saved in {path}")
+    return 0
 
 
 def run_bench_davis(args: argparse.Namespace) -> int:
-    from vos.device import set_threads
     from vos.evaluation.bench import bench_davis, format_bench
     from vos.evaluation.davis import write_davis_csv
 
-    model = settings_from_args(args, ModelSettings, config=args.config)
-    set_threads(model.threads)
     result = bench_davis(
-        args.davis_root,
-        args.out,
-        config=model.config,
-        checkpoint=model.checkpoint,
-        image_size=model.image_size,
-        device=model.device,
-        precision=model.precision,
-        compile=settings_from_args(args, TrackerConfig).compile,
-        subset=args.subset,
-        sequences=args.sequences,
-        max_frames=args.max_frames,
-        resolution=args.resolution,
-        threads=model.threads,
-        workers=args.workers,
-        address=args.address,
-        eval_workers=args.eval_workers,
-        progress=not args.quiet and sys.stderr.isatty(),
-    )
+        args.davis_root, args.out, subset=args.subset, sequences=args.sequences, max_frames=args.max_frames,
+        resolution=args.resolution, **_bench_options(args),
+    )  # fmt: skip
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
     global_path, per_sequence_path = write_davis_csv(result.evaluation, args.out)
