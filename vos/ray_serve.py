@@ -99,7 +99,6 @@ class RayServe:
         self.streams: list[_Stream] = []
         self.availability = None
         self._stopping = False
-        self._started_ray = False
         self._stack: contextlib.AsyncExitStack | None = None
 
     async def __aenter__(self) -> RayServe:
@@ -115,7 +114,6 @@ class RayServe:
                 self.availability = await stack.enter_async_context(Engine.mqtt_link(AvailabilityLink, self.config.mqtt))
             if not ray.is_initialized():
                 ray.init(address=self.settings.address, include_dashboard=False, configure_logging=False)
-                self._started_ray = True
                 stack.callback(ray.shutdown)
             self._check_resources(ray.cluster_resources())
             actor = _actor_class().options(
