@@ -1,5 +1,6 @@
 """`vos serve --ray` on a real local Ray and a real broker: a stream's actor is killed, Ray restarts it and the
-stream is back (reconnecting, then online, masks flowing, configured prompts re-applied) within 30 s."""
+stream is back (reconnecting, then online, masks flowing, configured prompts re-applied) within 30 s; the
+driver's /metrics and /healthz show the actors' counters and the restart."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import signal
 import sys
 import time
 
-from tests.mqtt_broker import Subscriber
+import aiohttp
+
+from tests.mqtt_broker import Subscriber, free_port
 from tests.ray_fixtures import ray_or_skip, ray_pids
 from vos.streams.messages import MaskMessage, StatusMessage
 
@@ -24,12 +27,24 @@ def states(messages) -> list[str]:
     return [StatusMessage.model_validate_json(p).state for t, p in messages if t.endswith("/status")]
 
 
+async def scrape(port: int) -> tuple[bool, dict[str, float]]:
+    """(GET /healthz is 200, the series of GET /metrics)."""
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"http://127.0.0.1:{port}/healthz") as r:
+            healthy = r.status == 200
+        async with http.get(f"http://127.0.0.1:{port}/metrics") as r:
+            text = await r.text()
+    return healthy, {k: float(v) for k, v in (line.rsplit(" ", 1) for line in text.splitlines() if line.startswith("vos_"))}
+
+
 def test_serve_on_ray_brings_a_killed_stream_back(tracking_checkpoint, broker, tmp_path):
     ray_or_skip()
+    metrics_port = free_port()
     config = tmp_path / "engine.yaml"
     config.write_text(
         f"model: {{checkpoint: {tracking_checkpoint}, image_size: 512}}\n"
         f"mqtt: {{host: 127.0.0.1, port: {broker.port}, prefix: ray}}\n"
+        f"metrics: {{port: {metrics_port}}}\n"
         "ray: {num_cpus: 1}\n"
         "streams:\n"
         "  - {id: cam, source: 'lavfi:testsrc=size=320x240:rate=5', prompts: [{frame: 0, obj_id: 7, box: [40, 40, 200, 160]}]}\n"
@@ -43,6 +58,9 @@ def test_serve_on_ray_brings_a_killed_stream_back(tracking_checkpoint, broker, t
                 proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "vos.cli", "serve", str(config), "--ray", stderr=log)
             try:
                 assert await sub.wait_for(lambda m: len(masks(m)) >= 2, 180), "no masks from the first actor"
+                healthy, first_scrape = await scrape(metrics_port)
+                assert healthy and first_scrape['vos_frames_processed_total{stream="cam"}'] >= 1
+                assert first_scrape['vos_ray_actor_restarts_total{stream="cam"}'] == 0
                 [pid] = ray_pids("ray::StreamActor")
                 before = len(sub.messages)
                 os.kill(pid, signal.SIGKILL)
@@ -51,6 +69,9 @@ def test_serve_on_ray_brings_a_killed_stream_back(tracking_checkpoint, broker, t
                 seconds = time.monotonic() - killed_at
                 assert back, f"no masks {BACK_WITHIN} s after the kill: {states(sub.messages[before:])}\n{log_file.read_text()[-3000:]}"
                 assert ray_pids("ray::StreamActor") and pid not in ray_pids("ray::StreamActor")  # a new process
+                healthy, second_scrape = await scrape(metrics_port)  # the new actor's counters, the driver's restarts
+                assert healthy and second_scrape['vos_ray_actor_restarts_total{stream="cam"}'] == 1
+                assert 'vos_model_seconds_count{stream="cam"}' in second_scrape
                 proc.send_signal(signal.SIGTERM)
                 await asyncio.wait_for(proc.wait(), 60)
             finally:
@@ -75,9 +96,9 @@ def test_serve_on_ray_refuses_what_it_cannot_do(tmp_path, capsys):
 
     ray_or_skip()
     config = tmp_path / "engine.yaml"
-    config.write_text("metrics: {port: 0}\nstreams: [{id: cam, source: 'lavfi:testsrc'}]\n")
+    config.write_text("web: {port: 0}\nstreams: [{id: cam, source: 'lavfi:testsrc'}]\n")
     assert vos.cli.main(["serve", str(config), "--ray"]) == 2
-    assert "metrics: is not available with --ray" in capsys.readouterr().err
+    assert "web: the viewer is not available with --ray" in capsys.readouterr().err
     config.write_text("ray: {num_cpus: 0}\nstreams: [{id: cam, source: 'lavfi:testsrc'}]\n")
     assert vos.cli.main(["serve", str(config)]) == 2
     assert "ray.num_cpus: Input should be greater than 0" in capsys.readouterr().err

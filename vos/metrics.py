@@ -15,10 +15,11 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import inspect
 import json
 import threading
-from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -142,10 +143,22 @@ class BatchMetrics:
         return True, {"batch": "running"}
 
 
+class MetricsSource(Protocol):
+    """What a `MetricsServer` serves: Prometheus text, and (healthy, state per stream); either may be awaitable."""
+
+    def text(self) -> bytes | Awaitable[bytes]: ...
+
+    def health(self) -> tuple[bool, dict[str, str]] | Awaitable[tuple[bool, dict[str, str]]]: ...
+
+
+async def _result(value):
+    return await value if inspect.isawaitable(value) else value
+
+
 class MetricsServer:
     """`async with MetricsServer(settings, metrics)` serves /metrics and /healthz (aiohttp); ConfigError if the port is taken."""
 
-    def __init__(self, settings: MetricsSettings, metrics: EngineMetrics | BatchMetrics) -> None:
+    def __init__(self, settings: MetricsSettings, metrics: MetricsSource) -> None:
         self.settings = settings
         self.metrics = metrics
         self.port: int | None = None
@@ -174,18 +187,18 @@ class MetricsServer:
         from aiohttp import web
         from prometheus_client import CONTENT_TYPE_LATEST
 
-        return web.Response(body=self.metrics.text(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return web.Response(body=await _result(self.metrics.text()), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _health(self, request: web.Request) -> web.Response:
         from aiohttp import web
 
-        healthy, states = self.metrics.health()
+        healthy, states = await _result(self.metrics.health())
         return web.Response(text=json.dumps({"healthy": healthy, "streams": states}), status=200 if healthy else 503,
                             content_type="application/json")  # fmt: skip
 
 
 @contextlib.contextmanager
-def serve_in_thread(settings: MetricsSettings, metrics: EngineMetrics | BatchMetrics) -> Iterator[MetricsServer]:
+def serve_in_thread(settings: MetricsSettings, metrics: MetricsSource) -> Iterator[MetricsServer]:
     """A `MetricsServer` on an event loop of its own thread, for a caller without one (`vos batch`)."""
     started: concurrent.futures.Future[MetricsServer] = concurrent.futures.Future()
     stop = asyncio.Event()

@@ -13,7 +13,8 @@ last will says `offline`, this driver publishes `reconnecting` on the stream's s
 calls the new actor, which reconnects to its source and broker, re-applies the configured prompts
 and publishes `online` once it runs. What the dead actor had tracked (its memory bank, prompts
 that came over MQTT) is lost. This process keeps `{prefix}/available`: `online` while it supervises
-the actors, `stopped` after a clean exit, `offline` (last will) if it dies.
+the actors, `stopped` after a clean exit, `offline` (last will) if it dies, and serves `metrics:`
+(each actor's engine metrics, asked for when scraped and merged, plus `vos_ray_actor_restarts_total`).
 """
 
 from __future__ import annotations
@@ -50,18 +51,29 @@ def _actor_class():
             logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
             self.config = config
             self.engine = None
+            self.metrics = None
 
         async def ready(self) -> bool:
             return True
 
         async def run(self) -> StreamReport:
             from vos.engine import Engine
+            from vos.metrics import EngineMetrics
 
             self.engine = Engine.from_config(self.config, wait_for_cameras=True, availability=False)
             async with self.engine:
+                self.metrics = EngineMetrics(lambda: self.engine.runners)  # served by the driver
+                for runner in self.engine.runners:
+                    runner.metrics = self.metrics
                 [report] = await self.engine.run()
             report.error = _portable(report.error)
             return report
+
+        async def metrics_text(self) -> bytes:
+            return self.metrics.text() if self.metrics is not None else b""
+
+        async def states(self) -> dict[str, str]:
+            return {r.stream: r.state for r in self.engine.runners} if self.engine is not None else {}
 
         async def stop(self) -> None:
             if self.engine is not None:
@@ -91,9 +103,8 @@ class RayServe:
     def __init__(self, config: EngineConfig) -> None:
         if config.ray is None:
             raise ConfigError("no Ray settings: give --ray or a ray: section")
-        for what, value in (("metrics", config.metrics), ("web", config.web)):
-            if value is not None:
-                raise ConfigError(f"{what}: is not available with --ray (streams run in other processes); remove it")
+        if config.web is not None:
+            raise ConfigError("web: the viewer is not available with --ray (streams run in other processes); remove it")
         self.config = config
         self.settings: RaySettings = config.ray
         self.streams: list[_Stream] = []
@@ -112,6 +123,11 @@ class RayServe:
                 from vos.streams.mqtt import AvailabilityLink
 
                 self.availability = await stack.enter_async_context(Engine.mqtt_link(AvailabilityLink, self.config.mqtt))
+            if self.config.metrics is not None:
+                from vos.metrics import MetricsServer
+
+                server = await stack.enter_async_context(MetricsServer(self.config.metrics, RayMetrics(self)))
+                log.info("metrics on %smetrics", server.url)
             if not ray.is_initialized():
                 ray.init(address=self.settings.address, include_dashboard=False, configure_logging=False)
                 stack.callback(ray.shutdown)
@@ -202,3 +218,55 @@ class RayServe:
         self._stopping = True
         for stream in self.streams:
             stream.actor.stop.remote()
+
+
+class RayMetrics:
+    """/metrics and /healthz of `vos serve --ray`: each actor's engine metrics, read from the actors when scraped
+    and merged, plus `vos_ray_actor_restarts_total`; an actor that does not answer counts as reconnecting."""
+
+    TIMEOUT = 2.0  # seconds an actor has to answer a scrape
+
+    def __init__(self, serve: RayServe) -> None:
+        self.serve = serve
+
+    async def _ask(self, stream: _Stream, method: str):
+        try:
+            return await asyncio.wait_for(getattr(stream.actor, method).remote(), self.TIMEOUT)
+        except Exception:  # dead, restarting or busy: nothing from this actor this time
+            return None
+
+    async def text(self) -> bytes:
+        from prometheus_client import CollectorRegistry, generate_latest
+        from prometheus_client.core import CounterMetricFamily
+        from prometheus_client.parser import text_string_to_metric_families
+
+        restarts = CounterMetricFamily("vos_ray_actor_restarts", "restarts of a stream's Ray actor", labels=["stream"])
+        families = {}
+        texts = await asyncio.gather(*(self._ask(s, "metrics_text") for s in self.serve.streams))
+        for stream, text in zip(self.serve.streams, texts):
+            restarts.add_metric([stream.id], stream.restarts)
+            for family in text_string_to_metric_families((text or b"").decode()):
+                if family.name in families:
+                    families[family.name].samples.extend(family.samples)
+                else:
+                    families[family.name] = family
+        registry = CollectorRegistry()
+        registry.register(_Families([*families.values(), restarts]))
+        return generate_latest(registry)
+
+    async def health(self) -> tuple[bool, dict[str, str]]:
+        from vos.metrics import HEALTHY_STATES
+
+        answers = await asyncio.gather(*(self._ask(s, "states") for s in self.serve.streams))
+        states = {s.id: (answer or {}).get(s.id, "reconnecting") for s, answer in zip(self.serve.streams, answers)}
+        return all(v in HEALTHY_STATES for v in states.values()), states
+
+
+class _Families:
+    """A collector yielding metric families it was given (the actors' merged ones)."""
+
+    def __init__(self, families: list) -> None:
+        self.families = families
+
+    def collect(self):
+        yield from self.families
