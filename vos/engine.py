@@ -320,7 +320,7 @@ class Engine:
         self.wait_for_cameras = wait_for_cameras
         self.web = web
         self.metrics_settings = metrics
-        self.metrics: EngineMetrics | None = None  # with `metrics`, while entered
+        self.metrics: EngineMetrics | None = None  # while entered; served with `metrics`
         self.metrics_server: MetricsServer | None = None
         self.announce_availability = availability
         self.availability: AvailabilityLink | None = None  # {prefix}/available, with `mqtt` and `availability`
@@ -352,8 +352,8 @@ class Engine:
                     raise ConfigError(f"web viewer: {e}") from None
                 self.viewer = await stack.enter_async_context(viewer)
                 log.info("viewer on %s", self.viewer.url)
+            self.metrics = EngineMetrics(lambda: self.runners)
             if self.metrics_settings is not None:
-                self.metrics = EngineMetrics(lambda: self.runners)
                 self.metrics_server = await stack.enter_async_context(MetricsServer(self.metrics_settings, self.metrics))
                 log.info("metrics on %smetrics", self.metrics_server.url)
             model = self.model if isinstance(self.model, SAM2Model) else await asyncio.to_thread(self.model.load)
@@ -444,6 +444,9 @@ class Engine:
         self._tasks = [asyncio.create_task(r.run(), name=f"stream-{r.stream}") for r in self.runners]
         log.info("running %d stream(s): %s", len(self.runners), ", ".join(r.stream for r in self.runners))
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if len(self.runners) > 1:
+            sizes = sorted(self.inference.batch_sizes.items())
+            log.info("image-encoder batches: %s", ", ".join(f"{n} of {size}" for size, n in sizes) or "none")
         return [r.report for r in self.runners]
 
     def stop(self) -> None:

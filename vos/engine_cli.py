@@ -31,7 +31,6 @@ if TYPE_CHECKING:
     from vos.engine import Engine, StreamReport
     from vos.ray_serve import RayServe
 
-log = logging.getLogger("vos")
 MQTT_PASSWORD_ENV = "VOS_MQTT__PASSWORD"  # the same variable as for `vos serve`
 WEB_TOKEN_ENV = "VOS_WEB__TOKEN"
 TRACKER_FLAGS = [f for f in TrackerConfig.model_fields if f not in ("precision", "clear_non_cond_mem_around_input")]
@@ -146,10 +145,6 @@ async def run_engine(engine: Engine | RayServe) -> int:
         finally:
             for sig in signals:
                 loop.remove_signal_handler(sig)
-    inference = getattr(engine, "inference", None)
-    sizes = inference.batch_sizes if inference is not None else {}
-    if len(reports) > 1:
-        log.info("image-encoder batches: %s", ", ".join(f"{n} of {size}" for size, n in sorted(sizes.items())) or "none")
     return _exit_code(reports)
 
 

@@ -51,26 +51,22 @@ def _actor_class():
             logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
             self.config = config
             self.engine = None
-            self.metrics = None
 
         async def ready(self) -> bool:
             return True
 
         async def run(self) -> StreamReport:
             from vos.engine import Engine
-            from vos.metrics import EngineMetrics
 
             self.engine = Engine.from_config(self.config, wait_for_cameras=True, availability=False)
             async with self.engine:
-                self.metrics = EngineMetrics(lambda: self.engine.runners)  # served by the driver
-                for runner in self.engine.runners:
-                    runner.metrics = self.metrics
                 [report] = await self.engine.run()
             report.error = _portable(report.error)
             return report
 
         async def metrics_text(self) -> bytes:
-            return self.metrics.text() if self.metrics is not None else b""
+            """The engine's metrics (served by the driver, which merges every actor's)."""
+            return self.engine.metrics.text() if self.engine is not None and self.engine.metrics is not None else b""
 
         async def states(self) -> dict[str, str]:
             return {r.stream: r.state for r in self.engine.runners} if self.engine is not None else {}

@@ -202,30 +202,6 @@ def track_sequences(
     return frames, tracker_seconds, time.perf_counter() - start
 
 
-def track_on_ray(
-    jobs: Sequence[BatchJob],
-    out_dir: Path,
-    model: ModelSettings,
-    tracker_config: TrackerConfig,
-    workers: int,
-    address: str | None = None,
-    max_frames: int | None = None,
-    progress: bool = False,
-) -> tuple[int, float]:
-    """Track the jobs on a Ray pool of `workers` (`vos batch`) into `out_dir/<name>/` (label maps by frame
-    index); returns (frames, wall seconds). Each job's folder is replaced, as an in-process run overwrites its PNGs."""
-    from vos.batch import run_batch
-
-    for job in jobs:
-        shutil.rmtree(Path(out_dir) / job.name, ignore_errors=True)
-    summary = run_batch(
-        list(jobs), out_dir, model, tracker_config, workers=workers, address=address, max_frames=max_frames, progress=progress
-    )
-    if summary.failed:
-        raise BenchError(f"{len(summary.failed)} video(s) failed on Ray: {summary.text()}")
-    return summary.frames, summary.seconds
-
-
 def mask_job(name: str, image_dir: Path, prompts: Mapping[int, tuple[int, np.ndarray]]) -> BatchJob:
     """A `vos batch` job: the frames of `image_dir`, each object prompted with its mask on its frame index."""
     from vos.batch import BatchJob
@@ -250,7 +226,7 @@ class Tracked:
 def track_benchmark(
     model: ModelSettings,
     in_process: Callable[[SAM2Model], tuple[int, float, float]],
-    jobs: Callable[[], list[BatchJob]],
+    make_jobs: Callable[[], list[BatchJob]],
     out_dir: Path,
     tracker: TrackerConfig,
     workers: int | None = None,
@@ -258,11 +234,19 @@ def track_benchmark(
     max_frames: int | None = None,
     progress: bool = False,
 ) -> Tracked:
-    """Tracks a benchmark: `in_process(loaded model)` -> (frames, step seconds, wall seconds), or with
-    `workers` the `jobs()` on a Ray pool into `out_dir` (`track_on_ray`)."""
+    """Tracks a benchmark: `in_process(loaded model)` -> (frames, step seconds, wall seconds), or with `workers`
+    the `make_jobs()` on `vos batch`'s Ray pool into `out_dir/<name>/` (label maps by frame index). Each job's folder
+    is replaced first, as an in-process run overwrites its PNGs."""
     if workers is not None:
-        frames, seconds = track_on_ray(jobs(), out_dir, model, tracker, workers, address, max_frames, progress)
-        return Tracked(frames, float("nan"), seconds, 0.0)
+        from vos.batch import run_batch
+
+        jobs = make_jobs()
+        for job in jobs:
+            shutil.rmtree(Path(out_dir) / job.name, ignore_errors=True)
+        summary = run_batch(jobs, out_dir, model, tracker, workers=workers, address=address, max_frames=max_frames, progress=progress)
+        if summary.failed:
+            raise BenchError(f"{len(summary.failed)} video(s) failed on Ray: {summary.text()}")
+        return Tracked(summary.frames, float("nan"), summary.seconds, 0.0)
     start = time.perf_counter()
     loaded = model.load()
     load_seconds = time.perf_counter() - start
