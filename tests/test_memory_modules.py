@@ -60,3 +60,25 @@ def test_real_rope_equals_complex_rotation():
     assert torch.allclose(apply_rope(k, cos, sin), ref_k, atol=1e-6)
     with pytest.raises(ValueError, match="whole number"):
         apply_rope(torch.randn(1, 1, 20, 32), cos, sin)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@torch.inference_mode()
+def test_blocked_cross_attention_equals_softmax_attention(dtype):
+    """`mix_tokens` over several query chunks and key blocks, with each key block scoring higher than the
+    last (so the online softmax rescales what earlier blocks added), against softmax attention in float64."""
+    from vos.modeling import memory_attention as ma
+
+    g = torch.Generator().manual_seed(3)
+    n, m, d = ma.QUERY_CHUNK + 37, 3 * ma.KEY_BLOCK + 100, 32
+    q = torch.randn(2, 1, n, d, generator=g)
+    growth = torch.linspace(0.5, 3.0, m)[:, None]  # later blocks get larger scores
+    k = torch.randn(2, 1, m, d, generator=g) * growth
+    x = torch.randn(2, m, 8, generator=g)
+    ref = torch.softmax(q.double() @ k.double().transpose(-1, -2) / d**0.5, -1) @ x.double()[:, None]
+    out = ma.mix_tokens(q.to(dtype), k.to(dtype), x)
+    assert out.dtype == dtype and out.shape == (2, 1, n, 8)
+    tol = 1e-5 if dtype == torch.float32 else 0.05
+    assert (out.double() - ref).abs().max() <= tol
+    # The case needs rescaling: most rows find their largest score after the first key block.
+    assert ((q @ k.transpose(-1, -2)).argmax(-1) >= ma.KEY_BLOCK).float().mean() > 0.9

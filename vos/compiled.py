@@ -56,7 +56,7 @@ class CompiledStages(Stages):
         return self._attention(curr, curr_pos, memory)
 
     def _encode_memory(self, pix_feat: torch.Tensor, masks: torch.Tensor, scores: torch.Tensor, binarize: torch.Tensor):
-        for t in (pix_feat, masks, scores, binarize):
+        for t in (masks, scores, binarize):
             torch._dynamo.maybe_mark_dynamic(t, 0)
         return self._encode(pix_feat, masks, scores, binarize)
 

@@ -233,9 +233,8 @@ class FrameSegmenter:
         filled = fill_holes(raw, self.fill_hole_area)
         prompted = torch.tensor([r.prompt is not None for r in requests], device=raw.device)
         scores = torch.cat([o.object_score_logits for o in outs])
-        top = ff.features[-1]
         mem_feats, _ = self.stages.encode_memory(
-            top.expand(len(outs), -1, -1, -1), torch.where(prompted.view(-1, 1, 1, 1), filled, raw), scores, prompted
+            ff.features[-1], torch.where(prompted.view(-1, 1, 1, 1), filled, raw), scores, prompted
         )
         mem_feats = mem_feats.to(MEMORY_DTYPE)
         projected = self.model.project_memory(mem_feats)

@@ -19,13 +19,20 @@ from vos.modeling.common import MLP, weights_key
 LAYER_NORM_EPS = 1e-6
 
 
-def window_partition(x: torch.Tensor, window: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    """(B, H, W, C) -> (B * nWindows, window, window, C), zero-padding H and W up to a multiple of `window`."""
+def window_partition(
+    x: torch.Tensor, window: int, fill: torch.Tensor | None = None
+) -> tuple[torch.Tensor, tuple[int, int]]:
+    """(B, H, W, C) -> (B * nWindows, window, window, C), padding H and W up to a multiple of `window`.
+
+    The padding is zeros, or the (C,) vector `fill`.
+    """
     b, h, w, c = x.shape
-    pad_h, pad_w = (-h) % window, (-w) % window
-    if pad_h or pad_w:
-        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
-    hp, wp = h + pad_h, w + pad_w
+    hp, wp = h + (-h) % window, w + (-w) % window
+    if (hp, wp) != (h, w):
+        pad = x.new_zeros(c) if fill is None else fill.to(x.dtype)
+        padded = pad.expand(b, hp, wp, c).clone()
+        padded[:, :h, :w] = x
+        x = padded
     x = x.view(b, hp // window, window, wp // window, window, c)
     return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window, window, c), (hp, wp)
 
@@ -47,7 +54,12 @@ def _pool_nhwc(x: torch.Tensor, pool: nn.Module) -> torch.Tensor:
 
 
 class MultiScaleAttention(nn.Module):
-    """Multi-head self-attention on a (B, H, W, C) map, optionally pooling the queries."""
+    """Multi-head self-attention on a (B, H, W, C) map, in windows or global, optionally pooling the queries.
+
+    The projections run on the map's own tokens only: a window's zero padding projects to
+    the qkv bias, so padded windows are filled with it, and padded outputs are cropped
+    before the output projection (the same numbers as projecting the padding, fewer FLOPs).
+    """
 
     def __init__(self, dim: int, dim_out: int, num_heads: int, q_pool: nn.Module | None) -> None:
         super().__init__()
@@ -56,15 +68,31 @@ class MultiScaleAttention(nn.Module):
         self.qkv = nn.Linear(dim, dim_out * 3)
         self.proj = nn.Linear(dim_out, dim_out)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, h, w, _ = x.shape
-        q, k, v = self.qkv(x).reshape(b, h * w, 3, self.num_heads, -1).unbind(2)
+    def forward(self, x: torch.Tensor, window: int = 0) -> torch.Tensor:
+        """(B, H, W, C) -> (B, H', W', C_out); H' = H / q_stride when the queries are pooled. `window` 0: global."""
+        qkv = self.qkv(x)
+        if window == 0:
+            return self.proj(self._attend(qkv))
+        hw = x.shape[1:3]
+        windows, padded_hw = window_partition(qkv, window, fill=self.qkv.bias)
+        out = self._attend(windows)
+        if self.q_pool is not None:
+            stride = windows.shape[1] // out.shape[1]
+            window //= stride
+            hw = tuple(side // stride for side in hw)
+            padded_hw = tuple(side // stride for side in padded_hw)
+        return self.proj(window_unpartition(out, window, padded_hw, hw))
+
+    def _attend(self, qkv: torch.Tensor) -> torch.Tensor:
+        """(B, H, W, 3C) projected tokens -> (B, H', W', C) attention output before the output projection."""
+        b, h, w, _ = qkv.shape
+        q, k, v = qkv.reshape(b, h * w, 3, self.num_heads, -1).unbind(2)
         if self.q_pool is not None:
             q = _pool_nhwc(q.reshape(b, h, w, -1), self.q_pool)
             h, w = q.shape[1:3]
             q = q.reshape(b, h * w, self.num_heads, -1)
         out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
-        return self.proj(out.transpose(1, 2).reshape(b, h, w, -1))
+        return out.transpose(1, 2).reshape(b, h, w, -1)
 
 
 class MultiScaleBlock(nn.Module):
@@ -98,20 +126,7 @@ class MultiScaleBlock(nn.Module):
             shortcut = self.proj(x)
             if self.pool is not None:
                 shortcut = _pool_nhwc(shortcut, self.pool)
-
-        window = self.window_size
-        if window > 0:
-            hw = x.shape[1:3]
-            x, padded_hw = window_partition(x, window)
-        x = self.attn(x)
-        if window > 0:
-            if self.q_stride:
-                window //= self.q_stride[0]
-                hw = shortcut.shape[1:3]
-                padded_hw = (hw[0] + (-hw[0]) % window, hw[1] + (-hw[1]) % window)
-            x = window_unpartition(x, window, padded_hw, hw)
-
-        x = shortcut + x
+        x = shortcut + self.attn(x, self.window_size)
         return x + self.mlp(self.norm2(x))
 
 

@@ -81,7 +81,10 @@ class MemoryEncoder(nn.Module):
     def forward(
         self, pix_feat: torch.Tensor, masks: torch.Tensor, skip_mask_sigmoid: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """pix_feat (B, C, E, E), masks (B, 1, S, S) logits -> memory (B, C_mem, E, E) and its position encoding."""
+        """pix_feat (B or 1, C, E, E), masks (B, 1, S, S) logits -> memory (B, C_mem, E, E) and its position encoding.
+
+        One `pix_feat` row is shared by all B masks (one frame, several objects).
+        """
         if not skip_mask_sigmoid:
             masks = torch.sigmoid(masks)
         x = self.pix_feat_proj(pix_feat) + self.mask_downsampler(masks)

@@ -239,7 +239,7 @@ class SAM2Model(nn.Module):
         object_score_logits: torch.Tensor,
         binarize: bool | torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """A frame's memory: features (B, C, E, E) + mask logits (B, 1, 4E, 4E) -> (B, C_mem, E, E) and its pos enc.
+        """A frame's memory: features (B or 1, C, E, E) + mask logits (B, 1, 4E, 4E) -> (B, C_mem, E, E) and its pos enc.
 
         The mask is upsampled to S x S, binarized (prompted frames; `binarize` is a bool or a
         (B,) bool tensor) or squashed by a sigmoid, then scaled; frames judged object-free
