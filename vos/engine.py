@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from vos.config import TrackerConfig
+from vos.device import release_openmp_threads
 from vos.engine_config import EngineConfig, ModelSettings, StreamSettings
 from vos.errors import BrokerUnavailable, ConfigError, SourceUnavailable
 from vos.inference_queue import InferenceQueue
@@ -274,6 +275,14 @@ class StreamRunner:
         await asyncio.gather(writer, return_exceptions=True)
 
 
+def _load(settings: ModelSettings) -> SAM2Model:
+    """Loads the model in a worker thread and ends that thread's OpenMP team (`release_openmp_threads`)."""
+    try:
+        return settings.load()
+    finally:
+        release_openmp_threads()
+
+
 def topic_safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name) or "stream"
 
@@ -356,7 +365,8 @@ class Engine:
             if self.metrics_settings is not None:
                 self.metrics_server = await stack.enter_async_context(MetricsServer(self.metrics_settings, self.metrics))
                 log.info("metrics on %smetrics", self.metrics_server.url)
-            model = self.model if isinstance(self.model, SAM2Model) else await asyncio.to_thread(self.model.load)
+            model = self.model if isinstance(self.model, SAM2Model) else await asyncio.to_thread(_load, self.model)
+            release_openmp_threads()  # the model may have been loaded in this thread: only the inference thread's team stays
             self.inference = await stack.enter_async_context(InferenceQueue(max_batch=self.max_batch))
             for spec, (source, sinks, mqtt) in zip(self.streams, opened):
                 prompts = spec.initial_prompts()
