@@ -19,18 +19,12 @@ from vos.modeling.common import MLP, weights_key
 LAYER_NORM_EPS = 1e-6
 
 
-def window_partition(
-    x: torch.Tensor, window: int, fill: torch.Tensor | None = None
-) -> tuple[torch.Tensor, tuple[int, int]]:
-    """(B, H, W, C) -> (B * nWindows, window, window, C), padding H and W up to a multiple of `window`.
-
-    The padding is zeros, or the (C,) vector `fill`.
-    """
+def window_partition(x: torch.Tensor, window: int, fill: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+    """(B, H, W, C) -> (B * nWindows, window, window, C), H and W padded up to a multiple of `window` with the (C,) vector `fill`."""
     b, h, w, c = x.shape
     hp, wp = h + (-h) % window, w + (-w) % window
     if (hp, wp) != (h, w):
-        pad = x.new_zeros(c) if fill is None else fill.to(x.dtype)
-        padded = pad.expand(b, hp, wp, c).clone()
+        padded = fill.to(x.dtype).expand(b, hp, wp, c).clone()
         padded[:, :h, :w] = x
         x = padded
     x = x.view(b, hp // window, window, wp // window, window, c)
@@ -110,7 +104,6 @@ class MultiScaleBlock(nn.Module):
         super().__init__()
         self.dim, self.dim_out = dim, dim_out
         self.window_size = window_size
-        self.q_stride = q_stride
         self.norm1 = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
         self.pool = nn.MaxPool2d(kernel_size=q_stride, stride=q_stride) if q_stride else None
         self.attn = MultiScaleAttention(dim, dim_out, num_heads, q_pool=self.pool)
