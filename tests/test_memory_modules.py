@@ -82,3 +82,18 @@ def test_blocked_cross_attention_equals_softmax_attention(dtype):
     assert (out.double() - ref).abs().max() <= tol
     # The case needs rescaling: most rows find their largest score after the first key block.
     assert ((q @ k.transpose(-1, -2)).argmax(-1) >= ma.KEY_BLOCK).float().mean() > 0.9
+
+
+@torch.inference_mode()
+def test_bf16_cpu_attention_equals_softmax_attention():
+    """`attention` in bf16 on the CPU (score matmuls, over several query blocks) against float64 softmax attention."""
+    from vos.modeling import attention as at
+
+    g = torch.Generator().manual_seed(4)
+    q = torch.randn(1, 2, at.QUERY_ROWS + 50, 32, generator=g)
+    k, v = torch.randn(1, 2, 300, 32, generator=g), torch.randn(1, 2, 300, 32, generator=g)
+    ref = torch.softmax(q.double() @ k.double().transpose(-1, -2) / 32**0.5, -1) @ v.double()
+    out = at.attention(q.bfloat16(), k.bfloat16(), v.bfloat16())
+    assert out.dtype == torch.bfloat16 and out.shape == q.shape
+    assert (out.double() - ref).abs().max() <= 0.05
+    assert torch.equal(at.attention(q, k, v), torch.nn.functional.scaled_dot_product_attention(q, k, v))

@@ -166,6 +166,20 @@ def test_release_openmp_threads_ends_the_calling_threads_team():
     assert int(after) == int(before)
 
 
+def test_bf16_model_holds_bf16_matmul_weights_and_refuses_fp32_runs():
+    model = vos.build_model("sam2.1_hiera_t", image_size=512).eval()
+    model.set_precision("bf16")
+    assert model.precision == "bf16"
+    assert model.memory_attention.layers[0].linear1.weight.dtype == torch.bfloat16
+    assert model.image_encoder.trunk.patch_embed.proj.weight.dtype == torch.bfloat16
+    assert model.image_encoder.trunk.pos_embed.dtype == torch.float32  # only what autocast would cast
+    assert model.memory_attention.layers[0].norm1.weight.dtype == torch.float32
+    with pytest.raises(ConfigError, match="precision='fp32'"):
+        vos.Tracker(model, precision="fp32")
+    with pytest.raises(ConfigError, match="load it again"):
+        model.set_precision("fp32")
+    assert vos.Tracker(model).segmenter.precision == "bf16"
+
 @pytest.mark.slow
 @torch.inference_mode()
 def test_compiled_tracker_equals_eager_on_cpu(davis_root, tracking_checkpoint, tmp_path):

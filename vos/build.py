@@ -35,7 +35,8 @@ def load_model(
     SAM 2.1 tiny model when no checkpoint is given either). Without `checkpoint`, the cached
     download is used, fetched from Meta on first use when `download` is true. `image_size`
     (1024 or 512) overrides the config's. `precision` ("fp32", "bf16" or "auto", see
-    `vos.device`) is what trackers and predictors built on the model run in.
+    `vos.device`) is what trackers and predictors built on the model run in; bf16 stores the
+    linear and convolution weights in bfloat16 (`SAM2Model.set_precision`).
     """
     dev = check_device(device)
     chosen = resolve_precision(precision, dev)
@@ -52,5 +53,5 @@ def load_model(
     model = build_model(config or DEFAULT_CONFIG, image_size=image_size)
     load_weights(model, resolve_checkpoint(model.cfg, checkpoint, download=download), state_dict)
     model = model.to(dev).eval()
-    model.precision = chosen
+    model.set_precision(chosen)
     return model

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vos.config import TrunkConfig
+from vos.modeling.attention import attention
 from vos.modeling.common import MLP, weights_key
 
 LAYER_NORM_EPS = 1e-6
@@ -85,7 +86,7 @@ class MultiScaleAttention(nn.Module):
             q = _pool_nhwc(q.reshape(b, h, w, -1), self.q_pool)
             h, w = q.shape[1:3]
             q = q.reshape(b, h * w, self.num_heads, -1)
-        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+        out = attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
         return out.transpose(1, 2).reshape(b, h, w, -1)
 
 

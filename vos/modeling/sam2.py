@@ -18,6 +18,7 @@ from torch.nn.init import trunc_normal_
 
 from vos.config import ModelConfig
 from vos.device import autocast
+from vos.errors import ConfigError
 from vos.modeling.common import MLP, weights_key
 from vos.modeling.image_encoder import ImageEncoder
 from vos.modeling.mask_decoder import MaskDecoder
@@ -31,6 +32,9 @@ NO_OBJ_SCORE = -1024.0
 # A mask prompt used directly as output becomes logits of -10 / +10 (sigmoid(-10) ~ 4.5e-5).
 MASK_AS_OUTPUT_SCALE, MASK_AS_OUTPUT_BIAS = 20.0, -10.0
 EMBED_INIT_STD = 0.02
+
+
+MATMUL_LAYERS = (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)  # the layers autocast runs in bfloat16
 
 
 class BackboneOutput(NamedTuple):
@@ -106,7 +110,32 @@ class SAM2Model(nn.Module):
 
     def autocast(self, precision: str | None = None) -> contextlib.AbstractContextManager:
         """The autocast context for `precision` ("fp32" or "bf16"; default: the model's)."""
-        return autocast(self.device, precision or self.precision)
+        return autocast(self.device, self.check_precision(precision or self.precision))
+
+    def check_precision(self, precision: str) -> str:
+        """`precision` ("fp32" or "bf16"), or ConfigError when this model cannot run in it."""
+        if precision == "fp32" and self.precision == "bf16":
+            raise ConfigError(
+                "this model was loaded with precision bf16 (its linear and convolution weights are bfloat16): "
+                "load it with precision='fp32' to run in fp32"
+            )
+        return precision
+
+    def set_precision(self, precision: str) -> None:
+        """What trackers and predictors on this model run in: "fp32" or "bf16" (`vos.device`).
+
+        bf16 stores the weights of the linear and convolution layers in bfloat16, which autocast
+        would otherwise cast them to on every call (the same numbers, without a cast of all weights
+        per frame); other parameters stay float32. It cannot be undone: load the model again for fp32.
+        """
+        if precision == self.precision:
+            return
+        if precision != "bf16":
+            raise ConfigError(f"a {self.precision} model cannot be set to {precision!r}: load it again")
+        for module in self.modules():
+            if isinstance(module, MATMUL_LAYERS):
+                module.to(torch.bfloat16)
+        self.precision = precision
 
     def forward_image(self, images: torch.Tensor) -> BackboneOutput:
         """(B, 3, S, S) normalized images -> features for the decoder and the memory path."""
