@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 from torch import nn
-
 
 QUERY_ROWS = 1024  # bf16 CPU attention: query rows per score block
 
