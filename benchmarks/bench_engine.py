@@ -11,7 +11,7 @@
    10 frames/s, as the tests start it), masks to Mosquitto, and a subscriber here: for every
    processed frame, seconds from the frame's decode to the subscriber receiving its message.
 
-    python benchmarks/bench_engine.py [--frames 30] [--size 512] [--live-frames 20]
+    python benchmarks/bench_engine.py [--frames 30] [--size 512] [--precision auto] [--live-frames 20]
 """
 
 from __future__ import annotations
@@ -61,9 +61,9 @@ def prepare(folder: Path, davis: Path, sequence: str, n: int, size: int) -> tupl
     return clip, davis / "Annotations" / "480p" / sequence / "00000.png", weights
 
 
-def tracker_alone(clip: Path, mask_png: Path, weights: Path, size: int) -> float:
+def tracker_alone(clip: Path, mask_png: Path, weights: Path, size: int, precision: str) -> float:
     """Seconds of `Tracker.step` over every frame of the clip."""
-    tracker = Tracker(load_model(checkpoint=weights, image_size=size))
+    tracker = Tracker(load_model(checkpoint=weights, image_size=size, precision=precision))
     with VideoFile(clip) as video:
         frames = list(video)
     tracker.add_prompt(1, mask=read_mask_png(mask_png, 1))
@@ -73,11 +73,14 @@ def tracker_alone(clip: Path, mask_png: Path, weights: Path, size: int) -> float
     return time.perf_counter() - start
 
 
-def vos_track(clip: Path, mask_png: Path, weights: Path, size: int, broker: MosquittoBroker, out: Path) -> tuple[float, float]:
+def vos_track(
+    clip: Path, mask_png: Path, weights: Path, size: int, precision: str, broker: MosquittoBroker, out: Path
+) -> tuple[float, float]:
     """(seconds the CLI reports for its frames, wall seconds of the whole process)."""
     start = time.perf_counter()
     result = subprocess.run(
         [sys.executable, "-m", "vos.cli", "track", str(clip), "--checkpoint", str(weights), "--image-size", str(size),
+         "--precision", precision,
          "--mask", f"1={mask_png}", "--out", str(out), "--mqtt", broker.url, "--topic", "bench", "--quiet"],
         capture_output=True, text=True, cwd=REPO,
     )  # fmt: skip
@@ -98,11 +101,13 @@ class DecodeTimes:
         self.decoded_at[frame.index] = frame.decoded_at
 
 
-async def live_latency(server: RtspServer, broker: MosquittoBroker, weights: Path, size: int, frames: int, box) -> dict:
+async def live_latency(
+    server: RtspServer, broker: MosquittoBroker, weights: Path, size: int, precision: str, frames: int, box
+) -> dict:
     received: dict[int, float] = {}
     times = DecodeTimes()
     stream = StreamSettings(source=server.url, id="cam", max_frames=frames, prompts=[{"obj_id": 1, "box": box}])
-    model = load_model(checkpoint=weights, image_size=size)
+    model = load_model(checkpoint=weights, image_size=size, precision=precision)
     async with Subscriber(broker.port, "live/cam/masks", identifier="bench-live") as sub:
         mqtt = MqttSettings(port=broker.port, prefix="live")
         async with Engine(model, [stream], mqtt=mqtt, max_batch=1, sinks={"cam": [times]}) as engine:
@@ -125,6 +130,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=30)
     parser.add_argument("--size", type=int, default=512, choices=(512, 1024))
     parser.add_argument("--sequence", default="car-shadow")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "auto"))
     parser.add_argument("--davis", type=Path, default=DEFAULT_DAVIS)
     parser.add_argument("--live-frames", type=int, default=20, help="frames processed from the RTSP camera (0: skip)")
     args = parser.parse_args()
@@ -138,13 +144,13 @@ def main() -> None:
         try:
             alone, engine, wall = [], [], []
             for r in range(ROUNDS):
-                alone.append(tracker_alone(clip, mask_png, weights, args.size))
-                seconds, whole = vos_track(clip, mask_png, weights, args.size, broker, folder / f"out{r}")
+                alone.append(tracker_alone(clip, mask_png, weights, args.size, args.precision))
+                seconds, whole = vos_track(clip, mask_png, weights, args.size, args.precision, broker, folder / f"out{r}")
                 engine.append(seconds)
                 wall.append(whole)
             n = args.frames
             print(f"## Throughput: {n} frames of {args.sequence} (854x480 H.264), {args.size} px, one object, "
-                  f"{torch.get_num_threads()} torch threads, best of {ROUNDS}")  # fmt: skip
+                  f"precision {args.precision}, {torch.get_num_threads()} torch threads, best of {ROUNDS}")  # fmt: skip
             print(f"tracker alone (frames in RAM):              {n / min(alone):.3f} frames/s")
             print(f"vos track (decode+track+PNG+JSONL+MQTT):    {n / min(engine):.3f} frames/s")
             print(f"vos track, whole process (with model load): {n / min(wall):.3f} frames/s")
@@ -161,7 +167,7 @@ def main() -> None:
                 server.start()
                 try:
                     box = (300.0, 200.0, 600.0, 420.0)
-                    live = asyncio.run(live_latency(server, broker, weights, args.size, args.live_frames, box))
+                    live = asyncio.run(live_latency(server, broker, weights, args.size, args.precision, args.live_frames, box))
                 finally:
                     server.stop()
                 report = live["report"]

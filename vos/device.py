@@ -3,7 +3,8 @@
 `precision` is one of
 - "fp32": everything in float32, equal to Meta's reference (the default);
 - "bf16": image encoder, memory attention, memory encoder and mask decoder under bfloat16
-  autocast; outputs (mask logits, scores) stay float32;
+  autocast, with the linear and convolution weights stored in bfloat16
+  (`SAM2Model.set_precision`); outputs (mask logits, scores) stay float32;
 - "auto": bf16 where the hardware multiplies bf16 natively (CUDA GPUs with bf16, CPUs with
   AVX-512 BF16 or AMX), fp32 elsewhere. On CPUs without native bf16 (AVX2 only), bf16 is
   emulated and several times *slower* than fp32.
