@@ -3,10 +3,13 @@
 1. Throughput: a DAVIS clip (H.264 mp4, full 854x480 frames, one object prompted by its first
    annotation, random sam2.1_hiera_t weights with objects present) through
    - the tracker alone: frames decoded into RAM beforehand, only `Tracker.step` timed;
-   - `vos track CLIP --mask ... --out DIR --mqtt ...` in a subprocess against a real Mosquitto:
-     decoding, tracking, label maps, RLE, PNG + JSON lines, MQTT QoS 1; the CLI's own
-     "N frames in X s" (model loading excluded), and the whole process's wall time.
-   Both run twice, alternately; the best of each is printed with their ratio.
+   - the engine `vos track CLIP --mask ... --out DIR --mqtt ...` builds, against a real Mosquitto:
+     decoding, tracking, label maps, RLE, PNG + JSON lines, MQTT QoS 1; the engine's own
+     "N frames in X s".
+   Both run on one model loaded once, in turns in this process, `ROUNDS` times: speed differs
+   by up to ~15 % between fresh processes, and between loads of the same weights in one process,
+   on our 2-core machines (memory layout, page faults): more than what is measured here.
+   Then `vos track` once as a process of its own, for its wall time with start-up and model load.
 2. Live latency: the engine in this process on an RTSP camera (GStreamer's RTSP server at
    10 frames/s, as the tests start it), masks to Mosquitto, and a subscriber here: for every
    processed frame, seconds from the frame's decode to the subscriber receiving its message.
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
+import os
 import statistics
 import subprocess
 import sys
@@ -37,7 +40,8 @@ from tests.rtsp_fixtures import CAMERA_X264_OPTIONS, RtspServer, free_port, rtsp
 from tests.video_reference import write_video  # noqa: E402
 from vos.build import build_model, load_model  # noqa: E402
 from vos.engine import Engine, StreamSettings  # noqa: E402
-from vos.engine_cli import read_mask_png  # noqa: E402
+from vos.engine_cli import prompts_from_args, read_mask_png  # noqa: E402
+from vos.modeling.sam2 import SAM2Model  # noqa: E402
 from vos.streams.messages import MaskMessage  # noqa: E402
 from vos.streams.mqtt import MqttSettings  # noqa: E402
 from vos.streams.video_file import VideoFile  # noqa: E402
@@ -61,9 +65,9 @@ def prepare(folder: Path, davis: Path, sequence: str, n: int, size: int) -> tupl
     return clip, davis / "Annotations" / "480p" / sequence / "00000.png", weights
 
 
-def tracker_alone(clip: Path, mask_png: Path, weights: Path, size: int, precision: str) -> float:
+def tracker_alone(model: SAM2Model, clip: Path, mask_png: Path) -> float:
     """Seconds of `Tracker.step` over every frame of the clip."""
-    tracker = Tracker(load_model(checkpoint=weights, image_size=size, precision=precision))
+    tracker = Tracker(model)
     with VideoFile(clip) as video:
         frames = list(video)
     tracker.add_prompt(1, mask=read_mask_png(mask_png, 1))
@@ -73,22 +77,33 @@ def tracker_alone(clip: Path, mask_png: Path, weights: Path, size: int, precisio
     return time.perf_counter() - start
 
 
-def vos_track(
-    clip: Path, mask_png: Path, weights: Path, size: int, precision: str, broker: MosquittoBroker, out: Path
-) -> tuple[float, float]:
-    """(seconds the CLI reports for its frames, wall seconds of the whole process)."""
+def vos_track(model: SAM2Model, clip: Path, mask_png: Path, broker: MosquittoBroker, out: Path) -> float:
+    """Seconds of the engine `vos track CLIP --mask 1=PNG --out OUT --mqtt URL` builds, run on `model`."""
+    stream = StreamSettings(source=str(clip), out=out, prompts=prompts_from_args([f"1={mask_png}"], [], []))
+    mqtt = MqttSettings.from_url(broker.url, prefix="bench")
+
+    async def run() -> float:
+        async with Engine(model, [stream], mqtt=mqtt, max_batch=1) as engine:
+            [report] = await engine.run()
+        if report.error is not None or report.frames == 0:
+            raise RuntimeError(f"vos track failed: {report.summary()}: {report.error}")
+        return report.seconds
+
+    return asyncio.run(run())
+
+
+def track_args(clip: Path, mask_png: Path, weights: Path, size: int, precision: str, broker: MosquittoBroker, out: Path) -> list[str]:
+    return ["track", str(clip), "--checkpoint", str(weights), "--image-size", str(size), "--precision", precision,
+            "--mask", f"1={mask_png}", "--out", str(out), "--mqtt", broker.url, "--topic", "bench", "--quiet"]  # fmt: skip
+
+
+def vos_track_process(args: list[str]) -> float:
+    """Wall seconds of `vos track` as a process of its own (start-up and model loading included)."""
     start = time.perf_counter()
-    result = subprocess.run(
-        [sys.executable, "-m", "vos.cli", "track", str(clip), "--checkpoint", str(weights), "--image-size", str(size),
-         "--precision", precision,
-         "--mask", f"1={mask_png}", "--out", str(out), "--mqtt", broker.url, "--topic", "bench", "--quiet"],
-        capture_output=True, text=True, cwd=REPO,
-    )  # fmt: skip
-    wall = time.perf_counter() - start
+    result = subprocess.run([sys.executable, "-m", "vos.cli", *args], capture_output=True, text=True, cwd=REPO)
     if result.returncode != 0:
         raise RuntimeError(result.stderr)
-    match = re.search(r"(\d+) frames in ([\d.]+) s", result.stderr)
-    return float(match.group(2)), wall
+    return time.perf_counter() - start
 
 
 class DecodeTimes:
@@ -119,6 +134,10 @@ async def live_latency(
     return {"report": report, "latencies": latencies, "model": list(engine.inference.seconds)}
 
 
+def fps_list(frames: int, seconds: list[float]) -> str:
+    return ", ".join(f"{frames / s:.3f}" for s in seconds)
+
+
 def summary(values: list[float]) -> str:
     values = sorted(values)
     p90 = values[min(len(values) - 1, int(0.9 * len(values)))]
@@ -142,19 +161,22 @@ def main() -> None:
         broker = MosquittoBroker(folder / "broker")
         broker.start()
         try:
-            alone, engine, wall = [], [], []
+            model = load_model(checkpoint=weights, image_size=args.size, precision=args.precision)
+            alone, engine = [], []
             for r in range(ROUNDS):
-                alone.append(tracker_alone(clip, mask_png, weights, args.size, args.precision))
-                seconds, whole = vos_track(clip, mask_png, weights, args.size, args.precision, broker, folder / f"out{r}")
-                engine.append(seconds)
-                wall.append(whole)
+                alone.append(tracker_alone(model, clip, mask_png))
+                engine.append(vos_track(model, clip, mask_png, broker, folder / f"out{r}"))
+            del model
+            wall = vos_track_process(track_args(clip, mask_png, weights, args.size, args.precision, broker, folder / "out"))
             n = args.frames
+            malloc = " ".join(f"{k}={v}" for k, v in os.environ.items() if k.startswith("MALLOC_")) or "glibc defaults"
             print(f"## Throughput: {n} frames of {args.sequence} (854x480 H.264), {args.size} px, one object, "
-                  f"precision {args.precision}, {torch.get_num_threads()} torch threads, best of {ROUNDS}")  # fmt: skip
-            print(f"tracker alone (frames in RAM):              {n / min(alone):.3f} frames/s")
-            print(f"vos track (decode+track+PNG+JSONL+MQTT):    {n / min(engine):.3f} frames/s")
-            print(f"vos track, whole process (with model load): {n / min(wall):.3f} frames/s")
-            print(f"ratio vos track / tracker alone:            {min(alone) / min(engine):.3f}")
+                  f"precision {args.precision}, {torch.get_num_threads()} torch threads, malloc: {malloc}")  # fmt: skip
+            print(f"rounds of the tracker alone and vos track, alternately in this process: {ROUNDS}")
+            print(f"tracker alone (frames in RAM), frames/s:           {fps_list(n, alone)}")
+            print(f"vos track (decode+track+PNG+JSONL+MQTT), frames/s: {fps_list(n, engine)}")
+            print(f"ratio vos track / tracker alone: best {min(alone) / min(engine):.3f}, mean {sum(alone) / sum(engine):.3f}")
+            print(f"vos track as its own process, with start-up and model load: {n / wall:.3f} frames/s")
 
             if args.live_frames:
                 reason = rtsp_server_missing()

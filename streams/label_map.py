@@ -16,6 +16,7 @@ from PIL import Image
 BACKGROUND_ID = 0
 PALETTE_SIZE = 256
 MAX_LABEL_ID = 2**16 - 1
+PNG_COMPRESS_LEVEL = 3  # zlib level: a quarter of the default's (6) CPU time for ~1.6x the bytes of a mostly flat map
 _COLOUR_BITS = 8
 """Bits per colour channel: the PASCAL VOC colour map spreads an id's bits over R, G and B from the top bit down."""
 
@@ -38,18 +39,24 @@ _PALETTE = davis_palette()
 
 
 def merge_masks(masks: dict[int, np.ndarray], logits: dict[int, np.ndarray], shape: tuple[int, int]) -> np.ndarray:
-    """(H, W) label map (uint8, or uint16 for ids > 255): per pixel, the highest-logit object whose mask is on."""
+    """(H, W) label map (uint8, or uint16 for ids > 255): per pixel, the highest-logit object whose mask is on.
+
+    Ties go to the object listed first; a pixel whose mask is on is never background. One pass per object over the pixels (no (N, H, W) stack):
+    it runs beside the model in the engine, on the same cores.
+    """
     if any(not 0 < k <= MAX_LABEL_ID for k in masks):
         raise ValueError(f"object ids in a label map must be 1..{MAX_LABEL_ID}, got {sorted(masks)}")
     dtype = np.uint8 if max(masks, default=0) < PALETTE_SIZE else np.uint16
     labels = np.full(shape, BACKGROUND_ID, dtype=dtype)
-    if not masks:
+    if len(masks) == 1:
+        [(obj_id, mask)] = masks.items()
+        labels[mask] = obj_id
         return labels
-    ids = np.array(list(masks), dtype=dtype)
-    scores = np.stack([np.where(masks[k], logits[k], -np.inf) for k in masks])
-    best = np.argmax(scores, axis=0)
-    on = np.any(np.stack([masks[k] for k in masks]), axis=0)
-    labels[on] = ids[best[on]]
+    best = np.full(shape, -np.inf, dtype=np.float32)
+    for obj_id, mask in masks.items():
+        wins = mask & ((logits[obj_id] > best) | (labels == BACKGROUND_ID))
+        best[wins] = logits[obj_id][wins]
+        labels[wins] = obj_id
     return labels
 
 
@@ -62,7 +69,7 @@ def write_label_map(path: Path, labels: np.ndarray) -> None:
         image = Image.fromarray(labels.astype(np.int32)).convert("I;16")
     else:
         raise ValueError(f"label maps are uint8 or uint16, got {labels.dtype}")
-    image.save(path)
+    image.save(path, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
 
 
 def read_label_map(path: Path) -> np.ndarray:

@@ -163,6 +163,11 @@ def test_overlapping_masks_go_to_the_highest_logit():
     masks[1] = np.array([[False, True, False, False]])
     np.testing.assert_array_equal(merge_masks(masks, logits, (1, 4)), [[3, 3, 3, 0]])
     assert merge_masks({}, {}, (2, 3)).tolist() == [[0, 0, 0]] * 2
+    # a mask that is on is labelled whatever its logit; equal logits go to the object listed first
+    low = {2: np.full((1, 3), -np.inf, dtype=np.float32), 5: np.array([[-np.inf, 0.0, 7.0]], dtype=np.float32)}
+    on = {2: np.array([[True, True, True]]), 5: np.array([[True, False, True]])}
+    np.testing.assert_array_equal(merge_masks(on, low, (1, 3)), [[2, 2, 5]])
+    np.testing.assert_array_equal(merge_masks({4: on[5]}, {4: low[5]}, (1, 3)), [[4, 0, 4]])
 
 
 def test_palette_annotations_prompt_every_object(tmp_path: Path):
