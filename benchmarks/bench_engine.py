@@ -92,15 +92,17 @@ def vos_track(model: SAM2Model, clip: Path, mask_png: Path, broker: MosquittoBro
     return asyncio.run(run())
 
 
-def track_args(clip: Path, mask_png: Path, weights: Path, size: int, precision: str, broker: MosquittoBroker, out: Path) -> list[str]:
-    return ["track", str(clip), "--checkpoint", str(weights), "--image-size", str(size), "--precision", precision,
-            "--mask", f"1={mask_png}", "--out", str(out), "--mqtt", broker.url, "--topic", "bench", "--quiet"]  # fmt: skip
-
-
-def vos_track_process(args: list[str]) -> float:
+def vos_track_process(
+    clip: Path, mask_png: Path, weights: Path, size: int, precision: str, broker: MosquittoBroker, out: Path
+) -> float:
     """Wall seconds of `vos track` as a process of its own (start-up and model loading included)."""
     start = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "vos.cli", *args], capture_output=True, text=True, cwd=REPO)
+    result = subprocess.run(
+        [sys.executable, "-m", "vos.cli", "track", str(clip), "--checkpoint", str(weights), "--image-size", str(size),
+         "--precision", precision, "--mask", f"1={mask_png}", "--out", str(out), "--mqtt", broker.url,
+         "--topic", "bench", "--quiet"],
+        capture_output=True, text=True, cwd=REPO,
+    )  # fmt: skip
     if result.returncode != 0:
         raise RuntimeError(result.stderr)
     return time.perf_counter() - start
@@ -167,7 +169,7 @@ def main() -> None:
                 alone.append(tracker_alone(model, clip, mask_png))
                 engine.append(vos_track(model, clip, mask_png, broker, folder / f"out{r}"))
             del model
-            wall = vos_track_process(track_args(clip, mask_png, weights, args.size, args.precision, broker, folder / "out"))
+            wall = vos_track_process(clip, mask_png, weights, args.size, args.precision, broker, folder / "out")
             n = args.frames
             malloc = " ".join(f"{k}={v}" for k, v in os.environ.items() if k.startswith("MALLOC_")) or "glibc defaults"
             print(f"## Throughput: {n} frames of {args.sequence} (854x480 H.264), {args.size} px, one object, "
@@ -175,7 +177,8 @@ def main() -> None:
             print(f"rounds of the tracker alone and vos track, alternately in this process: {ROUNDS}")
             print(f"tracker alone (frames in RAM), frames/s:           {fps_list(n, alone)}")
             print(f"vos track (decode+track+PNG+JSONL+MQTT), frames/s: {fps_list(n, engine)}")
-            print(f"ratio vos track / tracker alone: best {min(alone) / min(engine):.3f}, mean {sum(alone) / sum(engine):.3f}")
+            best, mean = min(alone) / min(engine), sum(alone) / sum(engine)
+            print(f"ratio vos track / tracker alone: best {best:.3f}, mean {mean:.3f}")
             print(f"vos track as its own process, with start-up and model load: {n / wall:.3f} frames/s")
 
             if args.live_frames:
@@ -189,7 +192,9 @@ def main() -> None:
                 server.start()
                 try:
                     box = (300.0, 200.0, 600.0, 420.0)
-                    live = asyncio.run(live_latency(server, broker, weights, args.size, args.precision, args.live_frames, box))
+                    live = asyncio.run(
+                        live_latency(server, broker, weights, args.size, args.precision, args.live_frames, box)
+                    )
                 finally:
                     server.stop()
                 report = live["report"]

@@ -41,17 +41,13 @@ _PALETTE = davis_palette()
 def merge_masks(masks: dict[int, np.ndarray], logits: dict[int, np.ndarray], shape: tuple[int, int]) -> np.ndarray:
     """(H, W) label map (uint8, or uint16 for ids > 255): per pixel, the highest-logit object whose mask is on.
 
-    Ties go to the object listed first; a pixel whose mask is on is never background. One pass per object over the pixels (no (N, H, W) stack):
-    it runs beside the model in the engine, on the same cores.
+    Ties go to the object listed first; a pixel whose mask is on is never background. One pass per
+    object over the pixels (no (N, H, W) stack): it runs beside the model in the engine, on its cores.
     """
     if any(not 0 < k <= MAX_LABEL_ID for k in masks):
         raise ValueError(f"object ids in a label map must be 1..{MAX_LABEL_ID}, got {sorted(masks)}")
     dtype = np.uint8 if max(masks, default=0) < PALETTE_SIZE else np.uint16
     labels = np.full(shape, BACKGROUND_ID, dtype=dtype)
-    if len(masks) == 1:
-        [(obj_id, mask)] = masks.items()
-        labels[mask] = obj_id
-        return labels
     best = np.full(shape, -np.inf, dtype=np.float32)
     for obj_id, mask in masks.items():
         wins = mask & ((logits[obj_id] > best) | (labels == BACKGROUND_ID))

@@ -180,6 +180,7 @@ def test_bf16_model_holds_bf16_matmul_weights_and_refuses_fp32_runs():
         model.set_precision("fp32")
     assert vos.Tracker(model).segmenter.precision == "bf16"
 
+
 @pytest.mark.slow
 @torch.inference_mode()
 def test_compiled_tracker_equals_eager_on_cpu(davis_root, tracking_checkpoint, tmp_path):

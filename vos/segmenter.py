@@ -85,7 +85,8 @@ class FrameSegmenter:
         """`precision`: "fp32", "bf16" or "auto" (`vos.device`), None: the model's; `compile`: `vos.compiled`."""
         self.model = model.eval()
         self.fill_hole_area = fill_hole_area
-        self.precision = model.check_precision(model.precision if precision is None else resolve_precision(precision, model.device))
+        chosen = model.precision if precision is None else resolve_precision(precision, model.device)
+        self.precision = model.check_precision(chosen)
         self.stages = stages(model, compile)
 
     def encode_image(self, frame: np.ndarray) -> FrameFeatures:

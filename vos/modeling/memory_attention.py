@@ -228,7 +228,8 @@ class MemoryAttention(nn.Module):
         out = []
         for layer in self.layers:
             attn = layer.cross_attn_image
-            k = attn.split_heads(F.linear(slot_pos, attn.k_proj.weight.to(slot_pos.dtype))[:, None].expand(-1, num_tokens, -1))
+            slot_k = F.linear(slot_pos, attn.k_proj.weight.to(slot_pos.dtype))
+            k = attn.split_heads(slot_k[:, None].expand(-1, num_tokens, -1))
             out.append(apply_rope(k, attn.rope_cos, attn.rope_sin))
         return out
 
