@@ -36,16 +36,22 @@ sys.path.insert(0, str(REPO))
 
 from tests.conftest import DEFAULT_DAVIS, OBJECT_SCORE_BIAS_OFFSET, read_frame  # noqa: E402
 from tests.mqtt_broker import MosquittoBroker, Subscriber  # noqa: E402
-from tests.rtsp_fixtures import CAMERA_X264_OPTIONS, RtspServer, free_port, rtsp_server_missing  # noqa: E402
+from tests.rtsp_fixtures import (  # noqa: E402
+    CAMERA_X264_OPTIONS,
+    RtspServer,
+    free_port,
+    rtsp_server_missing,
+)
 from tests.video_reference import write_video  # noqa: E402
 from vos.build import build_model, load_model  # noqa: E402
-from vos.engine import Engine, StreamSettings  # noqa: E402
-from vos.engine_cli import prompts_from_args, read_mask_png  # noqa: E402
+from vos.cli.track import prompts_from_args  # noqa: E402
+from vos.engine.engine import Engine, StreamSettings  # noqa: E402
 from vos.modeling.sam2 import SAM2Model  # noqa: E402
+from vos.streams.label_map import read_mask_png  # noqa: E402
 from vos.streams.messages import MaskMessage  # noqa: E402
-from vos.streams.mqtt import MqttSettings  # noqa: E402
-from vos.streams.video_file import VideoFile  # noqa: E402
-from vos.tracker import Tracker  # noqa: E402
+from vos.streams.sinks.mqtt import MqttSettings  # noqa: E402
+from vos.streams.sources.video_file import VideoFile  # noqa: E402
+from vos.tracking.tracker import Tracker  # noqa: E402
 
 SEED = 0
 LIVE_FPS = 10

@@ -24,7 +24,7 @@ sys.path.insert(0, str(REPO))
 
 import vos  # noqa: E402
 from tests.conftest import DEFAULT_DAVIS, build_meta, save_meta_checkpoint  # noqa: E402
-from vos.transforms import preprocess_image  # noqa: E402
+from vos.tracking.transforms import preprocess_image  # noqa: E402
 
 
 def timed(fn, repeats: int) -> list[float]:

@@ -77,7 +77,7 @@ def worker(kind: str, folder: Path, size: int) -> None:
             frames = (f for f, _, _ in meta.propagate_in_video(state))
         else:
             import vos
-            from vos.streams.frame_folder import FrameFolder
+            from vos.streams.sources.frame_folder import FrameFolder
 
             model = vos.load_model("sam2.1_hiera_t", checkpoint=folder / "weights.pt", image_size=size)
             source = FrameFolder(folder / "frames")

@@ -28,9 +28,14 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import vos  # noqa: E402
-from tests.conftest import DEFAULT_DAVIS, OBJECT_SCORE_BIAS_OFFSET, build_meta, read_frame  # noqa: E402
+from tests.conftest import (  # noqa: E402
+    DEFAULT_DAVIS,
+    OBJECT_SCORE_BIAS_OFFSET,
+    build_meta,
+    read_frame,
+)
 from tests.video_reference import write_video  # noqa: E402
-from vos.engine import Engine, StreamSettings  # noqa: E402
+from vos.engine.engine import Engine, StreamSettings  # noqa: E402
 from vos.viewer import WebSettings  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"

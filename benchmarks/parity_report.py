@@ -22,7 +22,7 @@ sys.path.insert(0, str(REPO))
 import vos  # noqa: E402
 from tests.conftest import DEFAULT_DAVIS, build_meta, read_frame, save_meta_checkpoint  # noqa: E402
 from tests.meta_reference import meta_image_features, meta_predict  # noqa: E402
-from vos.transforms import preprocess_image  # noqa: E402
+from vos.tracking.transforms import preprocess_image  # noqa: E402
 
 FRAMES = [("blackswan", 0), ("dog", 10), ("kite-surf", 20)]
 PROMPTS = {

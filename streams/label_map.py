@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from vos.errors import ConfigError
+
 BACKGROUND_ID = 0
 PALETTE_SIZE = 256
 MAX_LABEL_ID = 2**16 - 1
@@ -72,3 +74,20 @@ def read_label_map(path: Path) -> np.ndarray:
     """A label map written by `write_label_map` (or any DAVIS annotation) as an (H, W) integer array."""
     with Image.open(path) as image:
         return np.array(image)
+
+
+def read_mask_png(path: Path, obj_id: int) -> np.ndarray:
+    """A mask prompt from a PNG: a binary image's nonzero pixels, or a label map's pixels equal to `obj_id`."""
+    try:
+        labels = read_label_map(path)
+    except FileNotFoundError:
+        raise ConfigError(f"mask of object {obj_id}: no such file {path}") from None
+    except OSError as e:
+        raise ConfigError(f"mask of object {obj_id}: cannot read {path} as an image: {e}") from None
+    if labels.ndim == 3:
+        labels = labels[..., :3].max(axis=2)
+    values = set(np.unique(labels).tolist()) - {0}
+    mask = labels != 0 if len(values) <= 1 else labels == obj_id
+    if not mask.any():
+        raise ConfigError(f"mask of object {obj_id}: {path} has no pixel of object {obj_id}")
+    return mask

@@ -11,9 +11,16 @@ from typing import Annotated, Literal
 
 import numpy as np
 import pycocotools.mask as coco_mask
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 
-from vos.prompts import Prompt, check_mask_size
+from vos.tracking.prompts import Prompt, check_mask_size
 
 MAX_POINTS = 64
 MAX_SIDE = 16384  # pixels, per side of a mask

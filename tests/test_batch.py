@@ -51,9 +51,9 @@ def same_results(a: Path, b: Path) -> None:
 
 def test_batch_on_ray_equals_track_survives_a_killed_worker_and_resumes(davis_root, tracking_checkpoint, tmp_path, capsys):
     ray_or_skip()
-    from vos.batch import jobs_from_inputs, run_batch
     from vos.config import ModelSettings
-    from vos.metrics import MetricsSettings
+    from vos.distributed.batch import jobs_from_inputs, run_batch
+    from vos.engine.metrics import MetricsSettings
 
     frames = {name: davis_root / "JPEGImages" / "480p" / name for name in VIDEOS}
     annotations = davis_root / "Annotations" / "480p"

@@ -55,7 +55,7 @@ def test_compose_file_is_valid_and_holds_no_secrets(monkeypatch):
             if SECRET_KEY.search(key):
                 assert str(value).startswith("${"), f"{name}: {key} must come from the environment, not the file"
     monkeypatch.setenv("VOS_MQTT__HOST", "mosquitto")  # as compose.yaml sets it
-    from vos.engine_config import load_engine_config
+    from vos.engine.settings import load_engine_config
 
     assert load_engine_config(DOCKER / "engine.yaml").streams  # the config it mounts is valid
 

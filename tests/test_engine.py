@@ -19,7 +19,7 @@ from tests.mqtt_broker import Subscriber, free_port
 from tests.video_reference import write_video
 from vos.streams.label_map import read_label_map
 from vos.streams.messages import AddPrompt, MaskMessage, Rle
-from vos.streams.video_file import VideoFile
+from vos.streams.sources.video_file import VideoFile
 
 SEQUENCE = "car-shadow"
 CLIP_FRAMES = 16
@@ -173,7 +173,7 @@ def test_serve_runs_streams_with_a_batched_image_encoder(clip, tracking_checkpoi
 
 def test_engine_config_is_validated_once_with_every_problem(tmp_path):
     from vos.configs import ENGINE_EXAMPLE
-    from vos.engine_config import load_engine_config
+    from vos.engine.settings import load_engine_config
     from vos.errors import ConfigError
 
     shipped = load_engine_config(ENGINE_EXAMPLE)
@@ -196,8 +196,8 @@ def test_live_camera_prompt_over_mqtt_and_camera_restart(rtsp_server, tracking_c
     """An RTSP camera with no object: a prompt sent over MQTT mid-stream starts tracking; malformed and
     unknown-object prompts are answered on the errors topic; the camera is killed and restarted, the
     source reconnects and the object is still tracked (its memory kept)."""
-    from vos.engine import Engine, StreamSettings
-    from vos.streams.mqtt import MqttSettings
+    from vos.engine.engine import Engine, StreamSettings
+    from vos.streams.sinks.mqtt import MqttSettings
     from vos.streams.sources import LiveSettings
 
     async def main():
@@ -249,9 +249,9 @@ def test_live_camera_prompt_over_mqtt_and_camera_restart(rtsp_server, tracking_c
 def test_broker_restart_mid_run_loses_nothing(clip, davis_root, tracking_checkpoint, broker):
     """The broker is killed and restarted while a file is tracked: no crash, every frame's message
     reaches a subscriber with a persistent session (QoS 1), none is counted as lost."""
-    from vos.engine import Engine, StreamSettings
-    from vos.engine_cli import prompts_from_args
-    from vos.streams.mqtt import MqttSettings
+    from vos.cli.track import prompts_from_args
+    from vos.engine.engine import Engine, StreamSettings
+    from vos.streams.sinks.mqtt import MqttSettings
 
     frames = 10
     first = davis_root / "Annotations" / "480p" / SEQUENCE / "00000.png"
@@ -296,11 +296,11 @@ def test_python_api_skips_unreadable_frames_and_keeps_every_tracked_one_when_the
     and counted, its index left out; two in a row (the limit, lowered here) end the source. Every frame
     tracked before that reaches every sink (folder PNGs, masks.jsonl, the caller's sink), and the
     report says the stream failed and why."""
-    import vos.streams.sources
-    from vos.engine import Engine, StreamSettings
-    from vos.streams.sink import Sink
+    import vos.streams.sources.sequence
+    from vos.engine.engine import Engine, StreamSettings
+    from vos.streams.sinks import Sink
 
-    monkeypatch.setattr(vos.streams.sources, "MAX_SKIPS_IN_A_ROW", 1)
+    monkeypatch.setattr(vos.streams.sources.sequence, "MAX_SKIPS_IN_A_ROW", 1)
     frames = tmp_path / "frames"
     frames.mkdir()
     for i in (0, 1, 2, 3, 5):
@@ -330,7 +330,7 @@ def test_python_api_skips_unreadable_frames_and_keeps_every_tracked_one_when_the
 def test_a_camera_down_at_start_does_not_stop_the_other_streams(clip, tracking_checkpoint, tmp_path):
     """`vos serve` semantics (wait_for_cameras): the file stream runs to its end while the dead camera
     keeps being retried; stopping the engine then stops the camera's stream cleanly."""
-    from vos.engine import Engine, StreamSettings
+    from vos.engine.engine import Engine, StreamSettings
     from vos.streams.sources import LiveSettings
 
     streams = [

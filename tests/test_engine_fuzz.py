@@ -116,8 +116,8 @@ def test_a_thousand_fuzzed_prompts_while_tracking(frames, tracking_checkpoint, b
     """Every malformed message is answered on the errors topic, in order, and nothing else is (so every valid
     one was applied); each frame's objects follow the valid prompts in order and the last frames show them all
     applied; the masks topic has every frame once, in order; RSS grows less than 100 MB."""
-    from vos.engine import Engine, StreamSettings
-    from vos.streams.mqtt import MqttSettings
+    from vos.engine.engine import Engine, StreamSettings
+    from vos.streams.sinks.mqtt import MqttSettings
 
     valid = ValidPrompts(set(INITIAL_BOXES))
     prompts = [{"obj_id": i, "box": box} for i, box in INITIAL_BOXES.items()]

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests import davis_reference as ref  # the toolkit's per-frame J and F, written out with numpy
+from tests import (
+    davis_reference as ref,  # the toolkit's per-frame J and F, written out with numpy
+)
 from tests.data_paths import require_davis
 from vos.evaluation import EvaluationError
 from vos.evaluation.metrics import (

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from tests.rtsp_fixtures import RtspClip, free_port
-from vos.streams.live import PyAVSource
-from vos.streams.source import Frame, SourceError
 from vos.streams.sources import LiveSettings
+from vos.streams.sources.base import Frame, SourceError
+from vos.streams.sources.live import PyAVSource
 
 TIMEOUT_S = 1.0
 SLACK_S = 1.5  # process start-up and scheduling on a busy machine

@@ -9,8 +9,15 @@ import numpy as np
 import pycocotools.mask as coco_mask
 import pytest
 
-from vos.prompts import Prompt
-from vos.streams.messages import MAX_POINTS, ObjectMask, Rle, _rle_runs, json_schemas, parse_prompt
+from vos.streams.messages import (
+    MAX_POINTS,
+    ObjectMask,
+    Rle,
+    _rle_runs,
+    json_schemas,
+    parse_prompt,
+)
+from vos.tracking.prompts import Prompt
 
 
 def test_rle_round_trip_and_runs_equal_pycocotools(davis_root):

@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import read_frame
 from tests.video_reference import write_video
-from vos.metrics import MetricsSettings
+from vos.engine.metrics import MetricsSettings
 
 FRAMES = 5
 
@@ -34,7 +34,7 @@ def short_clip(davis_root, tmp_path_factory):
 
 def test_metrics_move_during_a_run_and_equal_its_summary(short_clip, tracking_checkpoint):
     import vos
-    from vos.engine import Engine, StreamSettings
+    from vos.engine.engine import Engine, StreamSettings
 
     stream = StreamSettings(source=str(short_clip), id="cam", max_frames=FRAMES, prompts=[{"obj_id": 1, "box": [300, 100, 650, 300]}])
     model = vos.load_model(checkpoint=tracking_checkpoint, image_size=512)
@@ -76,7 +76,7 @@ def test_a_metrics_port_in_use_is_refused_before_the_model_loads(short_clip, cap
     import vos.cli
 
     async def main():
-        from vos.metrics import EngineMetrics, MetricsServer
+        from vos.engine.metrics import EngineMetrics, MetricsServer
 
         async with MetricsServer(MetricsSettings(port=0), EngineMetrics(list)) as taken:
             return await asyncio.to_thread(
@@ -89,8 +89,8 @@ def test_a_metrics_port_in_use_is_refused_before_the_model_loads(short_clip, cap
 
 
 def test_batch_metrics_equal_the_batch_summary():
-    from vos.batch import BatchSummary
-    from vos.metrics import BatchMetrics
+    from vos.distributed.batch import BatchSummary
+    from vos.engine.metrics import BatchMetrics
 
     summary = BatchSummary(done=["a", "b"], skipped=["c"], failed={"d": "ValueError: x"}, retried=3, frames=40, seconds=10.0)
     series = {k: float(v) for k, v in (line.rsplit(" ", 1) for line in BatchMetrics(summary).text().decode().splitlines() if line.startswith("vos_"))}

@@ -12,7 +12,7 @@ import torch
 import vos
 from tests.conftest import build_meta, read_frame, save_meta_checkpoint
 from tests.meta_reference import meta_image_features, meta_predict
-from vos.transforms import preprocess_image
+from vos.tracking.transforms import preprocess_image
 
 OTHER_MODELS = [n for n in vos.available_models() if n != "sam2.1_hiera_t"]
 

@@ -15,7 +15,7 @@ import pytest
 from tests.mqtt_broker import Subscriber, free_port
 from tests.prompt_fuzz import fuzzed_prompts
 from vos.streams.messages import AddPrompt, MaskMessage, ObjectMask, RemoveObject
-from vos.streams.mqtt import MqttLink, MqttSettings, MqttUnavailable
+from vos.streams.sinks.mqtt import MqttLink, MqttSettings, MqttUnavailable
 
 
 def settings(port: int, **kw) -> MqttSettings:
@@ -130,7 +130,7 @@ def test_status_announced_after_a_reconnect_has_the_current_counters(broker):
     counters as they are now, not those of the last status published, which may be STATUS_INTERVAL old."""
     from types import SimpleNamespace
 
-    from vos.engine import StreamRunner
+    from vos.engine.engine import StreamRunner
 
     def status(messages: list[tuple[str, bytes]]) -> list[dict]:
         return [json.loads(p) for _, p in messages]
@@ -162,8 +162,8 @@ def test_status_announced_after_a_reconnect_has_the_current_counters(broker):
 def test_prompts_above_the_packet_limit_never_reach_the_link(broker):
     """MQTT 5 Maximum Packet Size: the broker drops a 20 MB prompt instead of sending it (the link never holds it and
     stays connected); a 9 MB one still arrives and is answered "larger than"; a valid prompt after both arrives."""
-    from vos.streams.mqtt import MAX_PACKET_BYTES
     from vos.streams.prompt_inbox import MAX_PROMPT_BYTES
+    from vos.streams.sinks.mqtt import MAX_PACKET_BYTES
 
     valid = b'{"action": "remove", "obj_id": 4}'
     assert MAX_PROMPT_BYTES < 9_000_000 < MAX_PACKET_BYTES < 20_000_000
@@ -192,7 +192,7 @@ def test_last_will_reports_offline_when_the_engine_dies(broker):
     """A process holding a link is killed: the broker publishes the retained "offline" status."""
     code = textwrap.dedent(f"""
         import asyncio, sys
-        from vos.streams.mqtt import AvailabilityLink, MqttLink, MqttSettings
+        from vos.streams.sinks.mqtt import AvailabilityLink, MqttLink, MqttSettings
         async def main():
             link = MqttLink(MqttSettings(port={broker.port}, prefix="t/vos"), "cam")
             available = AvailabilityLink(MqttSettings(port={broker.port}, prefix="t/vos"))
@@ -264,7 +264,7 @@ def test_mqtt_over_tls_checks_the_broker_certificate(tmp_path):
     the broker's certificate is refused clearly; `insecure` skips the check."""
     from tests.certificates import make_certificates
     from tests.mqtt_broker import MosquittoBroker
-    from vos.streams.mqtt import TlsSettings
+    from vos.streams.sinks.mqtt import TlsSettings
 
     ca, cert, key = make_certificates(tmp_path)
     broker = MosquittoBroker(tmp_path / "broker", tls=(ca, cert, key))

@@ -14,12 +14,12 @@ import pytest
 import vos.cli
 from tests.conftest import read_frame
 from tests.video_reference import write_video
-from vos.render_cli import render_results
+from vos.cli.render import render_results
 from vos.streams.label_map import read_label_map, write_label_map
 from vos.streams.messages import MaskMessage, ObjectMask
 from vos.streams.overlay import OverlayStyle, draw_overlay
-from vos.streams.source import Frame
-from vos.streams.video_sink import H264Writer, OverlayVideoSink
+from vos.streams.sinks.video import H264Writer, OverlayVideoSink
+from vos.streams.sources.base import Frame
 
 SEQUENCE = "car-shadow"
 RED, GREEN = (128, 0, 0), (0, 128, 0)  # DAVIS palette entries 1 and 2, written out independently of the code

@@ -16,7 +16,7 @@ import vos
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED_MODELS = sorted(p.stem for p in (REPO / "configs/models").glob("*.yaml") if not p.stem.startswith("_"))
-TORCH_FREE = ["vos.config", "vos.prompts", "vos.streams.messages"]
+TORCH_FREE = ["vos.config", "vos.tracking.prompts", "vos.streams.messages"]
 
 # Run by the interpreter that sees only the wheel's vos; argv[1] is a checkpoint.
 API_CHECK = """

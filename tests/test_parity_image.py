@@ -15,7 +15,7 @@ from PIL import Image
 import vos
 from tests.conftest import read_frame
 from tests.meta_reference import meta_image_features, meta_predict
-from vos.transforms import preprocess_image, upscale_logits
+from vos.tracking.transforms import preprocess_image, upscale_logits
 
 FEATURE_TOL = 1e-4
 LOGIT_TOL = 1e-3
@@ -141,8 +141,8 @@ def test_square_image_passes_through_unresampled(size):
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
     x = preprocess_image(image, size)
-    mean = torch.tensor(vos.transforms.IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(vos.transforms.IMAGENET_STD).view(1, 3, 1, 1)
+    mean = torch.tensor(vos.tracking.transforms.IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(vos.tracking.transforms.IMAGENET_STD).view(1, 3, 1, 1)
     back = (x * std + mean) * 255.0
     assert max_diff(back[0].permute(1, 2, 0), image.astype(np.float32)) < 1e-3
 

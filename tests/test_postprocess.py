@@ -7,7 +7,7 @@ from collections import deque
 import numpy as np
 import torch
 
-from vos.postprocess import HOLE_FILL_LOGIT, fill_holes, non_overlapping
+from vos.tracking.postprocess import HOLE_FILL_LOGIT, fill_holes, non_overlapping
 
 
 def flood_fill_holes(logits: np.ndarray, max_area: int) -> np.ndarray:

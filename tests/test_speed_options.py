@@ -17,7 +17,7 @@ import torch
 import vos
 from tests.video_reference import ground_truth, write_clip
 from vos.device import check_device, native_bf16, resolve_precision
-from vos.engine_config import EngineConfig
+from vos.engine.settings import EngineConfig
 from vos.errors import ConfigError
 from vos.memory.frame_store import FrameRecord, ObjectHistory
 from vos.memory.memory_bank import FrameMemory, ObjectMemory

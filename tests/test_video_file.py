@@ -10,7 +10,7 @@ import vos
 from tests.conftest import read_frame
 from tests.video_reference import VIDEO_FPS as FPS
 from tests.video_reference import write_video
-from vos.streams.video_file import VideoFile
+from vos.streams.sources.video_file import VideoFile
 
 
 @pytest.fixture(scope="module")

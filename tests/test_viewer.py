@@ -16,11 +16,11 @@ import pytest
 
 from tests.conftest import read_frame
 from tests.mqtt_broker import free_port
-from vos.engine import StreamReport
+from vos.engine.engine import StreamReport
 from vos.streams.messages import MaskMessage, ObjectMask
 from vos.streams.overlay import object_colour
 from vos.streams.prompt_inbox import MAX_PENDING_PROMPTS, MAX_PROMPT_BYTES, PromptInbox
-from vos.streams.source import Frame
+from vos.streams.sources.base import Frame
 from vos.viewer import WebSettings
 from vos.viewer.server import WebViewer
 
@@ -219,7 +219,7 @@ def test_page_in_chromium_shows_the_stream_and_steers_the_engine(long_clip, trac
     from playwright.async_api import async_playwright
 
     import vos
-    from vos.engine import Engine, StreamSettings
+    from vos.engine.engine import Engine, StreamSettings
 
     capture = CaptureSink()
     stream = StreamSettings(source=str(long_clip), id="cam", prompts=[{"obj_id": 1, "box": [300, 100, 650, 300]}])
@@ -376,7 +376,7 @@ async def until_serving(http: aiohttp.ClientSession, timeout: float = 10) -> Non
 
 
 def test_serve_config_takes_the_viewer_and_its_token_from_the_environment(tmp_path, monkeypatch):
-    from vos.engine_config import load_engine_config
+    from vos.engine.settings import load_engine_config
     from vos.errors import ConfigError
 
     path = tmp_path / "engine.yaml"

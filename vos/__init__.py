@@ -5,7 +5,7 @@
     predictor = vos.ImagePredictor(model)
 
 Names are imported on first use (PEP 562), so `import vos` and the torch-free modules
-(`vos.config`, `vos.prompts`, `vos.streams.messages`) stay cheap.
+(`vos.config`, `vos.tracking.prompts`, `vos.streams.messages`) stay cheap.
 """
 
 from __future__ import annotations
@@ -24,30 +24,36 @@ _EXPORTS = {
     "available_models": "vos.config",
     "load_config": "vos.config",
     "ModelSettings": "vos.config",
-    "Engine": "vos.engine",
-    "StreamSettings": "vos.engine_config",
+    "Engine": "vos.engine.engine",
+    "StreamSettings": "vos.engine.settings",
     "CheckpointError": "vos.errors",
     "ConfigError": "vos.errors",
     "DownloadError": "vos.errors",
     "VosError": "vos.errors",
     "ImagePredictor": "vos.image_predictor",
-    "Prompt": "vos.prompts",
-    "TrackResult": "vos.tracker",
-    "Tracker": "vos.tracker",
-    "VideoSession": "vos.video_session",
+    "Prompt": "vos.tracking.prompts",
+    "TrackResult": "vos.tracking.tracker",
+    "Tracker": "vos.tracking.tracker",
+    "VideoSession": "vos.tracking.video_session",
 }
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
     from vos.build import build_model, load_model
-    from vos.config import ModelConfig, ModelSettings, TrackerConfig, available_models, load_config
-    from vos.engine import Engine
-    from vos.engine_config import StreamSettings
+    from vos.config import (
+        ModelConfig,
+        ModelSettings,
+        TrackerConfig,
+        available_models,
+        load_config,
+    )
+    from vos.engine.engine import Engine
+    from vos.engine.settings import StreamSettings
     from vos.errors import CheckpointError, ConfigError, DownloadError, VosError
     from vos.image_predictor import ImagePredictor
-    from vos.prompts import Prompt
-    from vos.tracker import Tracker, TrackResult
-    from vos.video_session import VideoSession
+    from vos.tracking.prompts import Prompt
+    from vos.tracking.tracker import Tracker, TrackResult
+    from vos.tracking.video_session import VideoSession
 
 
 def __getattr__(name: str):

@@ -6,9 +6,22 @@ from pathlib import Path
 
 import torch
 
-from vos.checkpoints import load_weights, matching_configs, read_state_dict, resolve_checkpoint
-from vos.config import DEFAULT_CONFIG, DEFAULT_PRECISION, ModelConfig, Precision, available_models, load_config
-from vos.device import check_device, resolve_precision
+from vos.checkpoints import (
+    load_weights,
+    matching_configs,
+    read_state_dict,
+    resolve_checkpoint,
+)
+from vos.config import (
+    DEFAULT_CONFIG,
+    DEFAULT_PRECISION,
+    ModelConfig,
+    ModelSettings,
+    Precision,
+    available_models,
+    load_config,
+)
+from vos.device import check_device, resolve_precision, set_threads
 from vos.errors import CheckpointError
 from vos.modeling.sam2 import SAM2Model
 
@@ -55,3 +68,12 @@ def load_model(
     model = model.to(dev).eval()
     model.set_precision(chosen)
     return model
+
+
+def load_from_settings(settings: ModelSettings) -> SAM2Model:
+    """Sets the thread count and loads the model `settings` describe (blocking; minutes for a large one)."""
+    set_threads(settings.threads)
+    return load_model(
+        settings.config, checkpoint=settings.checkpoint, image_size=settings.image_size, device=settings.device,
+        precision=settings.precision,
+    )  # fmt: skip

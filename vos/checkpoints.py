@@ -6,7 +6,6 @@ Accepted layouts: Meta's `{"model": state_dict}` and a bare state dict.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import hashlib
 import os
@@ -240,49 +239,3 @@ def resolve_checkpoint(cfg: ModelConfig, checkpoint: str | Path | None, download
     if not download:
         raise CheckpointError(f"no checkpoint for {cfg.name} at {cached}; run `vos checkpoints download {cfg.name}`")
     return download_checkpoint(cfg)
-
-
-def _cmd_download(args: argparse.Namespace) -> int:
-    path = download_checkpoint(args.name, url=args.url, dest_dir=args.dir, progress=not args.quiet, allow_http=args.allow_http)
-    print(path)
-    return 0
-
-
-def _cmd_verify(args: argparse.Namespace) -> int:
-    """Checks every cached checkpoint (or the named ones) against its recorded and known SHA-256."""
-    names = args.names or [n for n in available_models() if cached_checkpoint_path(load_config(n)).is_file()]
-    for name in names:
-        cfg = load_config(name)
-        path = (Path(args.dir) if args.dir else cache_dir()) / cached_checkpoint_path(cfg).name
-        if not path.is_file():
-            raise CheckpointError(f"{name}: no cached checkpoint at {path}")
-        digest = verify_checkpoint(cfg, path)
-        known = "recorded" if recorded_sha256(path) else "nothing recorded to compare with"
-        print(f"{name:18s} ok  {digest}  ({known})")
-    return 0
-
-
-def _cmd_list(args: argparse.Namespace) -> int:
-    for name in available_models():
-        cfg = load_config(name)
-        path = cached_checkpoint_path(cfg)
-        print(f"{name:18s} {'cached' if path.is_file() else '-':7s} {checkpoint_url(cfg)}")
-    return 0
-
-
-def register_cli(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("checkpoints", help="list and download Meta's SAM 2 checkpoints")
-    commands = parser.add_subparsers(dest="checkpoints_command", required=True, metavar="ACTION")
-    down = commands.add_parser("download", help="download a checkpoint into the cache (resumable)")
-    down.add_argument("name", choices=available_models(), metavar="NAME", help="model name, e.g. sam2.1_hiera_t")
-    down.add_argument("--url", help="download from this URL instead of Meta's")
-    down.add_argument("--dir", help=f"target directory (default: ${CACHE_ENV} or ~/.cache/vos/checkpoints)")
-    down.add_argument("--quiet", action="store_true", help="no progress bar")
-    down.add_argument("--allow-http", action="store_true", help="accept a plain http:// URL or mirror")
-    down.set_defaults(func=_cmd_download)
-    verify = commands.add_parser("verify", help="check cached checkpoints against their SHA-256")
-    verify.add_argument("names", nargs="*", metavar="NAME", help="models to check (default: every cached one)")
-    verify.add_argument("--dir", help=f"cache directory (default: ${CACHE_ENV} or ~/.cache/vos/checkpoints)")
-    verify.set_defaults(func=_cmd_verify)
-    listing = commands.add_parser("list", help="list known models, their URLs and whether they are cached")
-    listing.set_defaults(func=_cmd_list)

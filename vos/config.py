@@ -8,16 +8,20 @@ on `image_size` (feature sizes, prompt-encoder grid, mask-input size) is derived
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from vos.configs import MODELS_DIR as CONFIG_DIR
 from vos.errors import ConfigError
-
-if TYPE_CHECKING:
-    from vos.modeling.sam2 import SAM2Model
 
 SUPPORTED_IMAGE_SIZES = (512, 1024)
 DEFAULT_CONFIG = "sam2.1_hiera_t"  # the model used when neither a config nor a checkpoint says which
@@ -34,6 +38,7 @@ class _Strict(BaseModel):
 class TrunkConfig(_Strict):
     """Hiera trunk (Ryali et al. 2023, with the windowed absolute position embedding of Bolya et al.)."""
 
+    kind: Literal["hiera"] = "hiera"  # the trunk module (`vos.modeling.trunks`)
     embed_dim: int = 96
     num_heads: int = 1
     stages: tuple[int, ...] = (2, 3, 16, 3)
@@ -203,11 +208,11 @@ class TrackerConfig(_Strict):
     precision: Precision | None = Field(
         None, description="fp32, bf16 or auto (vos.device); default: the precision the model was loaded with"
     )
-    compile: bool = Field(False, description="torch.compile the model's stages (vos.compiled); the first frames compile")
+    compile: bool = Field(False, description="torch.compile the model's stages (vos.tracking.compiled); the first frames compile")
 
 
 class ModelSettings(BaseModel):
-    """Which model to load and how it computes: `vos track` flags, `model:` in YAML, `load()` in Python."""
+    """Which model to load and how it computes: `vos track` flags, `model:` in YAML, `vos.build.load_from_settings`."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -219,17 +224,6 @@ class ModelSettings(BaseModel):
         DEFAULT_PRECISION, description="fp32 (Meta's numbers), bf16, or auto: bf16 where the hardware has it natively"
     )
     threads: int | None = Field(None, ge=1, description="torch intra-op threads (default: one per core)")
-
-    def load(self) -> SAM2Model:
-        """Sets the thread count and loads the model (blocking; minutes for a large one)."""
-        from vos.build import load_model
-        from vos.device import set_threads
-
-        set_threads(self.threads)
-        return load_model(
-            self.config, checkpoint=self.checkpoint, image_size=self.image_size, device=self.device,
-            precision=self.precision,
-        )  # fmt: skip
 
     @field_validator("image_size")
     @classmethod

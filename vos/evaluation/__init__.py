@@ -3,7 +3,7 @@
 - `vos.evaluation.metrics`: per-frame region similarity J and boundary accuracy F (numba kernel).
 - `vos.evaluation.davis`: the DAVIS semi-supervised protocol (statistics, CSV tables).
 - `vos.evaluation.sav`: the SA-V layout and conventions (one binary PNG folder per object).
-- `vos.evaluation.cli`: the `vos eval davis` and `vos eval sav` commands.
+- `vos.cli.evaluate`: the `vos eval davis` and `vos eval sav` commands.
 """
 
 from vos.errors import VosError

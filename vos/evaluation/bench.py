@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from vos.build import load_from_settings
 from vos.config import ModelSettings, TrackerConfig
 from vos.evaluation import EvaluationError
 from vos.evaluation.davis import (
@@ -41,10 +42,10 @@ from vos.evaluation.metrics import read_mask, short_list
 from vos.evaluation.sav import SavResult, format_sav
 from vos.modeling.sam2 import SAM2Model
 from vos.streams.label_map import merge_masks, write_label_map
-from vos.tracker import Tracker
+from vos.tracking.tracker import Tracker
 
 if TYPE_CHECKING:
-    from vos.batch import BatchJob
+    from vos.distributed.batch import BatchJob
 
 IMAGE_SUFFIX = ".jpg"
 
@@ -204,8 +205,8 @@ def track_sequences(
 
 def mask_job(name: str, image_dir: Path, prompts: Mapping[int, tuple[int, np.ndarray]]) -> BatchJob:
     """A `vos batch` job: the frames of `image_dir`, each object prompted with its mask on its frame index."""
-    from vos.batch import BatchJob
-    from vos.engine_config import StreamPrompt
+    from vos.distributed.batch import BatchJob
+    from vos.engine.settings import StreamPrompt
     from vos.streams.messages import Rle
 
     return BatchJob(
@@ -238,7 +239,7 @@ def track_benchmark(
     the `make_jobs()` on `vos batch`'s Ray pool into `out_dir/<name>/` (label maps by frame index). Each job's folder
     is replaced first, as an in-process run overwrites its PNGs."""
     if workers is not None:
-        from vos.batch import run_batch
+        from vos.distributed.batch import run_batch
 
         jobs = make_jobs()
         for job in jobs:
@@ -248,7 +249,7 @@ def track_benchmark(
             raise BenchError(f"{len(summary.failed)} video(s) failed on Ray: {summary.text()}")
         return Tracked(summary.frames, float("nan"), summary.seconds, 0.0)
     start = time.perf_counter()
-    loaded = model.load()
+    loaded = load_from_settings(model)
     load_seconds = time.perf_counter() - start
     return Tracked(*in_process(loaded), load_seconds)
 

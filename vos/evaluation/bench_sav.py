@@ -24,12 +24,18 @@ from PIL import Image
 from tqdm import tqdm
 
 from vos.config import ModelSettings, TrackerConfig
-from vos.evaluation.bench import IMAGE_SUFFIX, BenchError, BenchResult, mask_job, track_benchmark
+from vos.evaluation.bench import (
+    IMAGE_SUFFIX,
+    BenchError,
+    BenchResult,
+    mask_job,
+    track_benchmark,
+)
 from vos.evaluation.metrics import png_stems, read_mask, short_list
 from vos.evaluation.sav import evaluate_sav
 from vos.modeling.sam2 import SAM2Model
 from vos.streams.label_map import merge_masks, read_label_map
-from vos.tracker import Tracker
+from vos.tracking.tracker import Tracker
 
 FRAMES_DIR = "JPEGImages_24fps"
 ANNOTATIONS_DIR = "Annotations_6fps"

@@ -1,4 +1,4 @@
-"""Image encoder: Hiera trunk + FPN neck.
+"""Image encoder: a trunk (`vos.modeling.trunks`, named by the config) + the FPN neck (`vos.modeling.neck`).
 
 The neck projects each trunk stage to `d_model` channels, adds top-down features on
 the configured levels, and attaches a sine position encoding. The lowest-resolution
@@ -8,49 +8,11 @@ level is dropped ("scalp"), leaving strides 4, 8 and 16.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from vos.config import ModelConfig, NeckConfig
-from vos.modeling.hiera import Hiera
-from vos.modeling.position_encoding import PositionEmbeddingSine
-
-
-class FpnNeck(nn.Module):
-    """Stage maps (highest resolution first) -> (features, position encodings), both (B, d_model, H_i, W_i)."""
-
-    def __init__(self, cfg: NeckConfig, backbone_channel_list: list[int]) -> None:
-        super().__init__()
-        self.position_encoding = PositionEmbeddingSine(cfg.d_model)
-        self.convs = nn.ModuleList()
-        for dim in backbone_channel_list:
-            lateral = nn.Sequential()
-            lateral.add_module("conv", nn.Conv2d(dim, cfg.d_model, kernel_size=1))
-            self.convs.append(lateral)
-        self.top_down_levels = set(cfg.fpn_top_down_levels)
-        self.interp_mode = cfg.fpn_interp_model
-        self.fuse_type = cfg.fuse_type
-
-    def forward(self, xs: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        n = len(self.convs) - 1
-        feats: list[torch.Tensor] = [None] * len(xs)  # type: ignore[list-item]
-        prev = None
-        for i in range(n, -1, -1):  # lowest resolution first
-            lateral = self.convs[n - i](xs[i])
-            if i in self.top_down_levels and prev is not None:
-                top_down = F.interpolate(
-                    prev.float(),
-                    scale_factor=2.0,
-                    mode=self.interp_mode,
-                    align_corners=None if self.interp_mode == "nearest" else False,
-                )
-                prev = lateral + top_down
-                if self.fuse_type == "avg":
-                    prev = prev / 2
-            else:
-                prev = lateral
-            feats[i] = prev
-        return feats, [self.position_encoding(f) for f in feats]
+from vos.config import ModelConfig
+from vos.modeling.neck import FpnNeck
+from vos.modeling.trunks import build_trunk
 
 
 class ImageEncoder(nn.Module):
@@ -58,7 +20,7 @@ class ImageEncoder(nn.Module):
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        self.trunk = Hiera(cfg.trunk)
+        self.trunk = build_trunk(cfg.trunk)
         if self.trunk.channel_list != cfg.trunk.channel_list:
             raise AssertionError("trunk channel list disagrees with the config")
         self.neck = FpnNeck(cfg.neck, self.trunk.channel_list)

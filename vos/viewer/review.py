@@ -7,7 +7,6 @@ frame index and, if present, masks.jsonl (object scores for the captions).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import signal
@@ -17,12 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from vos.cli_options import add_settings_arguments, settings_from_args
-from vos.engine_cli import web_from_args
-from vos.render_cli import find_label_maps, open_frames, read_labels, read_scores
 from vos.streams.label_map import BACKGROUND_ID
 from vos.streams.overlay import OverlayStyle, draw_overlay, encode_jpeg
-from vos.streams.video_file import VideoFile
+from vos.streams.results import find_label_maps, open_frames, read_labels, read_scores
+from vos.streams.sources.video_file import VideoFile
 from vos.viewer import WebSettings
 
 
@@ -86,24 +83,3 @@ async def serve_results(view: ResultsView, settings: WebSettings, stop: asyncio.
         viewer.add_results(view)
         print(f"vos: viewing {view.results} over {view.source} on {viewer.url} (Ctrl-C ends)", file=sys.stderr)
         await stop.wait()
-
-
-def cmd_view(args: argparse.Namespace) -> int:
-    settings = web_from_args(args.web, args.web_token_file)
-    view = ResultsView(args.frames, args.results, settings_from_args(args, OverlayStyle), settings.jpeg_quality)
-    asyncio.run(serve_results(view, settings))
-    return 0
-
-
-def register_cli(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "view", help="browse saved masks on their frames in the web viewer (a frame slider)",
-        description="Serve the viewer page over RESULTS_DIR (NNNNN.png label maps, masks.jsonl) drawn on the "
-        "frames of --frames (video file or folder), with a slider over the frames.",
-    )  # fmt: skip
-    p.add_argument("results", type=Path, metavar="RESULTS_DIR", help="folder of NNNNN.png label maps (and masks.jsonl)")
-    p.add_argument("--frames", type=Path, required=True, metavar="FRAMES_OR_VIDEO", help="the video or frame folder that was tracked")
-    p.add_argument("--web", default="127.0.0.1:8080", metavar="[HOST:]PORT", help="where to serve (default %(default)s)")
-    p.add_argument("--web-token-file", type=Path, metavar="FILE", help="the viewer's token (or $VOS_WEB__TOKEN); required off loopback")
-    add_settings_arguments(p.add_argument_group("overlay style"), OverlayStyle, list(OverlayStyle.model_fields))
-    p.set_defaults(func=cmd_view)

@@ -34,11 +34,11 @@ from vos.http_service import start_app
 from vos.streams.messages import ErrorMessage, MaskMessage
 from vos.streams.overlay import OverlayStyle, draw_overlay, encode_jpeg
 from vos.streams.prompt_inbox import MAX_PROMPT_BYTES
-from vos.streams.source import Frame
+from vos.streams.sources.base import Frame
 from vos.viewer import WebSettings
 
 if TYPE_CHECKING:
-    from vos.engine import StreamRunner
+    from vos.engine.engine import StreamRunner
     from vos.viewer.review import ResultsView
 
 TOKEN_COOKIE = "vos_token"

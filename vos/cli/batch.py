@@ -1,4 +1,4 @@
-"""`vos batch INPUT... --out DIR`: many videos on Ray (thin over `vos.batch`)."""
+"""`vos batch INPUT... --out DIR`: many videos on Ray (thin over `vos.distributed.batch`)."""
 
 from __future__ import annotations
 
@@ -6,14 +6,19 @@ import argparse
 import sys
 from pathlib import Path
 
-from vos.cli_options import add_settings_arguments, settings_from_args
+from vos.cli.options import (
+    TRACKER_FLAGS,
+    add_metrics_arguments,
+    add_settings_arguments,
+    metrics_from_args,
+    settings_from_args,
+)
 from vos.config import ModelSettings, TrackerConfig
-from vos.engine_cli import TRACKER_FLAGS, add_metrics_arguments, metrics_from_args
 from vos.errors import ConfigError
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
-    from vos.batch import jobs_from_inputs, run_batch
+    from vos.distributed.batch import jobs_from_inputs, run_batch
 
     for flag, value, low in (("--workers", args.workers, 1), ("--retries", args.retries, 0), ("--max-frames", args.max_frames, 1)):
         if value is not None and value < low:

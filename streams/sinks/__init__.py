@@ -7,7 +7,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from vos.streams.messages import MaskMessage
-from vos.streams.source import Frame
+from vos.streams.sources.base import Frame
 
 
 @runtime_checkable

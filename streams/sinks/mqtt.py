@@ -48,7 +48,14 @@ from urllib.parse import urlparse
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 
 from vos.streams.messages import ErrorMessage, MaskMessage, StatusMessage
 from vos.streams.prompt_inbox import MAX_PROMPT_BYTES, PromptInbox
@@ -57,7 +64,7 @@ from vos.streams.redact import read_secret_file, redact
 if TYPE_CHECKING:
     import numpy as np
 
-    from vos.streams.source import Frame
+    from vos.streams.sources.base import Frame
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from vos.streams.label_map import write_label_map
 from vos.streams.messages import MaskMessage
-from vos.streams.source import Frame
+from vos.streams.sources.base import Frame
 
 JSONL_NAME = "masks.jsonl"
 

@@ -4,6 +4,7 @@ one name and one default: `--max-cond-frames` is `TrackerConfig.max_cond_frames`
 from __future__ import annotations
 
 import argparse
+import os
 import types
 import typing
 from collections.abc import Sequence
@@ -12,9 +13,17 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from vos.config import TrackerConfig
+from vos.engine.metrics import MetricsSettings
 from vos.errors import ConfigError
+from vos.viewer import WebSettings
 
 S = TypeVar("S", bound=BaseModel)
+
+MQTT_PASSWORD_ENV = "VOS_MQTT__PASSWORD"  # the same variable as for `vos serve`
+WEB_TOKEN_ENV = "VOS_WEB__TOKEN"
+TRACKER_FLAGS = [f for f in TrackerConfig.model_fields if f not in ("precision", "clear_non_cond_mem_around_input")]
+"""Tracker settings with a flag (precision is the model's; clearing memory is `VideoSession`'s)."""
 
 
 def _flag_type(annotation: Any) -> tuple[type, tuple | None]:
@@ -58,3 +67,37 @@ def settings_from_args(args: argparse.Namespace, settings: type[S], **values: An
     except ValidationError as e:
         problems = "; ".join(f"--{'.'.join(map(str, err['loc'])).replace('_', '-')}: {err['msg']}" for err in e.errors())
         raise ConfigError(problems) from None
+
+
+def web_from_args(address: str | None, token_file: Path | None) -> WebSettings | None:
+    """--web HOST:PORT with its token from --web-token-file or $VOS_WEB__TOKEN (never from the command line)."""
+    if address is None:
+        if token_file is not None:
+            raise ConfigError("--web-token-file needs --web HOST:PORT")
+        return None
+    secret = {"token_file": token_file} if token_file is not None else {"token": os.environ.get(WEB_TOKEN_ENV) or None}
+    settings = _settings(WebSettings.from_address, address, **secret)
+    _settings(settings.token_value)  # an unreadable or empty token file: exit code 2 now, not when serving
+    return settings
+
+
+def metrics_from_args(args: argparse.Namespace) -> MetricsSettings | None:
+    """--metrics-port PORT [--metrics-host HOST]; None (off) without a port."""
+    if args.metrics_port is None:
+        return None
+    return _settings(MetricsSettings, host=args.metrics_host, port=args.metrics_port)
+
+
+def add_metrics_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("metrics")
+    group.add_argument("--metrics-port", type=int, metavar="PORT", help="serve Prometheus /metrics and /healthz on PORT")
+    host = MetricsSettings.model_fields["host"]
+    group.add_argument("--metrics-host", default=host.default, metavar="HOST", help=f"{host.description} (default %(default)s)")
+
+
+def _settings(make, *args, **kwargs):
+    """A settings model from the CLI; ConfigError (exit code 2) with pydantic's reasons if invalid."""
+    try:
+        return make(*args, **kwargs)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None

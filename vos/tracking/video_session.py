@@ -29,11 +29,16 @@ import torch
 from vos.config import TrackerConfig, tracker_config
 from vos.memory.frame_store import FrameRecord, ObjectHistory
 from vos.modeling.sam2 import SAM2Model
-from vos.prompts import Prompt
-from vos.segmenter import FrameFeatures, FrameSegmenter, ObjectRequest, ObjectStep
-from vos.streams.frame_folder import FrameFolder
-from vos.streams.video_file import VideoFile
-from vos.tracker import TrackResult
+from vos.streams.sources.frame_folder import FrameFolder
+from vos.streams.sources.video_file import VideoFile
+from vos.tracking.prompts import Prompt
+from vos.tracking.segmenter import (
+    FrameFeatures,
+    FrameSegmenter,
+    ObjectRequest,
+    ObjectStep,
+)
+from vos.tracking.tracker import TrackResult
 
 
 class VideoSession:

@@ -13,28 +13,36 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
-from vos.cli_options import add_settings_arguments, settings_from_args
+from vos.cli.options import (
+    MQTT_PASSWORD_ENV,
+    TRACKER_FLAGS,
+    WEB_TOKEN_ENV,
+    _settings,
+    add_metrics_arguments,
+    add_settings_arguments,
+    metrics_from_args,
+    settings_from_args,
+    web_from_args,
+)
 from vos.config import ModelSettings, TrackerConfig
-from vos.engine_config import EngineConfig, RaySettings, StreamPrompt, StreamSettings, load_engine_config
+from vos.engine.settings import (
+    EngineConfig,
+    RaySettings,
+    StreamPrompt,
+    StreamSettings,
+    load_engine_config,
+)
 from vos.errors import ConfigError, SourceUnavailable
-from vos.metrics import MetricsSettings
-from vos.streams.label_map import read_label_map
+from vos.streams.label_map import read_mask_png
 from vos.streams.messages import Rle
-from vos.streams.mqtt import MqttSettings, TlsSettings
-from vos.streams.source import SourceError
+from vos.streams.sinks.mqtt import MqttSettings, TlsSettings
 from vos.streams.sources import LiveSettings
-from vos.viewer import WebSettings
+from vos.streams.sources.base import SourceError
 
 if TYPE_CHECKING:
-    from vos.engine import Engine, StreamReport
-    from vos.ray_serve import RayServe
+    from vos.distributed.serve import RayServe
+    from vos.engine.engine import Engine, StreamReport
 
-MQTT_PASSWORD_ENV = "VOS_MQTT__PASSWORD"  # the same variable as for `vos serve`
-WEB_TOKEN_ENV = "VOS_WEB__TOKEN"
-TRACKER_FLAGS = [f for f in TrackerConfig.model_fields if f not in ("precision", "clear_non_cond_mem_around_input")]
-"""Tracker settings with a flag (precision is the model's; clearing memory is `VideoSession`'s)."""
 
 _ID_VALUE = re.compile(r"^\s*(\d+)\s*=\s*(.+)$")
 
@@ -54,23 +62,6 @@ def _numbers(text: str, flag: str, spec: str, counts: tuple[int, ...]) -> list[f
     if len(values) not in counts:
         raise ConfigError(f"{flag} {spec!r}: expected {' or '.join(map(str, counts))} comma-separated numbers")
     return values
-
-
-def read_mask_png(path: Path, obj_id: int) -> np.ndarray:
-    """A mask prompt from a PNG: a binary image's nonzero pixels, or a label map's pixels equal to `obj_id`."""
-    try:
-        labels = read_label_map(path)
-    except FileNotFoundError:
-        raise ConfigError(f"--mask {obj_id}: no such file {path}") from None
-    except OSError as e:
-        raise ConfigError(f"--mask {obj_id}: cannot read {path} as an image: {e}") from None
-    if labels.ndim == 3:
-        labels = labels[..., :3].max(axis=2)
-    values = set(np.unique(labels).tolist()) - {0}
-    mask = labels != 0 if len(values) <= 1 else labels == obj_id
-    if not mask.any():
-        raise ConfigError(f"--mask {obj_id}: {path} has no pixel of object {obj_id}")
-    return mask
 
 
 def prompts_from_args(masks: list[str], points: list[str], boxes: list[str], frame: int = 0) -> list[StreamPrompt]:
@@ -95,40 +86,6 @@ def prompts_from_args(masks: list[str], points: list[str], boxes: list[str], fra
         except ValueError as e:
             raise ConfigError(f"prompt for object {obj_id}: {e}") from None
     return prompts
-
-
-def web_from_args(address: str | None, token_file: Path | None) -> WebSettings | None:
-    """--web HOST:PORT with its token from --web-token-file or $VOS_WEB__TOKEN (never from the command line)."""
-    if address is None:
-        if token_file is not None:
-            raise ConfigError("--web-token-file needs --web HOST:PORT")
-        return None
-    secret = {"token_file": token_file} if token_file is not None else {"token": os.environ.get(WEB_TOKEN_ENV) or None}
-    settings = _settings(WebSettings.from_address, address, **secret)
-    _settings(settings.token_value)  # an unreadable or empty token file: exit code 2 now, not when serving
-    return settings
-
-
-def metrics_from_args(args: argparse.Namespace) -> MetricsSettings | None:
-    """--metrics-port PORT [--metrics-host HOST]; None (off) without a port."""
-    if args.metrics_port is None:
-        return None
-    return _settings(MetricsSettings, host=args.metrics_host, port=args.metrics_port)
-
-
-def add_metrics_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("metrics")
-    group.add_argument("--metrics-port", type=int, metavar="PORT", help="serve Prometheus /metrics and /healthz on PORT")
-    host = MetricsSettings.model_fields["host"]
-    group.add_argument("--metrics-host", default=host.default, metavar="HOST", help=f"{host.description} (default %(default)s)")
-
-
-def _settings(make, *args, **kwargs):
-    """A settings model from the CLI; ConfigError (exit code 2) with pydantic's reasons if invalid."""
-    try:
-        return make(*args, **kwargs)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
 
 
 async def run_engine(engine: Engine | RayServe) -> int:
@@ -164,7 +121,7 @@ def _exit_code(reports: list[StreamReport]) -> int:
 
 
 def cmd_track(args: argparse.Namespace) -> int:
-    from vos.engine import Engine
+    from vos.engine.engine import Engine
 
     prompts = prompts_from_args(args.mask, args.point, args.box, frame=args.prompt_frame)
     if not prompts and not args.mqtt and not args.web:
@@ -195,7 +152,7 @@ def cmd_track(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from vos.engine import Engine
+    from vos.engine.engine import Engine
 
     config: EngineConfig = load_engine_config(args.config)
     if args.web is not None or args.web_token_file is not None:
@@ -207,7 +164,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         config = config.model_copy(update={"ray": ray.model_copy(update={"address": args.ray or ray.address})})
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if config.ray is not None:
-        from vos.ray_serve import RayServe
+        from vos.distributed.serve import RayServe
 
         return asyncio.run(run_engine(RayServe(config)))
     return asyncio.run(run_engine(Engine.from_config(config, wait_for_cameras=True)))

@@ -30,12 +30,12 @@ from pathlib import Path
 
 import numpy as np
 
+from vos.build import load_from_settings
 from vos.config import ModelSettings, TrackerConfig
-from vos.engine_cli import read_mask_png
-from vos.engine_config import StreamPrompt
+from vos.engine.metrics import BatchMetrics, MetricsSettings, serve_in_thread
+from vos.engine.settings import StreamPrompt
 from vos.errors import ConfigError
-from vos.metrics import BatchMetrics, MetricsSettings, serve_in_thread
-from vos.streams.label_map import read_label_map
+from vos.streams.label_map import read_label_map, read_mask_png
 from vos.streams.messages import Rle
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ def read_inputs(inputs: list[str | Path]) -> list[str]:
 
 def video_name(source: str) -> str:
     """The results folder name of a video: the name `vos track` gives its stream."""
-    from vos.engine import topic_safe
+    from vos.engine.engine import topic_safe
     from vos.streams.sources import open_source
 
     return topic_safe(open_source(source).name)
@@ -175,7 +175,7 @@ def jobs_from_inputs(
 # -- one video -----------------------------------------------------------------------------------
 def track_video(model, job: BatchJob, out: Path, tracker: TrackerConfig, max_frames: int | None = None) -> int:
     """Blocking: the engine over one video into `out/NAME`, written in a partial folder then renamed. Frames."""
-    from vos.engine import Engine, StreamSettings
+    from vos.engine.engine import Engine, StreamSettings
 
     final = out / job.name
     partial = out / f"{PARTIAL.format(name=job.name)}{uuid.uuid4().hex[:8]}"
@@ -206,7 +206,7 @@ def _worker_class():
         """A Ray actor holding one model; `track` runs one video."""
 
         def __init__(self, model: ModelSettings, tracker: TrackerConfig) -> None:
-            self.model = model.load()
+            self.model = load_from_settings(model)
             self.tracker = tracker
 
         def ready(self) -> bool:

@@ -10,14 +10,26 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
 
 from vos.config import ModelSettings, TrackerConfig
+from vos.engine.metrics import MetricsSettings
 from vos.errors import ConfigError
-from vos.metrics import MetricsSettings
 from vos.streams.messages import AddPrompt
-from vos.streams.mqtt import MqttSettings, check_topic_level
+from vos.streams.sinks.mqtt import MqttSettings, check_topic_level
 from vos.streams.sources import LiveSettings
 from vos.viewer import WebSettings
 

@@ -1,8 +1,8 @@
 """The `vos` command line.
 
-Each command group lives next to the code it drives and contributes a
-`register(subparsers)` function; this module only wires them together and maps
-`VosError` to a readable message and a non-zero exit code.
+Each command group is a module of this package that parses its arguments and calls the Python API
+(`register_cli(subparsers)`); this module wires them together and maps `VosError` to a readable message
+and a non-zero exit code.
 """
 
 from __future__ import annotations
@@ -16,19 +16,17 @@ from vos.streams.redact import redact
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from vos import batch_cli, checkpoints, engine_cli, render_cli
-    from vos.evaluation import cli as eval_cli
-    from vos.viewer import review
+    from vos.cli import batch, checkpoints, evaluate, render, track, view
 
     parser = argparse.ArgumentParser(prog="vos", description="Streaming video object segmentation with SAM 2.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     checkpoints.register_cli(sub)
-    eval_cli.register_cli(sub)
-    eval_cli.register_bench_cli(sub)
-    engine_cli.register_cli(sub)
-    render_cli.register_cli(sub)
-    review.register_cli(sub)
-    batch_cli.register_cli(sub)
+    evaluate.register_cli(sub)
+    evaluate.register_bench_cli(sub)
+    track.register_cli(sub)
+    render.register_cli(sub)
+    view.register_cli(sub)
+    batch.register_cli(sub)
     return parser
 
 

@@ -22,10 +22,10 @@ import torch
 from vos.config import TrackerConfig, tracker_config
 from vos.memory.memory_bank import ObjectMemory
 from vos.modeling.sam2 import SAM2Model
-from vos.postprocess import non_overlapping
-from vos.prompts import Prompt
-from vos.segmenter import FrameFeatures, FrameSegmenter, ObjectRequest
-from vos.transforms import check_rgb_image, upscale_logits
+from vos.tracking.postprocess import non_overlapping
+from vos.tracking.prompts import Prompt
+from vos.tracking.segmenter import FrameFeatures, FrameSegmenter, ObjectRequest
+from vos.tracking.transforms import check_rgb_image, upscale_logits
 
 
 @dataclass

@@ -19,18 +19,32 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import Literal
 from urllib.parse import urlsplit
 
 import av
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from vos.streams.redact import redact
-from vos.streams.source import FrameSource, SourceError
-from vos.streams.sources import LiveSettings
+from vos.streams.sources.base import FrameSource, SourceError
 
 MICROSECONDS = 1_000_000
 RTSP_SCHEMES = ("rtsp", "rtsps")
 NETWORK_SCHEMES = (*RTSP_SCHEMES, "rtmp", "rtmps", "http", "https", "srt", "udp", "tcp")
+
+
+class LiveSettings(BaseModel):
+    """How live sources (RTSP cameras, webcams) connect and reconnect: `vos track` flags, `live:` in YAML."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    timeout: float = Field(5.0, gt=0, description="seconds without data before a connection counts as lost")
+    rtsp_transport: Literal["tcp", "udp"] = Field("tcp", description="RTSP transport")
+    reconnect_initial: float = Field(0.5, gt=0, description="seconds before the first reconnect, doubling")
+    reconnect_max: float = Field(5.0, gt=0, description="longest wait between reconnects, seconds")
+    max_reconnects: int | None = Field(None, ge=0, description="give up after this many failures in a row (default: never)")
+    probe: float | None = Field(1.0, gt=0, description="seconds of a live stream FFmpeg reads to probe it (None: FFmpeg's 5 s)")
 
 
 class PyAVSource(FrameSource):

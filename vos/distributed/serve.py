@@ -24,10 +24,10 @@ import contextlib
 import logging
 from dataclasses import dataclass
 
-from vos.engine import StreamReport
-from vos.engine_config import EngineConfig, RaySettings
+from vos.engine.engine import StreamReport
+from vos.engine.settings import EngineConfig, RaySettings
 from vos.errors import ConfigError, VosError
-from vos.streams.source import SourceError
+from vos.streams.sources.base import SourceError
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def _actor_class():
             return True
 
         async def run(self) -> StreamReport:
-            from vos.engine import Engine
+            from vos.engine.engine import Engine
 
             self.engine = Engine.from_config(self.config, wait_for_cameras=True, availability=False)
             async with self.engine:
@@ -115,12 +115,12 @@ class RayServe:
             raise ConfigError("--ray needs Ray: pip install 'vos[ray]'") from None
         async with contextlib.AsyncExitStack() as stack:
             if self.config.mqtt is not None:
-                from vos.engine import Engine
-                from vos.streams.mqtt import AvailabilityLink
+                from vos.engine.engine import Engine
+                from vos.streams.sinks.mqtt import AvailabilityLink
 
                 self.availability = await stack.enter_async_context(Engine.mqtt_link(AvailabilityLink, self.config.mqtt))
             if self.config.metrics is not None:
-                from vos.metrics import MetricsServer
+                from vos.engine.metrics import MetricsServer
 
                 server = await stack.enter_async_context(MetricsServer(self.config.metrics, RayMetrics(self)))
                 log.info("metrics on %smetrics", server.url)
@@ -251,7 +251,7 @@ class RayMetrics:
         return generate_latest(registry)
 
     async def health(self) -> tuple[bool, dict[str, str]]:
-        from vos.metrics import HEALTHY_STATES
+        from vos.engine.metrics import HEALTHY_STATES
 
         answers = await asyncio.gather(*(self._ask(s, "states") for s in self.serve.streams))
         states = {s.id: (answer or {}).get(s.id, "reconnecting") for s, answer in zip(self.serve.streams, answers)}

@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from vos.cli_options import add_settings_arguments, settings_from_args
+from vos.cli.options import add_settings_arguments, settings_from_args
 from vos.config import DEFAULT_CONFIG, ModelSettings, TrackerConfig
 
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from vos.streams.messages import MaskMessage
 from vos.streams.overlay import OverlayStyle, draw_overlay
-from vos.streams.source import Frame
+from vos.streams.sources.base import Frame
 
 VIDEO_CODEC = "libx264"
 PIXEL_FORMAT = "yuv420p"

@@ -22,15 +22,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vos.compiled import stages
 from vos.device import resolve_precision
 from vos.memory.memory_bank import FrameMemory, MemoryReader
 from vos.modeling.memory_attention import ProjectedMemory
 from vos.modeling.prompt_encoder import prepend_box
 from vos.modeling.sam2 import SAM2Model, SamHeadsOutput
-from vos.postprocess import fill_holes
-from vos.prompts import Prompt
-from vos.transforms import check_rgb_image, preprocess_video_frame, to_input_frame
+from vos.tracking.compiled import stages
+from vos.tracking.postprocess import fill_holes
+from vos.tracking.prompts import Prompt
+from vos.tracking.transforms import (
+    check_rgb_image,
+    preprocess_video_frame,
+    to_input_frame,
+)
 
 MEMORY_DTYPE = torch.bfloat16  # stored memory features, as Meta's video predictor stores them
 MASK_PROMPT_THRESHOLD = 0.5
@@ -82,7 +86,7 @@ class FrameSegmenter:
     """Runs SAM 2's per-frame video step for any number of objects."""
 
     def __init__(self, model: SAM2Model, fill_hole_area: int = 0, precision: str | None = None, compile: bool = False) -> None:
-        """`precision`: "fp32", "bf16" or "auto" (`vos.device`), None: the model's; `compile`: `vos.compiled`."""
+        """`precision`: "fp32", "bf16" or "auto" (`vos.device`), None: the model's; `compile`: `vos.tracking.compiled`."""
         self.model = model.eval()
         self.fill_hole_area = fill_hole_area
         chosen = model.precision if precision is None else resolve_precision(precision, model.device)

@@ -1,7 +1,7 @@
 """The streaming engine: source -> tracker -> masks -> sinks, for one stream or several, as a Python API.
 
     import vos
-    from vos.engine import Engine, StreamSettings
+    from vos.engine.engine import Engine, StreamSettings
 
     stream = StreamSettings(source="clip.mp4", out="out/", prompts=[{"obj_id": 1, "box": [40, 40, 300, 200]}])
     async with Engine(vos.load_model("sam2.1_hiera_t", image_size=512), [stream]) as engine:
@@ -30,24 +30,37 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from vos.build import load_from_settings
 from vos.config import TrackerConfig
 from vos.device import release_openmp_threads
-from vos.engine_config import EngineConfig, ModelSettings, StreamSettings
+from vos.engine.metrics import EngineMetrics, MetricsServer, MetricsSettings
+from vos.engine.settings import EngineConfig, ModelSettings, StreamSettings
 from vos.errors import BrokerUnavailable, ConfigError, SourceUnavailable
-from vos.inference_queue import InferenceQueue
-from vos.metrics import EngineMetrics, MetricsServer, MetricsSettings
 from vos.modeling.sam2 import SAM2Model
-from vos.streams.folder_sink import FolderSink
 from vos.streams.label_map import merge_masks
-from vos.streams.messages import AddPrompt, MaskMessage, ObjectMask, RemoveObject, Reset, StatusMessage
-from vos.streams.mqtt import AvailabilityLink, MqttLink, MqttSettings, MqttUnavailable
+from vos.streams.messages import (
+    AddPrompt,
+    MaskMessage,
+    ObjectMask,
+    RemoveObject,
+    Reset,
+    StatusMessage,
+)
 from vos.streams.prompt_inbox import PromptInbox
 from vos.streams.redact import redact
-from vos.streams.sink import Sink
-from vos.streams.source import Frame, FrameSource, SourceError
+from vos.streams.sinks import Sink
+from vos.streams.sinks.folder import FolderSink
+from vos.streams.sinks.mqtt import (
+    AvailabilityLink,
+    MqttLink,
+    MqttSettings,
+    MqttUnavailable,
+)
+from vos.streams.sinks.video import OverlayVideoSink
 from vos.streams.sources import LiveSettings, open_source
-from vos.streams.video_sink import OverlayVideoSink
-from vos.tracker import Tracker, TrackResult
+from vos.streams.sources.base import Frame, FrameSource, SourceError
+from vos.tracking.inference_queue import InferenceQueue
+from vos.tracking.tracker import Tracker, TrackResult
 from vos.viewer import WebSettings
 
 __all__ = ["Engine", "EngineConfig", "ModelSettings", "StreamReport", "StreamSettings"]
@@ -278,7 +291,7 @@ class StreamRunner:
 def _load(settings: ModelSettings) -> SAM2Model:
     """Loads the model in a worker thread and ends that thread's OpenMP team (`release_openmp_threads`)."""
     try:
-        return settings.load()
+        return load_from_settings(settings)
     finally:
         release_openmp_threads()
 

@@ -27,8 +27,8 @@ if TYPE_CHECKING:
     from aiohttp import web
     from prometheus_client import CollectorRegistry
 
-    from vos.batch import BatchSummary
-    from vos.engine import StreamRunner
+    from vos.distributed.batch import BatchSummary
+    from vos.engine.engine import StreamRunner
 
 HEALTHY_STATES = {"starting", "online", "reconnecting"}
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-from vos.tracker import Tracker, TrackResult
+from vos.tracking.tracker import Tracker, TrackResult
 
 TIMING_WINDOW = 1000  # batches whose model time is kept (a rolling window: `vos serve` runs for months)
 

@@ -1,0 +1,47 @@
+"""FPN neck: lateral 1x1 convs onto `d_model` channels, top-down fusion on some levels, sine position encoding."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vos.config import NeckConfig
+from vos.modeling.position_encoding import PositionEmbeddingSine
+
+
+class FpnNeck(nn.Module):
+    """Stage maps (highest resolution first) -> (features, position encodings), both (B, d_model, H_i, W_i)."""
+
+    def __init__(self, cfg: NeckConfig, backbone_channel_list: list[int]) -> None:
+        super().__init__()
+        self.position_encoding = PositionEmbeddingSine(cfg.d_model)
+        self.convs = nn.ModuleList()
+        for dim in backbone_channel_list:
+            lateral = nn.Sequential()
+            lateral.add_module("conv", nn.Conv2d(dim, cfg.d_model, kernel_size=1))
+            self.convs.append(lateral)
+        self.top_down_levels = set(cfg.fpn_top_down_levels)
+        self.interp_mode = cfg.fpn_interp_model
+        self.fuse_type = cfg.fuse_type
+
+    def forward(self, xs: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        n = len(self.convs) - 1
+        feats: list[torch.Tensor] = [None] * len(xs)  # type: ignore[list-item]
+        prev = None
+        for i in range(n, -1, -1):  # lowest resolution first
+            lateral = self.convs[n - i](xs[i])
+            if i in self.top_down_levels and prev is not None:
+                top_down = F.interpolate(
+                    prev.float(),
+                    scale_factor=2.0,
+                    mode=self.interp_mode,
+                    align_corners=None if self.interp_mode == "nearest" else False,
+                )
+                prev = lateral + top_down
+                if self.fuse_type == "avg":
+                    prev = prev / 2
+            else:
+                prev = lateral
+            feats[i] = prev
+        return feats, [self.position_encoding(f) for f in feats]
