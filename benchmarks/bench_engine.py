@@ -45,7 +45,7 @@ from tests.rtsp_fixtures import (  # noqa: E402
 from tests.video_reference import write_video  # noqa: E402
 from vos.build import build_model, load_model  # noqa: E402
 from vos.cli.track import prompts_from_args  # noqa: E402
-from vos.engine.engine import Engine, StreamSettings  # noqa: E402
+from vos.engine import Engine, EngineConfig, StreamSettings  # noqa: E402
 from vos.modeling.sam2 import SAM2Model  # noqa: E402
 from vos.streams.label_map import read_mask_png  # noqa: E402
 from vos.streams.messages import MaskMessage  # noqa: E402
@@ -89,7 +89,7 @@ def vos_track(model: SAM2Model, clip: Path, mask_png: Path, broker: MosquittoBro
     mqtt = MqttSettings.from_url(broker.url, prefix="bench")
 
     async def run() -> float:
-        async with Engine(model, [stream], mqtt=mqtt, max_batch=1) as engine:
+        async with Engine(EngineConfig(streams=[stream], mqtt=mqtt, max_batch=1), model) as engine:
             [report] = await engine.run()
         if report.error is not None or report.frames == 0:
             raise RuntimeError(f"vos track failed: {report.summary()}: {report.error}")
@@ -133,7 +133,7 @@ async def live_latency(
     model = load_model(checkpoint=weights, image_size=size, precision=precision)
     async with Subscriber(broker.port, "live/cam/masks", identifier="bench-live") as sub:
         mqtt = MqttSettings(port=broker.port, prefix="live")
-        async with Engine(model, [stream], mqtt=mqtt, max_batch=1, sinks={"cam": [times]}) as engine:
+        async with Engine(EngineConfig(streams=[stream], mqtt=mqtt, max_batch=1), model, sinks={"cam": [times]}) as engine:
             [report] = await engine.run()
         await sub.wait_for(lambda m: len(m) >= report.frames, 10)
     for (_, payload), t in zip(sub.messages, sub.times):
@@ -205,7 +205,7 @@ def main() -> None:
                     server.stop()
                 report = live["report"]
                 print(f"## Live: RTSP camera at {LIVE_FPS} frames/s, {report.frames} frames processed, "
-                      f"{report.dropped_frames} stale frames dropped")  # fmt: skip
+                      f"{report.stats.dropped_frames} stale frames dropped")  # fmt: skip
                 print(f"decode -> MQTT message received: {summary(live['latencies'])}")
                 print(f"model time per frame (encoder + tracker step): {summary(live['model'])}")
         finally:

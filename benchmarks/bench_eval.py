@@ -29,7 +29,7 @@ except ImportError:
     cv2 = None
 
 from vos.evaluation.davis import GLOBAL_COLUMNS, evaluate_davis
-from vos.evaluation.metrics import default_workers
+from vos.evaluation.metrics import default_threads
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -105,14 +105,14 @@ def main() -> None:
     root, results = args.davis_root, args.results or args.davis_root / "results/osvos"
     sequences = sorted(p.name for p in results.iterdir() if p.is_dir())
     n_frames = sum(len(list((root / "Annotations/480p" / s).glob("*.png"))) - 2 for s in sequences)
-    print(f"{len(sequences)} sequences, {n_frames} scored frames, {default_workers()} CPUs")
+    print(f"{len(sequences)} sequences, {n_frames} scored frames, {default_threads()} CPUs")
 
     start = time.perf_counter()
     evaluate_davis(root, results, sequences=sequences[:1])
     print(f"first call (numba compile or cache load, one sequence): {time.perf_counter() - start:.2f} s")
 
-    def ours(workers: int | None) -> Callable[[], dict[str, float]]:
-        return lambda: evaluate_davis(root, results, sequences=sequences, workers=workers).global_scores()
+    def ours(threads: int | None) -> Callable[[], dict[str, float]]:
+        return lambda: evaluate_davis(root, results, sequences=sequences, threads=threads).global_scores()
 
     rows = [("vos eval davis (all CPUs)", *timed(ours(None), args.repeat))]
     rows.append(("vos eval davis (1 thread)", *timed(ours(1), args.repeat)))

@@ -35,7 +35,7 @@ from tests.conftest import (  # noqa: E402
     read_frame,
 )
 from tests.video_reference import write_video  # noqa: E402
-from vos.engine.engine import Engine, StreamSettings  # noqa: E402
+from vos.engine import Engine, EngineConfig, StreamSettings  # noqa: E402
 from vos.viewer import WebSettings  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
@@ -63,7 +63,7 @@ async def run_once(model, clip: Path, n_objects: int, frames: int, web: bool, se
     prompts = [{"obj_id": i + 1, "box": BOXES[i]} for i in range(n_objects)]
     stream = StreamSettings(source=str(clip), id="cam", max_frames=frames, prompts=prompts)
     settings = WebSettings(port=0) if web else None
-    async with Engine(model, [stream], web=settings) as engine:
+    async with Engine(EngineConfig(streams=[stream], web=settings), model) as engine:
         if not web:
             [report] = await engine.run()
             return report.fps, 0, None, report.seconds

@@ -51,9 +51,10 @@ def same_results(a: Path, b: Path) -> None:
 
 def test_batch_on_ray_equals_track_survives_a_killed_worker_and_resumes(davis_root, tracking_checkpoint, tmp_path, capsys):
     ray_or_skip()
-    from vos.config import ModelSettings
+    from vos.config import ModelSettings, TrackerConfig
     from vos.distributed.batch import jobs_from_inputs, run_batch
     from vos.engine.metrics import MetricsSettings
+    from vos.engine.settings import RaySettings
 
     frames = {name: davis_root / "JPEGImages" / "480p" / name for name in VIDEOS}
     annotations = davis_root / "Annotations" / "480p"
@@ -73,7 +74,8 @@ def test_batch_on_ray_equals_track_survives_a_killed_worker_and_resumes(davis_ro
     scraper = threading.Thread(target=scrape_metrics, args=(port, scrapes, done), daemon=True)
     scraper.start()
     try:
-        summary = run_batch(jobs, out, settings, workers=2, cpus_per_worker=1, max_frames=MAX_FRAMES, metrics=MetricsSettings(port=port))
+        ray = RaySettings(workers=2, num_cpus=1)
+        summary = run_batch(jobs, out, settings, TrackerConfig(), ray, max_frames=MAX_FRAMES, metrics=MetricsSettings(port=port))
     finally:
         done.set()
     killer.join()
@@ -108,9 +110,13 @@ def test_bad_batch_inputs_are_clear_errors(davis_root, tmp_path, capsys):
         ([str(tmp_path / "none.mp4"), "--annotations", str(annotations)], "no such video file or folder of frames"),
         ([str(folder), "--annotations", str(tmp_path)], "no annotation for"),
         ([str(folder), str(folder), "--annotations", str(annotations)], "two videos are named 'blackswan'"),
-        ([str(folder), "--annotations", str(annotations), "--workers", "0"], "--workers must be at least 1"),
+        ([str(folder), "--annotations", str(annotations), "--workers", "0"], "--workers: Input should be greater than or equal to 1"),
         ([str(folder), "--prompts", str(tmp_path / "none.json")], "cannot read the prompts file"),
     ]
     for args, message in cases:
         assert vos.cli.main(["batch", *args, "--out", str(tmp_path / "out")]) == 2
         assert message in capsys.readouterr().err
+    for old, new in (("--cpus-per-worker", "--num-cpus"), ("--num-gpus-per-worker", "--num-gpus")):  # renamed: RaySettings
+        with pytest.raises(SystemExit) as exit_info:
+            vos.cli.main(["batch", str(folder), "--annotations", str(annotations), old, "1", "--out", str(tmp_path)])
+        assert exit_info.value.code == 2 and f"{old} is now {new}" in capsys.readouterr().err

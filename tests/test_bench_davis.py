@@ -44,7 +44,7 @@ def bench_run(davis_root: Path, tracking_checkpoint: Path, tmp_path_factory) -> 
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
         code = main(
             ["bench", "davis", "--davis-root", str(davis_root), "--checkpoint", str(tracking_checkpoint),
-             "--image-size", str(IMAGE_SIZE), "--max-frames", str(MAX_FRAMES), "--out", str(out), "--eval-workers", "2"]
+             "--image-size", str(IMAGE_SIZE), "--max-frames", str(MAX_FRAMES), "--out", str(out), "--eval-threads", "2"]
         )  # fmt: skip
     return code, stdout.getvalue(), stderr.getvalue(), out
 
@@ -105,10 +105,10 @@ def test_loop_prints_and_writes_the_official_tables(bench_run):
 def test_loop_scores_only_the_tracked_frames(bench_run, davis_root: Path):
     """With --max-frames 3 a sequence ends after frame 2, so frame 1 alone is scored."""
     _, _, _, out = bench_run
-    result = evaluate_davis(davis_root, out, max_frames=MAX_FRAMES, workers=2)
+    result = evaluate_davis(davis_root, out, max_frames=MAX_FRAMES, threads=2)
     assert [o.frames for o in result.objects] == [("00001",)] * len(SEQUENCES)
     with pytest.raises(VosError, match="result frame\\(s\\) missing .*00003.png"):  # frames 1..3 of 5
-        evaluate_davis(davis_root, out, max_frames=MAX_FRAMES + 2, workers=2)
+        evaluate_davis(davis_root, out, max_frames=MAX_FRAMES + 2, threads=2)
 
 
 def test_ray_workers_write_the_same_pngs_and_scores(bench_run, davis_root: Path, tracking_checkpoint: Path, tmp_path):
@@ -127,7 +127,7 @@ def test_ray_workers_write_the_same_pngs_and_scores(bench_run, davis_root: Path,
         code = main(
             ["bench", "davis", "--davis-root", str(davis_root), "--checkpoint", str(tracking_checkpoint), "--quiet",
              "--image-size", str(IMAGE_SIZE), "--max-frames", str(MAX_FRAMES), "--out", str(out), "--threads", "2",
-             "--sequences", ",".join(sequences), "--workers", "2", "--eval-workers", "2"]
+             "--sequences", ",".join(sequences), "--workers", "2", "--eval-threads", "2"]
         )  # fmt: skip
     assert code == 0
     assert re.search(rf"Tracked {len(sequences) * MAX_FRAMES} frames of {len(sequences)} sequence\(s\), 2 object\(s\) on Ray, 2 worker", stdout.getvalue())
@@ -136,8 +136,8 @@ def test_ray_workers_write_the_same_pngs_and_scores(bench_run, davis_root: Path,
         assert names == [f"{i:05d}.png" for i in range(MAX_FRAMES)], seq
         for name in names:
             np.testing.assert_array_equal(np.asarray(Image.open(out / seq / name)), np.asarray(Image.open(reference / seq / name)))
-    ours = evaluate_davis(davis_root, out, sequences=sequences, max_frames=MAX_FRAMES, workers=2)
-    theirs = evaluate_davis(davis_root, reference, sequences=sequences, max_frames=MAX_FRAMES, workers=2)
+    ours = evaluate_davis(davis_root, out, sequences=sequences, max_frames=MAX_FRAMES, threads=2)
+    theirs = evaluate_davis(davis_root, reference, sequences=sequences, max_frames=MAX_FRAMES, threads=2)
     assert ours.global_scores() == theirs.global_scores()
 
 
@@ -146,7 +146,7 @@ def test_ray_workers_write_the_same_pngs_and_scores(bench_run, davis_root: Path,
 
 def test_evaluator_max_frames_cuts_sequences(davis_root: Path):
     results = require_davis("results/osvos") / "results/osvos"
-    result = evaluate_davis(davis_root, results, sequences=["camel"], max_frames=5, workers=2)
+    result = evaluate_davis(davis_root, results, sequences=["camel"], max_frames=5, threads=2)
     assert result.objects[0].frames == ("00001", "00002", "00003")
     with pytest.raises(VosError, match="needs at least 3"):
         evaluate_davis(davis_root, results, max_frames=2)
@@ -244,3 +244,36 @@ def test_checkpoint_of_another_config_is_refused(davis_root: Path, tracking_chec
     assert code == vos.CheckpointError.exit_code
     assert err.startswith("vos: error: ") and "this looks like sam2.1_hiera_t, not sam2_hiera_t" in err
     assert not (tmp_path / "car-shadow").exists()
+
+
+class _Loaded(Exception):
+    """Raised by the stand-in tracking loop with the name of the model it was given."""
+
+
+def test_checkpoint_picks_its_config_without_config(davis_root: Path, tmp_path: Path, monkeypatch):
+    """`vos bench davis --checkpoint` of a non-tiny model and no --config builds the model the checkpoint fits (the
+    flag comes from ModelSettings, as in `vos track`), not the default tiny one."""
+    import torch
+
+    import vos.evaluation.bench
+
+    path = tmp_path / "sam2.1_hiera_small.pt"
+    torch.save({"model": vos.build_model("sam2.1_hiera_s", image_size=IMAGE_SIZE).state_dict()}, path)
+
+    def track(loaded, *args, **kwargs):
+        raise _Loaded(loaded.cfg.name)
+
+    monkeypatch.setattr(vos.evaluation.bench, "track_sequences", track)
+    with pytest.raises(_Loaded, match="^sam2.1_hiera_s$"):
+        main(["bench", "davis", "--davis-root", str(davis_root), "--sequences", "car-shadow", "--checkpoint", str(path),
+              "--image-size", str(IMAGE_SIZE), "--out", str(tmp_path / "out"), "-q"])  # fmt: skip
+
+
+@pytest.mark.parametrize("old, new", [("--eval-workers", "--eval-threads")])
+def test_renamed_flags_name_the_new_spelling(tmp_path: Path, capsys, old: str, new: str):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "davis", "--davis-root", str(tmp_path), "--out", str(tmp_path), old, "2"])
+    assert exit_info.value.code == 2 and f"{old} is now {new}" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["eval", "davis", "--davis-root", str(tmp_path), "--results", str(tmp_path), "--workers", "2"])
+    assert exit_info.value.code == 2 and "--workers is now --threads" in capsys.readouterr().err

@@ -56,7 +56,7 @@ def bench(sav_root: Path, out: Path, checkpoint: Path, *extra: str) -> str:
     with contextlib.redirect_stdout(stdout):
         code = main(
             ["bench", "sav", "--sav-root", str(sav_root), "--out", str(out), "--checkpoint", str(checkpoint),
-             "--image-size", str(IMAGE_SIZE), "--threads", "2", "--eval-workers", "2", "--quiet", *extra]
+             "--image-size", str(IMAGE_SIZE), "--threads", "2", "--eval-threads", "2", "--quiet", *extra]
         )  # fmt: skip
     assert code == 0
     return stdout.getvalue()
@@ -100,5 +100,5 @@ def test_ray_workers_write_the_same_masks_and_scores(in_process, sav_root, track
     for name in ours:
         np.testing.assert_array_equal(ours[name], theirs[name], err_msg=name)
     gt = sav_root / "Annotations_6fps"
-    scores = lambda out: [(o.video, o.obj, o.frames, o.J, o.F) for o in evaluate_sav(gt, out, workers=2).objects]  # noqa: E731
+    scores = lambda out: [(o.video, o.obj, o.frames, o.J, o.F) for o in evaluate_sav(gt, out, threads=2).objects]  # noqa: E731
     assert scores(tmp_path) == scores(reference)

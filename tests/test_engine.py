@@ -196,7 +196,7 @@ def test_live_camera_prompt_over_mqtt_and_camera_restart(rtsp_server, tracking_c
     """An RTSP camera with no object: a prompt sent over MQTT mid-stream starts tracking; malformed and
     unknown-object prompts are answered on the errors topic; the camera is killed and restarted, the
     source reconnects and the object is still tracked (its memory kept)."""
-    from vos.engine.engine import Engine, StreamSettings
+    from vos.engine import Engine, EngineConfig, StreamSettings
     from vos.streams.sinks.mqtt import MqttSettings
     from vos.streams.sources import LiveSettings
 
@@ -204,7 +204,8 @@ def test_live_camera_prompt_over_mqtt_and_camera_restart(rtsp_server, tracking_c
         model = vos.load_model(checkpoint=tracking_checkpoint, image_size=512)
         live = LiveSettings(timeout=2.0, reconnect_initial=0.2, reconnect_max=1.0)
         async with Subscriber(broker.port, "live/cam/#") as sub:
-            engine = Engine(model, [StreamSettings(source=rtsp_server.url, id="cam")], mqtt=MqttSettings(port=broker.port, prefix="live"), live=live)
+            config = EngineConfig(streams=[StreamSettings(source=rtsp_server.url, id="cam")], mqtt=MqttSettings(port=broker.port, prefix="live"), live=live)
+            engine = Engine(config, model)
             async with engine:
                 source = engine.runners[0].source
                 task = asyncio.create_task(engine.run())
@@ -234,7 +235,7 @@ def test_live_camera_prompt_over_mqtt_and_camera_restart(rtsp_server, tracking_c
     messages, report = asyncio.run(main())
     got = [MaskMessage.model_validate_json(p) for t, p in messages if t == "live/cam/masks"]
     indices = [m.frame_index for m in got]
-    assert indices == sorted(set(indices)) and report.dropped_frames > 0  # newest frames, stale ones dropped
+    assert indices == sorted(set(indices)) and report.stats.dropped_frames > 0  # newest frames, stale ones dropped
     first = next(i for i, m in enumerate(got) if m.objects)
     assert all([o.id for o in m.objects] == [5] and o.area for m in got[first:] for o in m.objects)
     assert len(got) - first >= 3 and all(m.objects for m in got[first:])
@@ -250,7 +251,7 @@ def test_broker_restart_mid_run_loses_nothing(clip, davis_root, tracking_checkpo
     """The broker is killed and restarted while a file is tracked: no crash, every frame's message
     reaches a subscriber with a persistent session (QoS 1), none is counted as lost."""
     from vos.cli.track import prompts_from_args
-    from vos.engine.engine import Engine, StreamSettings
+    from vos.engine import Engine, EngineConfig, StreamSettings
     from vos.streams.sinks.mqtt import MqttSettings
 
     frames = 10
@@ -261,7 +262,7 @@ def test_broker_restart_mid_run_loses_nothing(clip, davis_root, tracking_checkpo
     async def main():
         model = vos.load_model(checkpoint=tracking_checkpoint, image_size=512)
         async with Subscriber(broker.port, "b/file/masks", identifier="persistent") as sub:
-            async with Engine(model, [stream], mqtt=mqtt) as engine:
+            async with Engine(EngineConfig(streams=[stream], mqtt=mqtt), model) as engine:
                 task = asyncio.create_task(engine.run())
                 assert await sub.wait_for(lambda m: len(m) >= 2, 120)
                 broker.stop()
@@ -276,7 +277,7 @@ def test_broker_restart_mid_run_loses_nothing(clip, davis_root, tracking_checkpo
     messages, report, stats = asyncio.run(main())
     indices = [MaskMessage.model_validate_json(p).frame_index for _, p in messages]
     assert set(indices) == set(range(frames)) and indices == sorted(indices)  # at least once, in order
-    assert report.frames == frames and report.lost_messages == 0 and stats.reconnects >= 1 and stats.dropped == 0
+    assert report.frames == frames and report.stats.lost_messages == 0 and stats.reconnects >= 1 and stats.dropped == 0
 
 
 class Recorder:
@@ -297,7 +298,7 @@ def test_python_api_skips_unreadable_frames_and_keeps_every_tracked_one_when_the
     tracked before that reaches every sink (folder PNGs, masks.jsonl, the caller's sink), and the
     report says the stream failed and why."""
     import vos.streams.sources.sequence
-    from vos.engine.engine import Engine, StreamSettings
+    from vos.engine import Engine, EngineConfig, StreamSettings
     from vos.streams.sinks import Sink
 
     monkeypatch.setattr(vos.streams.sources.sequence, "MAX_SKIPS_IN_A_ROW", 1)
@@ -314,12 +315,13 @@ def test_python_api_skips_unreadable_frames_and_keeps_every_tracked_one_when_the
     stream = StreamSettings(source=str(frames), id="cut", out=out, prompts=[{"obj_id": 2, "box": [300, 200, 600, 420]}])
 
     async def main():
-        async with Engine(vos.load_model(checkpoint=tracking_checkpoint, image_size=512), [stream], sinks={"cut": [recorder]}) as engine:
+        model = vos.load_model(checkpoint=tracking_checkpoint, image_size=512)
+        async with Engine(EngineConfig(streams=[stream]), model, sinks={"cut": [recorder]}) as engine:
             return await engine.run()
 
     [report] = asyncio.run(main())
     assert report.state == "failed" and "2 unreadable frames in a row" in str(report.error), report
-    assert report.frames == 5 and report.skipped_frames == 2 and "2 unreadable frames skipped" in report.summary()
+    assert report.frames == 5 and report.stats.skipped_frames == 2 and "2 unreadable frames skipped" in report.summary()
     assert [i for i, _, _ in recorder.frames] == [0, 1, 2, 3, 5]
     lines = [MaskMessage.model_validate_json(line) for line in (out / "masks.jsonl").read_text().splitlines()]
     assert lines == [m for _, m, _ in recorder.frames] and all([o.id for o in m.objects] == [2] for m in lines)
@@ -330,7 +332,7 @@ def test_python_api_skips_unreadable_frames_and_keeps_every_tracked_one_when_the
 def test_a_camera_down_at_start_does_not_stop_the_other_streams(clip, tracking_checkpoint, tmp_path):
     """`vos serve` semantics (wait_for_cameras): the file stream runs to its end while the dead camera
     keeps being retried; stopping the engine then stops the camera's stream cleanly."""
-    from vos.engine.engine import Engine, StreamSettings
+    from vos.engine import Engine, EngineConfig, StreamSettings
     from vos.streams.sources import LiveSettings
 
     streams = [
@@ -341,7 +343,7 @@ def test_a_camera_down_at_start_does_not_stop_the_other_streams(clip, tracking_c
     async def main():
         model = vos.load_model(checkpoint=tracking_checkpoint, image_size=512)
         live = LiveSettings(timeout=1.0, reconnect_initial=0.1, reconnect_max=0.5)
-        async with Engine(model, streams, live=live, wait_for_cameras=True) as engine:
+        async with Engine(EngineConfig(streams=streams, live=live), model, wait_for_cameras=True) as engine:
             task = asyncio.create_task(engine.run())
             file_report = engine.runners[0].report
             async with asyncio.timeout(120):

@@ -116,7 +116,7 @@ def test_a_thousand_fuzzed_prompts_while_tracking(frames, tracking_checkpoint, b
     """Every malformed message is answered on the errors topic, in order, and nothing else is (so every valid
     one was applied); each frame's objects follow the valid prompts in order and the last frames show them all
     applied; the masks topic has every frame once, in order; RSS grows less than 100 MB."""
-    from vos.engine.engine import Engine, StreamSettings
+    from vos.engine import Engine, EngineConfig, StreamSettings
     from vos.streams.sinks.mqtt import MqttSettings
 
     valid = ValidPrompts(set(INITIAL_BOXES))
@@ -129,7 +129,7 @@ def test_a_thousand_fuzzed_prompts_while_tracking(frames, tracking_checkpoint, b
         model = vos.load_model(checkpoint=tracking_checkpoint, image_size=512)
         mqtt = MqttSettings(port=broker.port, prefix="fuzz")
         async with Subscriber(broker.port, "fuzz/cam/masks") as masks, Subscriber(broker.port, "fuzz/cam/errors", identifier="errors") as errors:
-            async with Engine(model, [stream], mqtt=mqtt) as engine:
+            async with Engine(EngineConfig(streams=[stream], mqtt=mqtt), model) as engine:
                 task = asyncio.create_task(engine.run())
                 assert await masks.wait_for(lambda m: len(m) >= WARM_UP, 60)
                 before = rss()
@@ -154,7 +154,7 @@ def test_a_thousand_fuzzed_prompts_while_tracking(frames, tracking_checkpoint, b
     decoded = [MaskMessage.model_validate_json(p) for _, p in published]
     assert [m.frame_index for m in decoded] == list(range(report.frames))
     assert [json.loads(p)["payload"] for _, p in refusals] == [p[:200].decode("utf-8", "replace") for p in malformed]
-    assert report.refused_prompts == len(malformed)
+    assert report.stats.refused_prompts == len(malformed)
     objects = [tuple(o.id for o in m.objects) for m in decoded]
     assert follows(objects, valid.states), (objects, valid.states)
     assert objects[0] == valid.states[0] and objects[-1] == valid.states[-1] and len(set(objects)) > 1

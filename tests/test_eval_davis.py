@@ -39,7 +39,7 @@ def official(real_root: Path) -> dict:
 
 
 def test_api_reproduces_the_official_osvos_scores(real_root: Path, official: dict):
-    result = evaluate_davis(real_root, real_root / "results/osvos", workers=2)
+    result = evaluate_davis(real_root, real_root / "results/osvos", threads=2)
     assert result.global_scores() == pytest.approx(official["global"], abs=TOLERANCE)
     per_sequence = {name: (j, f) for name, j, f in result.per_sequence()}
     assert list(per_sequence) == [f"{s}_1" for s in OSVOS_SEQUENCES]
@@ -53,7 +53,7 @@ def test_api_reproduces_the_official_osvos_scores(real_root: Path, official: dic
 def test_cli_prints_and_writes_the_official_tables(real_root: Path, official: dict, tmp_path: Path, capsys):
     code = main(
         ["eval", "davis", "--davis-root", str(real_root), "--results", str(real_root / "results/osvos"),
-         "--out", str(tmp_path), "--workers", "2", "--quiet"]
+         "--out", str(tmp_path), "--threads", "2", "--quiet"]
     )  # fmt: skip
     assert code == 0
     out = capsys.readouterr().out
@@ -148,7 +148,7 @@ def test_palette_objects_void_and_image_set_order(tmp_path: Path):
     (root / "ImageSets/2017").mkdir(parents=True)
     (root / "ImageSets/2017/val.txt").write_text("b\na\n")
 
-    result = evaluate_davis(root, root / "results", workers=2)
+    result = evaluate_davis(root, root / "results", threads=2)
     assert [o.name for o in result.objects] == ["b_1", "b_2", "a_1", "a_2"]
     for o in result.objects:
         expected = [
@@ -176,7 +176,7 @@ def test_long_sequence_statistics(tmp_path: Path):
         expected_j.append(covered / (side * side))
     root = make_davis(tmp_path, {"long": gt}, {"long": pred})
 
-    (obj,) = evaluate_davis(root, root / "results", workers=2).objects
+    (obj,) = evaluate_davis(root, root / "results", threads=2).objects
     scored = np.array(expected_j[1:-1])
     assert obj.j.tolist() == pytest.approx(scored.tolist())
     stats = obj.j_stats
@@ -210,16 +210,16 @@ def test_binary_annotations_take_255_as_the_object_and_reject_mixed_formats(tmp_
     frames = [np.where(labels == 1, 255, 0).astype(np.uint8) for labels in two_objects(5)]
     pred = [np.where(labels == 255, 1, 0).astype(np.uint8) for labels in frames]
     root = make_davis(tmp_path, {"s": frames}, {"s": pred})
-    (obj,) = evaluate_davis(root, root / "results", workers=2).objects
+    (obj,) = evaluate_davis(root, root / "results", threads=2).objects
     assert obj.name == "s_1" and obj.j.tolist() == [1.0] * 3 and obj.f.tolist() == [1.0] * 3
 
     save_labels(root / "results/s/00002.png", frames[2])
     with pytest.raises(VosError, match="00002.png holds object id\\(s\\) 255 .* \\(255 is not an object id"):
-        evaluate_davis(root, root / "results", workers=2)
+        evaluate_davis(root, root / "results", threads=2)
     save_labels(root / "results/s/00002.png", pred[2])
     save_labels(root / "Annotations/480p/s/00003.png", two_objects(5)[3])
     with pytest.raises(VosError, match="00003.png holds value\\(s\\) \\[1, 2\\], but the first annotation"):
-        evaluate_davis(root, root / "results", workers=2)
+        evaluate_davis(root, root / "results", threads=2)
 
 
 @pytest.mark.parametrize(
@@ -237,7 +237,7 @@ def test_errors_are_clear(tmp_path: Path, capsys, breaker, sequences: str, messa
     if breaker:
         breaker(root)
     with pytest.raises(VosError, match=message):
-        evaluate_davis(root, root / "results", sequences=sequences.split(","), workers=2)
+        evaluate_davis(root, root / "results", sequences=sequences.split(","), threads=2)
     args = ["eval", "davis", "--davis-root", str(root), "--results", str(root / "results"), "--sequences", sequences]
     assert main([*args, "--out", str(tmp_path / "out")]) == 1
     assert capsys.readouterr().err.startswith("vos: error: ")

@@ -47,12 +47,12 @@ def sav_fixture(real_root: Path, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def davis_objects(real_root: Path) -> dict:
-    result = evaluate_davis(real_root, real_root / "results/osvos", sequences=list(SEQUENCES), workers=2)
+    result = evaluate_davis(real_root, real_root / "results/osvos", sequences=list(SEQUENCES), threads=2)
     return {o.sequence: o for o in result.objects}
 
 
 def test_scores_equal_the_davis_path_on_the_same_frames(sav_fixture: Path, davis_objects: dict):
-    result = evaluate_sav(sav_fixture / "gt", sav_fixture / "res", workers=2)
+    result = evaluate_sav(sav_fixture / "gt", sav_fixture / "res", threads=2)
     assert [(o.video, o.obj) for o in result.objects] == [(s, o) for s in SEQUENCES for o in ("000", "001")]
     for o in result.objects:
         davis = davis_objects[o.video]
@@ -67,7 +67,7 @@ def test_scores_equal_the_davis_path_on_the_same_frames(sav_fixture: Path, davis
 
 
 def test_keep_first_last_adds_the_end_frames(sav_fixture: Path, davis_objects: dict, real_root: Path):
-    result = evaluate_sav(sav_fixture / "gt", sav_fixture / "res", skip_first_last=False, workers=2)
+    result = evaluate_sav(sav_fixture / "gt", sav_fixture / "res", skip_first_last=False, threads=2)
     o = next(o for o in result.objects if (o.video, o.obj) == ("car-shadow", "000"))
     davis = davis_objects["car-shadow"]
     ends = []
@@ -84,10 +84,10 @@ def test_keep_first_last_adds_the_end_frames(sav_fixture: Path, davis_objects: d
 
 def test_cli_writes_results_csv(sav_fixture: Path, tmp_path: Path, capsys):
     args = ["eval", "sav", "--gt-root", str(sav_fixture / "gt"), "--results", str(sav_fixture / "res")]
-    assert main([*args, "--out", str(tmp_path), "--workers", "2", "-q"]) == 0
+    assert main([*args, "--out", str(tmp_path), "--threads", "2", "-q"]) == 0
     out = capsys.readouterr().out
     assert "Global score: J&F:" in out and "Total time:" in out
-    expected = evaluate_sav(sav_fixture / "gt", sav_fixture / "res", workers=2)
+    expected = evaluate_sav(sav_fixture / "gt", sav_fixture / "res", threads=2)
     with open(tmp_path / "results.csv") as fh:
         rows = [[cell.strip() for cell in row] for row in csv.reader(fh)]
     assert rows[0] == ["sequence", "obj", "J&F", "J", "F"]
@@ -124,7 +124,7 @@ def test_frames_before_the_object_shows_up_do_not_count(tmp_path: Path):
             "001": ([False] * 6, [True] * 6),
         },
     )
-    result = evaluate_sav(tmp_path / "gt", tmp_path / "res", workers=2)
+    result = evaluate_sav(tmp_path / "gt", tmp_path / "res", threads=2)
     (o,) = result.objects
     assert o.frames == ("00002", "00003", "00004")  # 00001 has neither mask; 00000 and 00005 are skipped
     assert o.J == pytest.approx(200 / 3)
@@ -137,7 +137,7 @@ def test_missing_videos_are_skipped_unless_strict(tmp_path: Path):
     for path in sorted((tmp_path / "res/b").rglob("*"), reverse=True):
         path.unlink() if path.is_file() else path.rmdir()
     (tmp_path / "res/b").rmdir()
-    result = evaluate_sav(tmp_path / "gt", tmp_path / "res", workers=2)
+    result = evaluate_sav(tmp_path / "gt", tmp_path / "res", threads=2)
     assert result.missing == ("b",) and [o.video for o in result.objects] == ["a"]
     with pytest.raises(VosError, match="1 video\\(s\\) without results: b"):
         evaluate_sav(tmp_path / "gt", tmp_path / "res", strict=True)

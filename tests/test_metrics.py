@@ -34,13 +34,13 @@ def short_clip(davis_root, tmp_path_factory):
 
 def test_metrics_move_during_a_run_and_equal_its_summary(short_clip, tracking_checkpoint):
     import vos
-    from vos.engine.engine import Engine, StreamSettings
+    from vos.engine import Engine, EngineConfig, StreamSettings
 
     stream = StreamSettings(source=str(short_clip), id="cam", max_frames=FRAMES, prompts=[{"obj_id": 1, "box": [300, 100, 650, 300]}])
     model = vos.load_model(checkpoint=tracking_checkpoint, image_size=512)
 
     async def main():
-        async with Engine(model, [stream], metrics=MetricsSettings(port=0)) as engine:
+        async with Engine(EngineConfig(streams=[stream], metrics=MetricsSettings(port=0)), model) as engine:
             url = engine.metrics_server.url
             run = asyncio.create_task(engine.run())
             seen, health = [], []
@@ -66,7 +66,7 @@ def test_metrics_move_during_a_run_and_equal_its_summary(short_clip, tracking_ch
     for name in ("vos_decode_seconds", "vos_model_seconds", "vos_end_to_end_seconds"):
         assert final[f"{name}_count"] == FRAMES and final[f"{name}_sum"] > 0
     assert final["vos_end_to_end_seconds_sum"] >= final["vos_model_seconds_sum"]
-    assert final["vos_frames_dropped_total"] == report.dropped_frames == 0
+    assert final["vos_frames_dropped_total"] == report.stats.dropped_frames == 0
     assert final["vos_prompts_refused_total"] == 0 and final["vos_objects_tracked"] == 1
     assert final["vos_frames_per_second"] > 0 and final["vos_stream_up"] == 0  # the file has ended
     assert after == (503, {"healthy": False, "streams": {"cam": "ended"}})

@@ -130,7 +130,7 @@ def test_status_announced_after_a_reconnect_has_the_current_counters(broker):
     counters as they are now, not those of the last status published, which may be STATUS_INTERVAL old."""
     from types import SimpleNamespace
 
-    from vos.engine.engine import StreamRunner
+    from vos.engine.stream import StreamRunner
 
     def status(messages: list[tuple[str, bytes]]) -> list[dict]:
         return [json.loads(p) for _, p in messages]
@@ -143,7 +143,7 @@ def test_status_announced_after_a_reconnect_has_the_current_counters(broker):
             await link.start()  # announces "online" before the runner's first status
             runner._status("online")
             assert await sub.wait_for(lambda m: len(m) == 2, 10)
-            runner.report.frames, source.stats.dropped = 42, 7  # not published: the next status is up to 5 s away
+            runner.frames, source.stats.dropped = 42, 7  # not published: the next status is up to 5 s away
             broker.stop()
             broker.start()
             assert await sub.wait_for(lambda m: any(s["frames"] == 42 for s in status(m)), 15), status(sub.messages)

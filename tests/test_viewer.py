@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import read_frame
 from tests.mqtt_broker import free_port
-from vos.engine.engine import StreamReport
+from vos.engine.stream import StreamReport, StreamStats
 from vos.streams.messages import MaskMessage, ObjectMask
 from vos.streams.overlay import object_colour
 from vos.streams.prompt_inbox import MAX_PENDING_PROMPTS, MAX_PROMPT_BYTES, PromptInbox
@@ -29,8 +29,10 @@ ARTIFACTS = Path(os.environ.get("VOS_TEST_ARTIFACTS", Path(__file__).resolve().p
 
 
 def fake_runner(stream: str = "cam") -> SimpleNamespace:
-    """What the viewer reads of a `StreamRunner`: its id, state, report and prompt inbox."""
-    return SimpleNamespace(stream=stream, state="online", report=StreamReport(stream), inbox=PromptInbox(stream), recent_fps=0.0)
+    """What the viewer reads of a `StreamRunner`: its id, stats, report (latencies) and prompt inbox."""
+    inbox = PromptInbox(stream)
+    stats = lambda: StreamStats(stream, state="online", pending_prompts=len(inbox), refused_prompts=inbox.refused)  # noqa: E731
+    return SimpleNamespace(stream=stream, stats=stats, report=StreamReport(stream), inbox=inbox, recent_fps=0.0)
 
 
 def frame_and_masks(image: np.ndarray, index: int = 0):
@@ -219,7 +221,7 @@ def test_page_in_chromium_shows_the_stream_and_steers_the_engine(long_clip, trac
     from playwright.async_api import async_playwright
 
     import vos
-    from vos.engine.engine import Engine, StreamSettings
+    from vos.engine import Engine, EngineConfig, StreamSettings
 
     capture = CaptureSink()
     stream = StreamSettings(source=str(long_clip), id="cam", prompts=[{"obj_id": 1, "box": [300, 100, 650, 300]}])
@@ -232,7 +234,7 @@ def test_page_in_chromium_shows_the_stream_and_steers_the_engine(long_clip, trac
             problems: list[str] = []
             page.on("console", lambda m: m.type == "error" and problems.append(m.text))
             page.on("pageerror", lambda e: problems.append(str(e)))
-            async with Engine(model, [stream], web=WebSettings(port=0), sinks={"cam": [capture]}) as engine:
+            async with Engine(EngineConfig(streams=[stream], web=WebSettings(port=0)), model, sinks={"cam": [capture]}) as engine:
                 run = asyncio.create_task(engine.run())
                 await page.goto(engine.viewer.url)
                 await page.wait_for_function("window.vosViewer.pictures >= 2", timeout=90_000)
@@ -295,7 +297,7 @@ def test_page_in_chromium_shows_the_stream_and_steers_the_engine(long_clip, trac
     assert any("unknown object id 9" in e for e in errors), errors
     assert any("obj_id" in e and "greater than or equal to 1" in e for e in errors), errors
     assert problems == []
-    assert report.refused_prompts == 2 and report.state == "stopped"
+    assert report.stats.refused_prompts == 2 and report.state == "stopped"
     assert (ARTIFACTS / "viewer.png").stat().st_size > 10_000
 
 

@@ -25,6 +25,7 @@ _EXPORTS = {
     "load_config": "vos.config",
     "ModelSettings": "vos.config",
     "Engine": "vos.engine.engine",
+    "EngineConfig": "vos.engine.settings",
     "StreamSettings": "vos.engine.settings",
     "CheckpointError": "vos.errors",
     "ConfigError": "vos.errors",
@@ -48,7 +49,7 @@ if TYPE_CHECKING:
         load_config,
     )
     from vos.engine.engine import Engine
-    from vos.engine.settings import StreamSettings
+    from vos.engine.settings import EngineConfig, StreamSettings
     from vos.errors import CheckpointError, ConfigError, DownloadError, VosError
     from vos.image_predictor import ImagePredictor
     from vos.tracking.prompts import Prompt

@@ -9,25 +9,25 @@ from pathlib import Path
 from vos.cli.options import (
     TRACKER_FLAGS,
     add_metrics_arguments,
+    add_renamed_flags,
     add_settings_arguments,
     metrics_from_args,
     settings_from_args,
 )
 from vos.config import ModelSettings, TrackerConfig
+from vos.engine.settings import RaySettings
 from vos.errors import ConfigError
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
     from vos.distributed.batch import jobs_from_inputs, run_batch
 
-    for flag, value, low in (("--workers", args.workers, 1), ("--retries", args.retries, 0), ("--max-frames", args.max_frames, 1)):
-        if value is not None and value < low:
-            raise ConfigError(f"{flag} must be at least {low}")
+    if args.max_frames is not None and args.max_frames < 1:
+        raise ConfigError("--max-frames must be at least 1")
     jobs = jobs_from_inputs(args.inputs, annotations=args.annotations, prompts_file=args.prompts)
     summary = run_batch(
         jobs, args.out, settings_from_args(args, ModelSettings), settings_from_args(args, TrackerConfig),
-        workers=args.workers, address=args.address, retries=args.retries, num_gpus_per_worker=args.num_gpus_per_worker,
-        cpus_per_worker=args.cpus_per_worker, max_frames=args.max_frames, progress=not args.quiet,
+        settings_from_args(args, RaySettings), max_frames=args.max_frames, progress=not args.quiet,
         metrics=metrics_from_args(args),
     )  # fmt: skip
     print(f"vos: batch: {summary.text()}", file=sys.stderr)
@@ -47,12 +47,8 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     prompts = p.add_mutually_exclusive_group(required=True)
     prompts.add_argument("--annotations", type=Path, metavar="ROOT", help="first-frame masks: ROOT/NAME/00000.png")
     prompts.add_argument("--prompts", type=Path, metavar="FILE", help="JSON prompts per video name")
-    ray = p.add_argument_group("Ray")
-    ray.add_argument("--workers", type=int, default=1, metavar="N", help="actors, one model each (default %(default)s)")
-    ray.add_argument("--address", metavar="ADDR", help="Ray cluster address (default: a local Ray on this machine)")
-    ray.add_argument("--retries", type=int, default=2, metavar="N", help="tries after a video's first failure (default %(default)s)")
-    ray.add_argument("--num-gpus-per-worker", type=float, default=0.0, metavar="G", help="GPUs Ray reserves per worker")
-    ray.add_argument("--cpus-per-worker", type=int, metavar="C", help="CPUs per worker (default: local cores / workers; 1 on a cluster)")
+    add_settings_arguments(p.add_argument_group("Ray"), RaySettings, list(RaySettings.model_fields))
+    add_renamed_flags(p, {"--cpus-per-worker": "--num-cpus", "--num-gpus-per-worker": "--num-gpus"})
     p.add_argument("--max-frames", type=int, metavar="N", help="at most N frames per video")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_metrics_arguments(p)

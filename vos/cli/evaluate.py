@@ -10,8 +10,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from vos.cli.options import add_settings_arguments, settings_from_args
-from vos.config import DEFAULT_CONFIG, ModelSettings, TrackerConfig
+from vos.cli.options import add_renamed_flags, add_settings_arguments, settings_from_args, settings_if_given
+from vos.config import ModelSettings, TrackerConfig
+from vos.engine.settings import RaySettings
 
 
 def _positive_int(text: str) -> int:
@@ -41,8 +42,9 @@ def _sequence_names(text: str) -> list[str]:
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=None, help="folder for the CSV files (default: --results)")
-    parser.add_argument("--workers", type=_positive_int, default=None, help="threads (default: all CPUs)")
+    parser.add_argument("--threads", type=_positive_int, default=None, help="scoring threads (default: all CPUs)")
     parser.add_argument("-q", "--quiet", action="store_true", help="print only the results, no progress bar")
+    add_renamed_flags(parser, {"--workers": "--threads"})
 
 
 def register_cli(sub: argparse._SubParsersAction) -> None:
@@ -99,7 +101,7 @@ def run_davis(args: argparse.Namespace) -> int:
         sequences=args.sequences,
         strict=args.strict,
         resolution=args.resolution,
-        workers=args.workers,
+        threads=args.threads,
         progress=not args.quiet and sys.stderr.isatty(),
         max_frames=args.max_frames,
     )
@@ -121,7 +123,7 @@ def run_sav(args: argparse.Namespace) -> int:
         args.results,
         skip_first_last=not args.keep_first_last,
         strict=args.strict,
-        workers=args.workers,
+        threads=args.threads,
         progress=not args.quiet and sys.stderr.isatty(),
     )
     for note in result.notes:
@@ -150,7 +152,6 @@ def register_bench_cli(sub: argparse._SubParsersAction) -> None:
         "object with the highest logit) and score OUT as `vos eval davis` does.",
     )
     davis.add_argument("--davis-root", type=Path, required=True, help="DAVIS folder with JPEGImages/ and Annotations/")
-    davis.add_argument("--config", default=DEFAULT_CONFIG, help=f"model name or YAML (default: {DEFAULT_CONFIG})")
     davis.add_argument("--out", type=Path, required=True, help="folder for the PNGs (one folder per sequence) and CSVs")
     davis.add_argument("--set", dest="subset", default="val", help="ImageSets list to run (default: val)")
     davis.add_argument("--sequences", type=_sequence_names, default=None, help="comma-separated sequences instead")
@@ -171,7 +172,6 @@ def register_bench_cli(sub: argparse._SubParsersAction) -> None:
         "logit) and score OUT as `vos eval sav` does.",
     )
     sav.add_argument("--sav-root", type=Path, required=True, help="SA-V split folder, e.g. sav_val/")
-    sav.add_argument("--config", default=DEFAULT_CONFIG, help=f"model name or YAML (default: {DEFAULT_CONFIG})")
     sav.add_argument("--out", type=Path, required=True, help="folder for the PNGs (<video>/<obj>/) and results.csv")
     sav.add_argument("--videos", type=_sequence_names, default=None, help="comma-separated videos (default: all)")
     _add_bench_options(sav)
@@ -181,20 +181,20 @@ def register_bench_cli(sub: argparse._SubParsersAction) -> None:
 def _add_bench_options(parser: argparse.ArgumentParser) -> None:
     """The model, Ray and scoring options every benchmark takes."""
     model = parser.add_argument_group("model")
-    add_settings_arguments(model, ModelSettings, ["checkpoint", "image_size", "device", "precision", "threads"])
+    add_settings_arguments(model, ModelSettings, list(ModelSettings.model_fields))
     add_settings_arguments(model, TrackerConfig, ["compile"])
-    ray = parser.add_argument_group("Ray (`vos batch`'s pool; needs vos[ray])")
-    ray.add_argument("--workers", type=_positive_int, default=None, metavar="N", help="track on a Ray pool of N workers, one model each")
-    ray.add_argument("--address", metavar="ADDR", help="Ray cluster address (default: a local Ray on this machine)")
-    parser.add_argument("--eval-workers", type=_positive_int, default=None, help="scoring threads (default: all CPUs)")
+    ray = parser.add_argument_group("Ray: any of these tracks on `vos batch`'s pool instead of in this process (needs vos[ray])")
+    add_settings_arguments(ray, RaySettings, list(RaySettings.model_fields))
+    parser.add_argument("--eval-threads", type=_positive_int, default=None, help="scoring threads (default: all CPUs)")
     parser.add_argument("-q", "--quiet", action="store_true", help="print only the results, no progress bar")
+    add_renamed_flags(parser, {"--eval-workers": "--eval-threads"})
 
 
 def _bench_options(args: argparse.Namespace) -> dict:
     """`_add_bench_options`' values as arguments of `bench_davis` / `bench_sav`."""
     return dict(
-        model=settings_from_args(args, ModelSettings, config=args.config), tracker=settings_from_args(args, TrackerConfig),
-        workers=args.workers, address=args.address, eval_workers=args.eval_workers,
+        model=settings_from_args(args, ModelSettings), tracker=settings_from_args(args, TrackerConfig),
+        ray=settings_if_given(args, RaySettings), eval_threads=args.eval_threads,
         progress=not args.quiet and sys.stderr.isatty(),
     )  # fmt: skip
 

@@ -59,6 +59,27 @@ def add_settings_arguments(
             parser.add_argument(flag, dest=dest, type=kind, choices=choices, default=None, help=text, metavar=None if choices else name.upper())
 
 
+class _Renamed(argparse.Action):
+    def __init__(self, option_strings, dest, new: str, **kwargs) -> None:
+        super().__init__(option_strings, dest, nargs="?", help=argparse.SUPPRESS, **kwargs)
+        self.new = new
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        parser.error(f"{option_string} is now {self.new}")
+
+
+def add_renamed_flags(parser: argparse.ArgumentParser, renamed: dict[str, str]) -> None:
+    """Flags of earlier versions: given, they stop the command (exit code 2) with the new spelling."""
+    for old, new in renamed.items():
+        parser.add_argument(old, action=_Renamed, new=new, dest=f"renamed{old}")
+
+
+def settings_if_given(args: argparse.Namespace, settings: type[S]) -> S | None:
+    """`settings_from_args` when a flag of `settings` was given, else None."""
+    given = any(k.startswith(f"{settings.__name__}.") and v is not None for k, v in vars(args).items())
+    return settings_from_args(args, settings) if given else None
+
+
 def settings_from_args(args: argparse.Namespace, settings: type[S], **values: Any) -> S:
     """The settings model from the flags given (others keep the model's defaults) and `values`."""
     given = {k.split(".", 1)[1]: v for k, v in vars(args).items() if k.startswith(f"{settings.__name__}.") and v is not None}
@@ -76,8 +97,8 @@ def web_from_args(address: str | None, token_file: Path | None) -> WebSettings |
             raise ConfigError("--web-token-file needs --web HOST:PORT")
         return None
     secret = {"token_file": token_file} if token_file is not None else {"token": os.environ.get(WEB_TOKEN_ENV) or None}
-    settings = _settings(WebSettings.from_address, address, **secret)
-    _settings(settings.token_value)  # an unreadable or empty token file: exit code 2 now, not when serving
+    settings = checked(WebSettings.from_address, address, **secret)
+    checked(settings.token_value)  # an unreadable or empty token file: exit code 2 now, not when serving
     return settings
 
 
@@ -85,7 +106,7 @@ def metrics_from_args(args: argparse.Namespace) -> MetricsSettings | None:
     """--metrics-port PORT [--metrics-host HOST]; None (off) without a port."""
     if args.metrics_port is None:
         return None
-    return _settings(MetricsSettings, host=args.metrics_host, port=args.metrics_port)
+    return checked(MetricsSettings, host=args.metrics_host, port=args.metrics_port)
 
 
 def add_metrics_arguments(parser: argparse.ArgumentParser) -> None:
@@ -95,7 +116,7 @@ def add_metrics_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--metrics-host", default=host.default, metavar="HOST", help=f"{host.description} (default %(default)s)")
 
 
-def _settings(make, *args, **kwargs):
+def checked(make, *args, **kwargs):
     """A settings model from the CLI; ConfigError (exit code 2) with pydantic's reasons if invalid."""
     try:
         return make(*args, **kwargs)

@@ -17,9 +17,9 @@ from vos.cli.options import (
     MQTT_PASSWORD_ENV,
     TRACKER_FLAGS,
     WEB_TOKEN_ENV,
-    _settings,
     add_metrics_arguments,
     add_settings_arguments,
+    checked,
     metrics_from_args,
     settings_from_args,
     web_from_args,
@@ -35,13 +35,15 @@ from vos.engine.settings import (
 from vos.errors import ConfigError, SourceUnavailable
 from vos.streams.label_map import read_mask_png
 from vos.streams.messages import Rle
+from vos.streams.overlay import OverlayStyle
 from vos.streams.sinks.mqtt import MqttSettings, TlsSettings
 from vos.streams.sources import LiveSettings
 from vos.streams.sources.base import SourceError
 
 if TYPE_CHECKING:
     from vos.distributed.serve import RayServe
-    from vos.engine.engine import Engine, StreamReport
+    from vos.engine.engine import Engine
+    from vos.engine.stream import StreamReport
 
 
 _ID_VALUE = re.compile(r"^\s*(\d+)\s*=\s*(.+)$")
@@ -130,7 +132,7 @@ def cmd_track(args: argparse.Namespace) -> int:
         raise ConfigError("nothing would be kept or shown: give --out DIR, --render FILE, --mqtt URL and/or --web PORT")
     if args.max_frames is not None and args.max_frames < 1:
         raise ConfigError("--max-frames must be at least 1")
-    stream = _settings(
+    stream = checked(
         StreamSettings, source=args.source, id=args.stream, out=args.out, render=args.render,
         max_frames=args.max_frames, prompts=prompts,
     )  # fmt: skip
@@ -142,13 +144,14 @@ def cmd_track(args: argparse.Namespace) -> int:
         tls_flags = settings_from_args(args, TlsSettings)
         if tls_flags != TlsSettings():
             secret["tls"] = tls_flags
-        mqtt = _settings(MqttSettings.from_url, args.mqtt, prefix=args.topic, qos=args.qos, **secret)
-    engine = Engine(
-        settings_from_args(args, ModelSettings), [stream], tracker=settings_from_args(args, TrackerConfig),
-        mqtt=mqtt, live=settings_from_args(args, LiveSettings), max_batch=1, progress=not args.quiet,
+        mqtt = checked(MqttSettings.from_url, args.mqtt, prefix=args.topic, qos=args.qos, **secret)
+    config = checked(
+        EngineConfig, model=settings_from_args(args, ModelSettings), tracker=settings_from_args(args, TrackerConfig),
+        mqtt=mqtt, live=settings_from_args(args, LiveSettings), max_batch=1, streams=[stream],
         web=web_from_args(args.web, args.web_token_file), metrics=metrics_from_args(args),
+        overlay=settings_from_args(args, OverlayStyle),
     )  # fmt: skip
-    return asyncio.run(run_engine(engine))
+    return asyncio.run(run_engine(Engine(config, progress=not args.quiet)))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -167,7 +170,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from vos.distributed.serve import RayServe
 
         return asyncio.run(run_engine(RayServe(config)))
-    return asyncio.run(run_engine(Engine.from_config(config, wait_for_cameras=True)))
+    return asyncio.run(run_engine(Engine(config, wait_for_cameras=True)))
 
 
 def register_cli(sub: argparse._SubParsersAction) -> None:
@@ -204,6 +207,8 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     add_settings_arguments(p.add_argument_group("model"), ModelSettings, list(ModelSettings.model_fields))
     add_settings_arguments(p.add_argument_group("tracker"), TrackerConfig, TRACKER_FLAGS)
     add_settings_arguments(p.add_argument_group("live sources"), LiveSettings, list(LiveSettings.model_fields))
+    style = p.add_argument_group("overlay style (--render, --web)")
+    add_settings_arguments(style, OverlayStyle, list(OverlayStyle.model_fields))
     p.set_defaults(func=cmd_track)
 
     s = sub.add_parser(

@@ -33,7 +33,7 @@ import numpy as np
 from vos.build import load_from_settings
 from vos.config import ModelSettings, TrackerConfig
 from vos.engine.metrics import BatchMetrics, MetricsSettings, serve_in_thread
-from vos.engine.settings import StreamPrompt
+from vos.engine.settings import EngineConfig, RaySettings, StreamPrompt, StreamSettings
 from vos.errors import ConfigError
 from vos.streams.label_map import read_label_map, read_mask_png
 from vos.streams.messages import Rle
@@ -175,14 +175,15 @@ def jobs_from_inputs(
 # -- one video -----------------------------------------------------------------------------------
 def track_video(model, job: BatchJob, out: Path, tracker: TrackerConfig, max_frames: int | None = None) -> int:
     """Blocking: the engine over one video into `out/NAME`, written in a partial folder then renamed. Frames."""
-    from vos.engine.engine import Engine, StreamSettings
+    from vos.engine.engine import Engine
 
     final = out / job.name
     partial = out / f"{PARTIAL.format(name=job.name)}{uuid.uuid4().hex[:8]}"
     stream = StreamSettings(source=job.source, out=partial, prompts=list(job.prompts), max_frames=max_frames)
+    config = EngineConfig(tracker=tracker, streams=[stream])
 
     async def run():
-        async with Engine(model, [stream], tracker=tracker) as engine:
+        async with Engine(config, model) as engine:
             return await engine.run()
 
     try:
@@ -201,7 +202,7 @@ def track_video(model, job: BatchJob, out: Path, tracker: TrackerConfig, max_fra
 def _worker_class():
     import ray
 
-    @ray.remote(max_restarts=-1, max_task_retries=0)
+    @ray.remote(max_task_retries=0)
     class TrackWorker:
         """A Ray actor holding one model; `track` runs one video."""
 
@@ -224,22 +225,17 @@ def run_batch(
     out: str | Path,
     model: ModelSettings = ModelSettings(),
     tracker: TrackerConfig = TrackerConfig(),
+    ray_settings: RaySettings = RaySettings(),
     *,
-    workers: int = 1,
-    address: str | None = None,
-    retries: int = 2,
-    num_gpus_per_worker: float = 0.0,
-    cpus_per_worker: int | None = None,
     max_frames: int | None = None,
     progress: bool = False,
     metrics: MetricsSettings | None = None,
 ) -> BatchSummary:
-    """Runs the jobs on a Ray pool of `workers` actors (`address`: a cluster; None: a local Ray on this machine).
+    """Runs the jobs on a Ray pool of `ray_settings.workers` actors (`address`: a cluster; None: a local Ray).
 
     `out` must be writable by every worker (shared storage on a cluster). With `metrics`, Prometheus
     /metrics (videos done/failed/skipped/running, retries, frames) and /healthz are served meanwhile.
-    `cpus_per_worker` (default: this machine's cores / workers locally, 1 on a cluster) is what Ray
-    reserves per actor and, locally, its torch threads.
+    Each actor reserves `RaySettings.actor_cpus` CPUs, also its torch threads unless the model sets them.
     """
     import ray
     from tqdm import tqdm
@@ -258,18 +254,18 @@ def run_batch(
             server = stack.enter_context(serve_in_thread(metrics, BatchMetrics(summary)))
             log.info("metrics on %smetrics", server.url)
         if not ray.is_initialized():
-            ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+            ray.init(address=ray_settings.address, include_dashboard=False, log_to_driver=False, configure_logging=False)
             stack.callback(ray.shutdown)
         stack.callback(_remove_partials, out, jobs)  # what killed attempts left behind
-        cpus = cpus_per_worker or (max(1, int(ray.cluster_resources().get("CPU", 1)) // workers) if address is None else 1)
+        cpus = ray_settings.actor_cpus(int(ray.cluster_resources().get("CPU", 1)), pool=True)
         if model.threads is None:
-            model = model.model_copy(update={"threads": cpus})
-        worker = _worker_class().options(num_cpus=cpus, num_gpus=num_gpus_per_worker)
-        pool = [worker.remote(model, tracker) for _ in range(min(workers, len(todo)))]
+            model = model.model_copy(update={"threads": max(1, int(cpus))})
+        worker = _worker_class().options(num_cpus=cpus, num_gpus=ray_settings.num_gpus, max_restarts=ray_settings.max_restarts)
+        pool = [worker.remote(model, tracker) for _ in range(min(ray_settings.workers, len(todo)))]
         summary.started = time.monotonic()
         bar = tqdm(total=len(todo), unit="video", disable=not progress)
         try:
-            _schedule(pool, todo, str(out), max_frames, retries, summary, bar)
+            _schedule(pool, todo, str(out), max_frames, ray_settings.retries, summary, bar)
         finally:
             summary.seconds, summary.running = time.monotonic() - summary.started, 0
     return summary

@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from dataclasses import dataclass
 
-from vos.engine.engine import StreamReport
 from vos.engine.settings import EngineConfig, RaySettings
+from vos.engine.stream import StreamReport
 from vos.errors import ConfigError, VosError
 from vos.streams.sources.base import SourceError
 
@@ -58,7 +59,7 @@ def _actor_class():
         async def run(self) -> StreamReport:
             from vos.engine.engine import Engine
 
-            self.engine = Engine.from_config(self.config, wait_for_cameras=True, availability=False)
+            self.engine = Engine(self.config, wait_for_cameras=True, availability=False)
             async with self.engine:
                 [report] = await self.engine.run()
             report.error = _portable(report.error)
@@ -103,6 +104,7 @@ class RayServe:
             raise ConfigError("web: the viewer is not available with --ray (streams run in other processes); remove it")
         self.config = config
         self.settings: RaySettings = config.ray
+        self.cpus = self.settings.actor_cpus(1, pool=False)  # per stream
         self.streams: list[_Stream] = []
         self.availability = None
         self._stopping = False
@@ -129,9 +131,9 @@ class RayServe:
                 stack.callback(ray.shutdown)
             self._check_resources(ray.cluster_resources())
             actor = _actor_class().options(
-                num_cpus=self.settings.num_cpus, num_gpus=self.settings.num_gpus, max_restarts=self.settings.max_restarts
+                num_cpus=self.cpus, num_gpus=self.settings.num_gpus, max_restarts=self.settings.max_restarts
             )
-            threads = max(1, int(self.settings.num_cpus))
+            threads = max(1, int(self.cpus))
             for i, spec in enumerate(self.config.streams):
                 self.streams.append(_Stream(spec.id, actor.remote(stream_config(self.config, i, threads))))
             stack.callback(self._kill_actors)
@@ -141,7 +143,7 @@ class RayServe:
     def _check_resources(self, resources: dict) -> None:
         """Warns when the cluster cannot place every stream at once (the rest wait for room)."""
         n = len(self.config.streams)
-        for key, each in (("CPU", self.settings.num_cpus), ("GPU", self.settings.num_gpus)):
+        for key, each in (("CPU", self.cpus), ("GPU", self.settings.num_gpus)):
             if each and n * each > resources.get(key, 0):
                 log.warning(
                     "%d stream(s) x %g %s each > the cluster's %g: streams wait until there is room",
@@ -179,7 +181,7 @@ class RayServe:
             try:
                 await stream.actor.ready.remote()
                 report = await stream.actor.run.remote()
-                report.source_reconnects += stream.restarts
+                report.stats = dataclasses.replace(report.stats, source_reconnects=report.stats.source_reconnects + stream.restarts)
                 return report
             except RayTaskError as e:  # the stream's own failure (a bad checkpoint, say), not a death
                 return StreamReport(stream.id, state="failed", error=_portable(e.cause or e))

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
     from vos.distributed.batch import BatchSummary
-    from vos.engine.engine import StreamRunner
+    from vos.engine.stream import StreamRunner
 
 HEALTHY_STATES = {"starting", "online", "reconnecting"}
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -69,7 +69,7 @@ class EngineMetrics:
         return generate_latest(self.registry)
 
     def health(self) -> tuple[bool, dict[str, str]]:
-        states = {r.stream: r.state for r in self.runners()}
+        states = {s.stream: s.state for s in (r.stats() for r in self.runners())}
         return all(s in HEALTHY_STATES for s in states.values()), states
 
 
@@ -96,17 +96,16 @@ class _StreamCounters:
             "up": GaugeMetricFamily("vos_stream_up", "1 while the stream is starting, online or reconnecting", labels=["stream"]),
         }  # fmt: skip
         for runner in self.runners():
+            s = runner.stats()
             values = {
-                "frames": runner.report.frames, "dropped": runner.source.stats.dropped,
-                "skipped": runner.source.stats.skipped, "reconnects": runner.source.stats.reconnects,
-                "refused": runner.inbox.refused, "objects": runner.objects, "fps": runner.recent_fps,
-                "up": int(runner.state in HEALTHY_STATES),
+                "frames": s.frames, "dropped": s.dropped_frames, "skipped": s.skipped_frames,
+                "reconnects": s.source_reconnects, "refused": s.refused_prompts, "objects": s.objects, "fps": s.fps,
+                "up": int(s.healthy),
             }  # fmt: skip
             if runner.mqtt is not None:
-                stats = runner.mqtt.stats
-                values.update(mqtt_dropped=stats.dropped, mqtt_published=stats.published, mqtt_buffered=runner.mqtt.pending)
+                values.update(mqtt_dropped=s.dropped_messages, mqtt_published=s.published, mqtt_buffered=s.buffered_messages)
             for key, value in values.items():
-                families[key].add_metric([runner.stream], value)
+                families[key].add_metric([s.stream], value)
         yield from families.values()
 
 

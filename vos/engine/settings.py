@@ -1,4 +1,5 @@
-"""`vos serve` configuration: model, tracker options, MQTT and streams, from YAML, overridable by VOS_ variables.
+"""Engine configuration: model, tracker options, MQTT, viewer, metrics and streams. `vos serve` reads it from YAML,
+overridable by VOS_ variables; `vos track` builds it from its flags; Python code makes one directly.
 
 Environment variables override the YAML file, nested with "__": `VOS_MQTT__HOST=10.0.0.5`,
 `VOS_MODEL__IMAGE_SIZE=512`, `VOS_STREAMS='[{"id": "cam1", "source": "rtsp://..."}]'`.
@@ -29,6 +30,7 @@ from vos.config import ModelSettings, TrackerConfig
 from vos.engine.metrics import MetricsSettings
 from vos.errors import ConfigError
 from vos.streams.messages import AddPrompt
+from vos.streams.overlay import OverlayStyle
 from vos.streams.sinks.mqtt import MqttSettings, check_topic_level
 from vos.streams.sources import LiveSettings
 from vos.viewer import WebSettings
@@ -67,18 +69,32 @@ class StreamSettings(BaseModel):
 
 
 class RaySettings(BaseModel):
-    """Where `vos serve --ray` runs its streams: one Ray actor per stream (`ray:` in the YAML)."""
+    """Where work runs on Ray, one model per actor: `vos batch` and `vos bench --workers` (a pool of `workers` actors,
+    videos as units of work) and `vos serve --ray` (`ray:` in the YAML: an actor per stream)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    address: str | None = Field(None, description="Ray cluster address (None: a local Ray on this machine)")
-    num_cpus: float = Field(1.0, gt=0, description="CPUs Ray reserves per stream; also its torch threads (at least 1)")
-    num_gpus: float = Field(0.0, ge=0, description="GPUs Ray reserves per stream (0.5: two streams share a GPU)")
-    max_restarts: int = Field(-1, ge=-1, description="restarts of a stream's actor after it dies (-1: forever)")
+    address: str | None = Field(None, description="Ray cluster address (default: a local Ray on this machine)")
+    workers: int = Field(1, ge=1, description="batch and bench: actors in the pool, one model each (serve: one per stream)")
+    num_cpus: float | None = Field(
+        None, gt=0, description="CPUs Ray reserves per actor, also its torch threads (default: a stream 1; a pool "
+        "worker this machine's cores / workers, 1 on a cluster)",
+    )  # fmt: skip
+    num_gpus: float = Field(0.0, ge=0, description="GPUs Ray reserves per actor (0.5: two share a GPU)")
+    max_restarts: int = Field(-1, ge=-1, description="restarts of an actor after it dies (-1: forever)")
+    retries: int = Field(2, ge=0, description="batch and bench: tries after a video's first failure")
+
+    def actor_cpus(self, local_cpus: int, pool: bool) -> float:
+        """CPUs per actor: `num_cpus`, else for a pool worker this machine's share (1 on a cluster), else 1."""
+        if self.num_cpus is not None:
+            return self.num_cpus
+        return max(1, local_cpus // self.workers) if pool and self.address is None else 1
 
 
-class EngineConfig(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid")
+class EngineConfig(BaseModel):
+    """Everything an `Engine` runs: the `vos serve` file, or what `vos track` makes of its flags."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     model: ModelSettings = ModelSettings()
     tracker: TrackerConfig = TrackerConfig()
@@ -86,6 +102,7 @@ class EngineConfig(BaseSettings):
     live: LiveSettings = LiveSettings()
     max_batch: int = Field(4, ge=1)  # frames of different streams through the image encoder together
     web: WebSettings | None = None  # the live web viewer; None: off
+    overlay: OverlayStyle = OverlayStyle()  # how `render` videos and the viewer draw the masks
     metrics: MetricsSettings | None = None  # Prometheus /metrics and /healthz; None: off
     ray: RaySettings | None = None  # run each stream in a Ray actor (`vos serve --ray`); None: in this process
     streams: list[StreamSettings] = Field(min_length=1)
@@ -93,11 +110,17 @@ class EngineConfig(BaseSettings):
     @model_validator(mode="after")
     def _unique_ids(self) -> EngineConfig:
         ids = [s.id for s in self.streams]
-        if None in ids:
-            raise ValueError("every stream of a config needs an id")
+        if None in ids and len(ids) > 1:
+            raise ValueError("every stream of a config with several streams needs an id")
         if len(set(ids)) != len(ids):
             raise ValueError(f"stream ids must be unique, got {ids}")
         return self
+
+
+class _EngineFile(BaseSettings, EngineConfig):
+    """An `EngineConfig` from YAML with `VOS_` environment overrides (they win over the file)."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid")
 
     @classmethod
     def settings_customise_sources(
@@ -117,13 +140,14 @@ def load_engine_config(path: str | Path) -> EngineConfig:
     if not path.is_file():
         raise ConfigError(f"engine config not found: {path}")
 
-    class FromFile(EngineConfig):
-        model_config = SettingsConfigDict(**{**EngineConfig.model_config, "yaml_file": path})
+    class FromFile(_EngineFile):
+        model_config = SettingsConfigDict(**{**_EngineFile.model_config, "yaml_file": path})
 
     try:
-        return FromFile()
+        loaded = FromFile()
     except ValidationError as e:
         problems = "\n".join(f"  {'.'.join(map(str, err['loc'])) or '(top)'}: {err['msg']}" for err in e.errors())
         raise ConfigError(f"invalid engine config {path}:\n{problems}") from None
     except (ValueError, yaml.YAMLError) as e:  # YAML syntax, unreadable file
         raise ConfigError(f"cannot read engine config {path}: {e}") from None
+    return EngineConfig(**{name: getattr(loaded, name) for name in EngineConfig.model_fields})

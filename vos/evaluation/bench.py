@@ -9,7 +9,7 @@ Merging: a pixel gets the id of the object with the highest logit among the obje
 there, and background (0) where no mask is on. This is Meta's non-overlapping constraint
 (`_apply_non_overlapping_constraints`) applied to the output only; each object's memory keeps its own mask.
 
-With `workers`, the sequences are tracked on Ray by `vos batch`'s actor pool instead (one model per
+With `ray`, the sequences are tracked on Ray by `vos batch`'s actor pool instead (one model per
 worker, sequences as units of work): the same tracker and the same merge through the engine, so the
 PNGs are the same as in process for the same torch thread count.
 """
@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from vos.build import load_from_settings
 from vos.config import ModelSettings, TrackerConfig
+from vos.engine.settings import RaySettings
 from vos.evaluation import EvaluationError
 from vos.evaluation.davis import (
     RESOLUTION,
@@ -230,21 +231,20 @@ def track_benchmark(
     make_jobs: Callable[[], list[BatchJob]],
     out_dir: Path,
     tracker: TrackerConfig,
-    workers: int | None = None,
-    address: str | None = None,
+    ray: RaySettings | None = None,
     max_frames: int | None = None,
     progress: bool = False,
 ) -> Tracked:
-    """Tracks a benchmark: `in_process(loaded model)` -> (frames, step seconds, wall seconds), or with `workers`
+    """Tracks a benchmark: `in_process(loaded model)` -> (frames, step seconds, wall seconds), or with `ray`
     the `make_jobs()` on `vos batch`'s Ray pool into `out_dir/<name>/` (label maps by frame index). Each job's folder
     is replaced first, as an in-process run overwrites its PNGs."""
-    if workers is not None:
+    if ray is not None:
         from vos.distributed.batch import run_batch
 
         jobs = make_jobs()
         for job in jobs:
             shutil.rmtree(Path(out_dir) / job.name, ignore_errors=True)
-        summary = run_batch(jobs, out_dir, model, tracker, workers=workers, address=address, max_frames=max_frames, progress=progress)
+        summary = run_batch(jobs, out_dir, model, tracker, ray, max_frames=max_frames, progress=progress)
         if summary.failed:
             raise BenchError(f"{len(summary.failed)} video(s) failed on Ray: {summary.text()}")
         return Tracked(summary.frames, float("nan"), summary.seconds, 0.0)
@@ -264,17 +264,16 @@ def bench_davis(
     sequences: Sequence[str] | None = None,
     max_frames: int | None = None,
     resolution: str = RESOLUTION,
-    workers: int | None = None,
-    address: str | None = None,
-    eval_workers: int | None = None,
+    ray: RaySettings | None = None,
+    eval_threads: int | None = None,
     progress: bool = False,
 ) -> BenchResult:
     """Track every sequence of a DAVIS set from its first-frame masks, write the PNGs to `out_dir`, score them.
 
     The data is checked before the model is loaded. With `max_frames`, only the first `max_frames`
     frames of each sequence are tracked and scored (the protocol skips the first and the last of them).
-    `workers`: track on a Ray pool of that many workers (`address`: a cluster; None: a local Ray)
-    instead of in this process. `eval_workers`: scoring threads (default: all CPUs).
+    `ray`: track on `vos batch`'s Ray pool (`RaySettings`: workers, address, ...) instead of in this process.
+    `eval_threads`: scoring threads (default: all CPUs).
     """
     davis_root, out_dir = Path(davis_root), Path(out_dir)
     prepared, notes = prepare_sequences(davis_root, subset, sequences, resolution, max_frames)
@@ -286,11 +285,12 @@ def bench_davis(
         return [mask_job(seq.name, seq.image_dir, {k: (0, m) for k, m in seq.prompts.items()}) for seq in prepared]
 
     in_process = lambda loaded: track_sequences(loaded, prepared, out_dir, progress, tracker)  # noqa: E731
-    tracked = track_benchmark(model, in_process, jobs, out_dir, tracker, workers, address, max_frames, progress)
+    tracked = track_benchmark(model, in_process, jobs, out_dir, tracker, ray, max_frames, progress)
     evaluation = evaluate_davis(
         davis_root, out_dir, subset=subset, sequences=[s.name for s in prepared], strict=True, resolution=resolution,
-        workers=eval_workers, progress=progress, max_frames=max_frames,
+        threads=eval_threads, progress=progress, max_frames=max_frames,
     )  # fmt: skip
+    workers = None if ray is None else ray.workers
     return BenchResult.of(evaluation, len(prepared), sum(len(s.prompts) for s in prepared), tracked, notes, workers)
 
 

@@ -8,7 +8,7 @@ tracked. For each object and annotated frame its mask is written as `OUT/<video>
 (0/255), the layout `vos eval sav` scores, and `OUT` is then scored.
 
 Where masks overlap, a pixel goes to the object with the highest logit, as in `vos bench davis` and in
-the engine's label maps, which the Ray path (`workers`) writes first; Meta's script writes each
+the engine's label maps, which the Ray path (`ray`) writes first; Meta's script writes each
 object's mask as it is. Objects of SA-V rarely overlap, so the scores differ at most at boundaries.
 """
 
@@ -24,6 +24,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from vos.config import ModelSettings, TrackerConfig
+from vos.engine.settings import RaySettings
 from vos.evaluation.bench import (
     IMAGE_SUFFIX,
     BenchError,
@@ -166,23 +167,23 @@ def bench_sav(
     tracker: TrackerConfig = TrackerConfig(),
     *,
     videos: Sequence[str] | None = None,
-    workers: int | None = None,
-    address: str | None = None,
-    eval_workers: int | None = None,
+    ray: RaySettings | None = None,
+    eval_threads: int | None = None,
     progress: bool = False,
 ) -> BenchResult:
     """Track the SA-V videos of `sav_root` from each object's first annotated mask, write the per-object
     PNGs to `out_dir`, score them as `vos eval sav` does (first and last annotated frames skipped).
 
-    `workers`, `address`, `eval_workers` as for `bench_davis`.
+    `ray` and `eval_threads` as for `bench_davis`.
     """
     sav_root, out_dir = Path(sav_root), Path(out_dir)
     prepared, notes = prepare_videos(sav_root, videos)
     labels_dir = out_dir / RAY_LABELS
     jobs = lambda: [mask_job(v.name, v.image_dir, v.prompts) for v in prepared]  # noqa: E731
     in_process = lambda loaded: track_videos(loaded, prepared, out_dir, progress, tracker)  # noqa: E731
-    tracked = track_benchmark(model, in_process, jobs, labels_dir, tracker, workers, address, progress=progress)
-    if workers is not None:
+    tracked = track_benchmark(model, in_process, jobs, labels_dir, tracker, ray, progress=progress)
+    if ray is not None:
         split_label_maps(prepared, labels_dir, out_dir)
-    evaluation = evaluate_sav(sav_root / ANNOTATIONS_DIR, out_dir, workers=eval_workers, progress=progress)
+    evaluation = evaluate_sav(sav_root / ANNOTATIONS_DIR, out_dir, threads=eval_threads, progress=progress)
+    workers = None if ray is None else ray.workers
     return BenchResult.of(evaluation, len(prepared), sum(len(v.prompts) for v in prepared), tracked, notes, workers)

@@ -256,7 +256,7 @@ def evaluate_davis(
     sequences: Sequence[str] | None = None,
     strict: bool = False,
     resolution: str = RESOLUTION,
-    workers: int | None = None,
+    threads: int | None = None,
     progress: bool = False,
     max_frames: int | None = None,
 ) -> DavisResult:
@@ -314,7 +314,7 @@ def evaluate_davis(
     owners = [seq for seq in evaluated for _ in seq.frames[1:-1]]
     j_rows: list[np.ndarray] = []
     f_rows: list[np.ndarray] = []
-    with closing(score_pairs(pairs, workers=workers)) as scores:  # on an error, stop the queued frames
+    with closing(score_pairs(pairs, threads=threads)) as scores:  # on an error, stop the queued frames
         for pair, seq, frame in tqdm(zip(pairs, owners, scores), total=len(pairs), disable=not progress, unit="frame"):
             _check_values(pair, seq, frame.gt_values, frame.pred_values)
             j_rows.append(frame.j)

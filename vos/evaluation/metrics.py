@@ -406,7 +406,7 @@ def _score_pair(pair: FramePair) -> FrameScores:
     return score_frame(gt, pred, pair.n_objects, gt_lut=pair.gt_lut, pred_lut=pair.pred_lut)
 
 
-def default_workers() -> int:
+def default_threads() -> int:
     """Threads to use: the CPUs this process may run on."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
@@ -414,13 +414,13 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def score_pairs(pairs: Sequence[FramePair], *, workers: int | None = None) -> Iterator[FrameScores]:
-    """Decode and score frame pairs on `workers` threads; yields in the order of `pairs`."""
-    workers = default_workers() if workers is None else max(1, workers)
-    if workers == 1 or len(pairs) <= 1:
+def score_pairs(pairs: Sequence[FramePair], *, threads: int | None = None) -> Iterator[FrameScores]:
+    """Decode and score frame pairs on `threads` threads; yields in the order of `pairs`."""
+    threads = default_threads() if threads is None else max(1, threads)
+    if threads == 1 or len(pairs) <= 1:
         yield from map(_score_pair, pairs)
         return
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vos-eval") as pool:
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="vos-eval") as pool:
         futures = [pool.submit(_score_pair, pair) for pair in pairs]
         try:
             for future in futures:

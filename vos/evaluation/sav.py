@@ -126,7 +126,7 @@ def evaluate_sav(
     *,
     skip_first_last: bool = True,
     strict: bool = False,
-    workers: int | None = None,
+    threads: int | None = None,
     progress: bool = False,
 ) -> SavResult:
     """Score `results_dir` against SA-V ground truth at `gt_root` (both `<video>/<obj>/<frame>.png`).
@@ -176,7 +176,7 @@ def evaluate_sav(
         for png in (f"{frame}.png" for frame in o.frames)
     ]
     scores = []
-    with closing(score_pairs(pairs, workers=workers)) as stream:  # on an error, stop the queued frames
+    with closing(score_pairs(pairs, threads=threads)) as stream:  # on an error, stop the queued frames
         for pair, frame in tqdm(zip(pairs, stream), total=len(pairs), disable=not progress, unit="frame"):
             _check_masks(pair, frame)
             scores.append(frame)

@@ -38,7 +38,7 @@ from vos.streams.sources.base import Frame
 from vos.viewer import WebSettings
 
 if TYPE_CHECKING:
-    from vos.engine.engine import StreamRunner
+    from vos.engine.stream import StreamRunner
     from vos.viewer.review import ResultsView
 
 TOKEN_COOKIE = "vos_token"
@@ -113,20 +113,20 @@ class StreamView:
             return self._rendered
 
     def summary(self) -> dict:
-        report = self.runner.report
-        latencies = list(report.latencies)[-LATENCY_FRAMES:]
+        stats = self.runner.stats()
+        latencies = list(self.runner.report.latencies)[-LATENCY_FRAMES:]
         message = self._latest[1] if self._latest is not None else None
         return {
             "id": self.stream,
-            "state": self.runner.state,
-            "frames": report.frames,
-            "fps": self.runner.recent_fps or None,
+            "state": stats.state,
+            "frames": stats.frames,
+            "fps": stats.fps or None,
             "latency_ms": 1000 * statistics.median(latencies) if latencies else None,
             "frame": message.frame_index if message else None,
             "size": [message.width, message.height] if message else None,
             "objects": [{"id": o.id, "score": round(o.score, 3), "area": o.area} for o in message.objects] if message else [],
-            "pending_prompts": len(self.runner.inbox),
-            "refused_prompts": self.runner.inbox.refused,
+            "pending_prompts": stats.pending_prompts,
+            "refused_prompts": stats.refused_prompts,
             "errors": list(self.errors),
         }
 
