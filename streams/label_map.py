@@ -44,7 +44,7 @@ def merge_masks(masks: dict[int, np.ndarray], logits: dict[int, np.ndarray], sha
     """(H, W) label map (uint8, or uint16 for ids > 255): per pixel, the highest-logit object whose mask is on.
 
     Ties go to the object listed first; a pixel whose mask is on is never background. One pass per
-    object over the pixels (no (N, H, W) stack): it runs beside the model in the engine, on its cores.
+    object over the pixels (no (B, H, W) stack): it runs beside the model in the engine, on its cores.
     """
     if any(not 0 < k <= MAX_LABEL_ID for k in masks):
         raise ValueError(f"object ids in a label map must be 1..{MAX_LABEL_ID}, got {sorted(masks)}")

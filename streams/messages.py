@@ -11,14 +11,7 @@ from typing import Annotated, Literal
 
 import numpy as np
 import pycocotools.mask as coco_mask
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    TypeAdapter,
-    ValidationError,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from vos.tracking.prompts import Prompt, check_mask_size
 

@@ -17,13 +17,7 @@ import vos
 from tests.certificates import make_certificates
 from tests.conftest import build_meta, save_meta_checkpoint
 from tests.http_server import FileServer
-from vos.checkpoints import (
-    download_checkpoint,
-    matching_configs,
-    read_state_dict,
-    recorded_sha256,
-    verify_checkpoint,
-)
+from vos.checkpoints import download_checkpoint, matching_configs, read_state_dict, recorded_sha256, verify_checkpoint
 from vos.config import load_config
 
 

@@ -141,7 +141,7 @@ def test_a_thousand_fuzzed_prompts_while_tracking(frames, tracking_checkpoint, b
                         answered += sum(not ok for _, ok in batch)
                         assert await errors.wait_for(lambda m: len(m) >= answered, 60)  # the batch arrived ...
                         assert await errors.wait_for(lambda m: not inbox, 60) and not task.done()  # ... a frame took it
-                last = engine.runners[0].report.frames  # the frame that took the last prompts, or one before it
+                last = engine.runners[0].stats().frames  # the frame that took the last prompts, or one before it
                 assert await masks.wait_for(lambda m: len(m) > last, 60) and not task.done()
                 growth = rss() - before
                 engine.stop()

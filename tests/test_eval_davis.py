@@ -13,12 +13,7 @@ from PIL import Image
 from tests.data_paths import require_davis
 from vos.cli import main
 from vos.errors import VosError
-from vos.evaluation.davis import (
-    GLOBAL_COLUMNS,
-    decay_bin_edges,
-    evaluate_davis,
-    statistics,
-)
+from vos.evaluation.davis import GLOBAL_COLUMNS, decay_bin_edges, evaluate_davis, statistics
 from vos.evaluation.metrics import score_frame
 
 OSVOS_SEQUENCES = ["blackswan", "breakdance", "camel", "car-shadow", "dog", "drift-chicane", "libby"]

@@ -9,12 +9,7 @@ import torch
 
 import vos
 from tests.test_tracker_parity import CORRECTION_FRAME, meta_reference, run_tracker
-from tests.video_reference import (
-    assert_frame_matches,
-    centroid_click,
-    ground_truth,
-    write_clip,
-)
+from tests.video_reference import assert_frame_matches, centroid_click, ground_truth, write_clip
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 SIZE = 512

@@ -10,9 +10,28 @@ import pytest
 import torch
 
 import vos
+from vos.modeling.memory_attention import ProjectedMemory
 from vos.modeling.rope import apply_rope, axial_rope_tables
 
 TOL = 1e-4
+
+
+def attend_sequence_first(attention, curr, memory, curr_pos, memory_pos, num_ptr_tokens):
+    """Meta's memory-attention inputs, sequence-first: curr (N, B, C), memory (M, B, C_mem) with positions, the
+    last `num_ptr_tokens` of M object pointers -> (N, B, C), through `project_memory` and the module's forward."""
+    memory, memory_pos = memory.transpose(0, 1), memory_pos.transpose(0, 1)
+    num_spatial = memory.shape[1] - num_ptr_tokens
+    parts = []
+    if num_spatial:
+        parts.append(attention.project_memory(memory[:, :num_spatial], memory_pos[:, :num_spatial], rotate=True))
+    if num_ptr_tokens:
+        parts.append(attention.project_memory(memory[:, num_spatial:], memory_pos[:, num_spatial:], rotate=False))
+    projected = ProjectedMemory(
+        [torch.cat(ks, dim=2) for ks in zip(*(p.keys for p in parts))], torch.cat([p.tokens for p in parts], dim=1)
+    )
+    curr, curr_pos = curr.transpose(0, 1), curr_pos.transpose(0, 1)
+    out = torch.cat([attention(curr[i : i + 1], curr_pos[i : i + 1], projected[i]) for i in range(curr.shape[0])])
+    return out.transpose(0, 1)
 
 
 @pytest.mark.parametrize("size", [pytest.param(1024, marks=pytest.mark.slow), 512])
@@ -43,7 +62,7 @@ def test_memory_attention_matches(tiny_checkpoint, meta_tiny, size, num_ptr_toke
     ref = meta_tiny[size].memory_attention(
         curr=[curr], curr_pos=[curr_pos], memory=memory, memory_pos=memory_pos, num_obj_ptr_tokens=num_ptr_tokens
     )
-    out = ours.memory_attention.attend_to(curr, memory, curr_pos, memory_pos, num_obj_ptr_tokens=num_ptr_tokens)
+    out = attend_sequence_first(ours.memory_attention, curr, memory, curr_pos, memory_pos, num_ptr_tokens)
     assert out.shape == (hw, 2, 256)
     assert (out - ref).abs().max() <= TOL
 

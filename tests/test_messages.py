@@ -9,14 +9,7 @@ import numpy as np
 import pycocotools.mask as coco_mask
 import pytest
 
-from vos.streams.messages import (
-    MAX_POINTS,
-    ObjectMask,
-    Rle,
-    _rle_runs,
-    json_schemas,
-    parse_prompt,
-)
+from vos.streams.messages import MAX_POINTS, ObjectMask, Rle, _rle_runs, json_schemas, parse_prompt
 from vos.tracking.prompts import Prompt
 
 

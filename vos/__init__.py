@@ -10,8 +10,9 @@ Names are imported on first use (PEP 562), so `import vos` and the torch-free mo
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from vos.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -41,13 +42,7 @@ __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
     from vos.build import build_model, load_model
-    from vos.config import (
-        ModelConfig,
-        ModelSettings,
-        TrackerConfig,
-        available_models,
-        load_config,
-    )
+    from vos.config import ModelConfig, ModelSettings, TrackerConfig, available_models, load_config
     from vos.engine.engine import Engine
     from vos.engine.settings import EngineConfig, StreamSettings
     from vos.errors import CheckpointError, ConfigError, DownloadError, VosError
@@ -57,14 +52,4 @@ if TYPE_CHECKING:
     from vos.tracking.video_session import VideoSession
 
 
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'vos' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

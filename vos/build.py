@@ -6,12 +6,7 @@ from pathlib import Path
 
 import torch
 
-from vos.checkpoints import (
-    load_weights,
-    matching_configs,
-    read_state_dict,
-    resolve_checkpoint,
-)
+from vos.checkpoints import load_weights, matching_configs, read_state_dict, resolve_checkpoint
 from vos.config import (
     DEFAULT_CONFIG,
     DEFAULT_PRECISION,

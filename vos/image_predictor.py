@@ -51,11 +51,6 @@ class ImagePredictor:
         self._features = {"image_embed": image_embed, "high_res_feats": feats[:-1]}
         self._orig_hw = (image.shape[0], image.shape[1])
 
-    def get_image_embedding(self) -> torch.Tensor:
-        """(1, C, E, E) embedding of the current image."""
-        self._require_image()
-        return self._features["image_embed"]
-
     def _require_image(self) -> None:
         if self._features is None:
             raise RuntimeError("call set_image(...) before predict(...)")
@@ -75,11 +70,11 @@ class ImagePredictor:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Predict masks for prompts on the current image.
 
-        point_coords (N, 2) pixel (x, y) with point_labels (N,) (1 foreground, 0 background),
-        or (B, N, 2) / (B, N) for B objects at once; box (4,) or (B, 4) as x0, y0, x1, y1;
+        point_coords (P, 2) pixel (x, y) with point_labels (P,) (1 foreground, 0 background),
+        or (B, P, 2) / (B, P) for B objects at once; box (4,) or (B, 4) as x0, y0, x1, y1;
         mask_input (1, 4E, 4E) low-res logits from a previous call.
-        Returns masks (M, H, W) (bool, or float logits with return_logits), IoU predictions (M,)
-        and low-res logits (M, 4E, 4E); with B objects each gets a leading B axis.
+        Returns masks (K, H, W) (bool, or float logits with return_logits), IoU predictions (K,)
+        and low-res logits (K, 4E, 4E); with B objects each gets a leading B axis.
         """
         self._require_image()
         coords = labels = boxes = masks_in = None

@@ -205,7 +205,6 @@ class MqttLink:
         self._status = StatusMessage(stream=stream, state="online")
         self.status_now = status_now
         self._task: asyncio.Task | None = None
-        self._connected = asyncio.Event()
 
     # -- outgoing ---------------------------------------------------------------------------
 
@@ -300,7 +299,6 @@ class MqttLink:
                 log.warning("MQTT %s: connection lost (%s), retrying in %.1f s", self.stream, e, delay)
             finally:
                 self.stats.connected = False
-                self._connected.clear()
             if self._closing:
                 break
             await asyncio.sleep(delay)
@@ -313,7 +311,6 @@ class MqttLink:
         topic, payload = self._announcement()
         await client.publish(topic, payload, qos=1, retain=True)
         self.stats.connected = True
-        self._connected.set()
         receiver = asyncio.create_task(self._receive(client))
         try:
             while True:
@@ -341,13 +338,6 @@ class MqttLink:
             if not isinstance(payload, (bytes, bytearray)):
                 payload = b"" if payload is None else str(payload).encode()
             self.inbox.submit(payload)
-
-    async def wait_connected(self, timeout: float) -> bool:
-        try:
-            await asyncio.wait_for(self._connected.wait(), timeout)
-            return True
-        except asyncio.TimeoutError:
-            return False
 
     async def close(self) -> int:
         """Sends what is buffered (up to `flush_timeout`), then disconnects; returns how many messages were lost."""

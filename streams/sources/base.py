@@ -104,10 +104,6 @@ class FrameSource(ABC):
         """Blocking: yields (pts seconds, HxWx3 uint8 RGB), or `Skipped` for a frame that cannot be decoded,
         until the source ends or `self._stop` is set."""
 
-    @property
-    def stopping(self) -> bool:
-        return self._stop.is_set()
-
     def _status(self, state: str, detail: str = "") -> None:
         self._on_status(state, detail)
 

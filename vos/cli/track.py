@@ -25,13 +25,7 @@ from vos.cli.options import (
     web_from_args,
 )
 from vos.config import ModelSettings, TrackerConfig
-from vos.engine.settings import (
-    EngineConfig,
-    RaySettings,
-    StreamPrompt,
-    StreamSettings,
-    load_engine_config,
-)
+from vos.engine.settings import EngineConfig, RaySettings, StreamPrompt, StreamSettings, load_engine_config
 from vos.errors import ConfigError, SourceUnavailable
 from vos.streams.label_map import read_mask_png
 from vos.streams.messages import Rle

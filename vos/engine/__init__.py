@@ -10,8 +10,9 @@ Names are imported on first use, so `vos.engine.settings` stays light.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from vos.lazy import lazy_exports
 
 _EXPORTS = {
     "Engine": "vos.engine.engine",
@@ -28,10 +29,4 @@ if TYPE_CHECKING:
     from vos.engine.stream import StreamReport, StreamStats
 
 
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'vos.engine' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

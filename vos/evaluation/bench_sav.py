@@ -25,13 +25,7 @@ from tqdm import tqdm
 
 from vos.config import ModelSettings, TrackerConfig
 from vos.engine.settings import RaySettings
-from vos.evaluation.bench import (
-    IMAGE_SUFFIX,
-    BenchError,
-    BenchResult,
-    mask_job,
-    track_benchmark,
-)
+from vos.evaluation.bench import IMAGE_SUFFIX, BenchError, BenchResult, mask_job, track_benchmark
 from vos.evaluation.metrics import png_stems, read_mask, short_list
 from vos.evaluation.sav import evaluate_sav
 from vos.modeling.sam2 import SAM2Model

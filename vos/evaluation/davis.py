@@ -22,15 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from vos.evaluation import EvaluationError
-from vos.evaluation.metrics import (
-    N_VALUES,
-    FramePair,
-    ids_lut,
-    png_stems,
-    read_mask,
-    score_pairs,
-    short_list,
-)
+from vos.evaluation.metrics import N_VALUES, FramePair, ids_lut, png_stems, read_mask, score_pairs, short_list
 
 RESOLUTION = "480p"
 VOID_LABEL = 255

@@ -24,14 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from vos.evaluation import EvaluationError
-from vos.evaluation.metrics import (
-    FramePair,
-    FrameScores,
-    binary_lut,
-    png_stems,
-    score_pairs,
-    short_list,
-)
+from vos.evaluation.metrics import FramePair, FrameScores, binary_lut, png_stems, score_pairs, short_list
 
 SCORE_SCALE = 100.0
 """SA-V reports scores in percent."""

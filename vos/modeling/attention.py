@@ -10,7 +10,7 @@ QUERY_ROWS = 1024  # bf16 CPU attention: query rows per score block
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """softmax(Q K^T / sqrt(d)) V per head: q (..., Nq, d), k and v (..., Nk, d) -> (..., Nq, d).
+    """softmax(Q K^T / sqrt(D)) V per head: q (..., Nq, D), k and v (..., Nk, D) -> (..., Nq, D).
 
     Fused SDPA, except for bfloat16 on the CPU: there SDPA's kernel reaches about a quarter
     of the bf16 matrix-multiply rate, so the scores are made by matmuls, QUERY_ROWS queries at
@@ -47,7 +47,7 @@ class Attention(nn.Module):
         self.out_proj = nn.Linear(self.internal_dim, embedding_dim)
 
     def split_heads(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, N, C) -> (B, heads, N, C / heads)."""
+        """(B, N, C) -> (B, heads, N, D)."""
         b, n, c = x.shape
         return x.reshape(b, n, self.num_heads, c // self.num_heads).transpose(1, 2)
 
@@ -55,7 +55,7 @@ class Attention(nn.Module):
         return self.split_heads(self.q_proj(q)), self.split_heads(self.k_proj(k)), self.split_heads(self.v_proj(v))
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """Per-head inputs (B, heads, N, d) -> output projection of the merged heads (B, Nq, C)."""
+        """Per-head inputs (B, heads, N, D) -> output projection of the merged heads (B, Nq, C)."""
         out = attention(q, k, v)
         b, h, n, d = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(b, n, h * d))

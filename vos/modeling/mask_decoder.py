@@ -22,9 +22,9 @@ DEFAULT_OBJECT_SCORE_LOGIT = 10.0
 
 
 class DecoderOutput(NamedTuple):
-    masks: torch.Tensor  # (B, M, 4E, 4E) mask logits; M = 3 with multimask output, else 1
-    iou_pred: torch.Tensor  # (B, M)
-    sam_tokens: torch.Tensor  # (B, M or 1, C) output tokens used for object pointers
+    masks: torch.Tensor  # (B, K, 4E, 4E) mask logits
+    iou_pred: torch.Tensor  # (B, K)
+    sam_tokens: torch.Tensor  # (B, K or 1, C) output tokens used for object pointers
     object_score_logits: torch.Tensor  # (B, 1)
 
 
@@ -145,7 +145,7 @@ class MaskDecoder(nn.Module):
         return masks, iou_pred, mask_tokens_out, object_score_logits
 
     def stability_scores(self, mask_logits: torch.Tensor) -> torch.Tensor:
-        """IoU between the masks thresholded at +delta and -delta: (B, M, H, W) -> (B, M)."""
+        """IoU between the masks thresholded at +delta and -delta: (B, K, H, W) -> (B, K)."""
         flat = mask_logits.flatten(-2)
         delta = self.cfg.dynamic_multimask_stability_delta
         area_i = torch.sum(flat > delta, dim=-1).float()

@@ -5,8 +5,7 @@ to the memory tokens (spatial memories of past frames, then object pointers), an
 MLP. Spatial tokens carry 2-D RoPE; object-pointer tokens (the last
 `num_k_exclude_rope` keys) do not.
 
-Shape letters: B objects, N = E*E tokens of the current frame, M memory tokens, C model
-width, C_mem memory width, H heads, D = C / H channels per head.
+Shapes: see `vos.modeling`; N = E*E tokens of the current frame, M memory tokens.
 
 Two exact savings over attending to freshly projected memory (equal up to float rounding):
 - The keys of a memory token depend only on that token, so they are projected and rotated
@@ -44,7 +43,7 @@ _scratch = threading.local()  # per thread: the score block, reused across calls
 class ProjectedMemory:
     """Memory tokens as every layer's cross-attention reads them.
 
-    keys: per layer (B, H, M, D), spatial tokens rotated (RoPE) and without their temporal-slot
+    keys: per layer (B, heads, M, D), spatial tokens rotated (RoPE) and without their temporal-slot
     term; tokens: (B, M, C_mem) float32, the values' input.
     """
 
@@ -66,7 +65,7 @@ def _score_buffer(rows: int, cols: int, dtype: torch.dtype, device: torch.device
 
 
 def _mix_rows(q: torch.Tensor, keys: torch.Tensor, tokens: torch.Tensor, out: torch.Tensor, scores: torch.Tensor) -> None:
-    """out (R, C_mem) float32 = softmax(q keys^T) tokens for q (R, D) already scaled, keys (M, D), tokens (M, C_mem).
+    """out (N, C_mem) float32 = softmax(q keys^T) tokens for q (N, D) already scaled, keys (M, D), tokens (M, C_mem).
 
     Online softmax over blocks of KEY_BLOCK keys: each block's scores are made, exponentiated
     and mixed while in cache; what earlier blocks added is rescaled when a row's maximum grows.
@@ -99,7 +98,8 @@ def _mix_rows(q: torch.Tensor, keys: torch.Tensor, tokens: torch.Tensor, out: to
 
 @torch.compiler.disable
 def mix_tokens(queries: torch.Tensor, keys: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """softmax(Q K^T / sqrt(D)) X per head: queries (B, H, N, D), keys (B, H, M, D), tokens (B, M, C_mem) -> (B, H, N, C_mem).
+    """softmax(Q K^T / sqrt(D)) X per head: queries (B, heads, N, D), keys (B, heads, M, D), tokens (B, M, C_mem)
+    -> (B, heads, N, C_mem).
 
     Equal to attention up to float rounding; blocked over queries and keys so that no (N, M)
     score matrix goes through memory (25-40 % faster than whole score rows on a 2-core AVX2 CPU).
@@ -132,7 +132,7 @@ class RoPEAttention(Attention):
         self.register_buffer("rope_sin", sin.to(device), persistent=False)
 
     def queries(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, N, C) tokens of one frame -> rotated per-head queries (B, H, N, D)."""
+        """(B, N, C) tokens of one frame -> rotated per-head queries (B, heads, N, D)."""
         n = x.shape[-2]
         if self.rope_cos.shape[0] != n:
             side = math.isqrt(n)
@@ -142,7 +142,7 @@ class RoPEAttention(Attention):
         return apply_rope(self.split_heads(self.q_proj(x)), self.rope_cos, self.rope_sin)
 
     def project_keys(self, k: torch.Tensor, rotate: bool) -> torch.Tensor:
-        """Key inputs (B, M, C_kv) -> per-head keys (B, H, M, D), rotated if `rotate`.
+        """Key inputs (B, M, C_kv) -> per-head keys (B, heads, M, D), rotated if `rotate`.
 
         Rotated keys are a whole number of frames of the grid the queries last had.
         """
@@ -150,10 +150,11 @@ class RoPEAttention(Attention):
         return apply_rope(keys, self.rope_cos, self.rope_sin) if rotate else keys
 
     def attend_tokens(self, queries: torch.Tensor, keys: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        """Cross-attention: per-head queries (B, H, N, D), keys (B, H, M, D) and the values' input tokens (B, M, C_kv) -> (B, N, C)."""
+        """Cross-attention: per-head queries (B, heads, N, D), keys (B, heads, M, D) and the values' input tokens
+        (B, M, C_kv) -> (B, N, C)."""
         if queries.device.type != "cpu":
             return self.attend(queries, keys, self.split_heads(self.v_proj(tokens)))
-        mixed = mix_tokens(queries, keys, tokens)  # (B, H, N, C_kv)
+        mixed = mix_tokens(queries, keys, tokens)  # (B, heads, N, C_kv)
         h, d = self.num_heads, self.internal_dim // self.num_heads
         weight = self.v_proj.weight.view(h, d, -1)
         values = torch.einsum("bhnc,hdc->bnhd", mixed, weight.to(mixed.dtype)) + self.v_proj.bias.view(h, d)
@@ -180,9 +181,9 @@ class MemoryAttentionLayer(nn.Module):
         self.activation = {"relu": F.relu_, "gelu": F.gelu}[cfg.activation]
 
     def forward(self, tgt: torch.Tensor, query_pos: torch.Tensor, keys: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        """tgt (B', N, C) with query_pos (1, N, C); keys (B, H, M, D), value tokens (B, M, C_mem) -> (B, N, C).
+        """tgt (B or 1, N, C) with query_pos (1, N, C); keys (B, heads, M, D), value tokens (B, M, C_mem) -> (B, N, C).
 
-        B' is B, or 1 when every object starts from the same features (the first layer): then
+        One `tgt` row when every object starts from the same features (the first layer): then
         everything up to the cross-attention's queries runs once, for all objects.
         """
         x = self.norm1(tgt)
@@ -220,7 +221,7 @@ class MemoryAttention(nn.Module):
     def slot_keys(self, slot_pos: torch.Tensor, num_tokens: int) -> list[torch.Tensor] | None:
         """What a temporal-slot embedding adds to the keys of a frame's tokens, per layer.
 
-        slot_pos (T, C_mem) -> per layer (T, H, N, D): the rotated key projection of the
+        slot_pos (T, C_mem) -> per layer (T, heads, N, D): the rotated key projection of the
         embedding alone (no bias), N = num_tokens grid positions. None when keys take no position.
         """
         if not self.cfg.pos_enc_at_cross_attn_keys:
@@ -242,26 +243,3 @@ class MemoryAttention(nn.Module):
         for layer, keys in zip(self.layers, memory.keys):
             out = layer(out, curr_pos, keys, memory.tokens)
         return self.norm(out)
-
-    def attend_to(
-        self, curr: torch.Tensor, memory: torch.Tensor, curr_pos: torch.Tensor, memory_pos: torch.Tensor, num_obj_ptr_tokens: int = 0
-    ) -> torch.Tensor:
-        """Meta's interface, sequence-first: curr (N, B, C), memory (M, B, C_mem) with positions -> (N, B, C).
-
-        Every memory token is projected on the spot; the last `num_obj_ptr_tokens` are object pointers.
-        """
-        if curr.shape[1] != memory.shape[1]:
-            raise ValueError("current features and memory must have the same batch size")
-        memory, memory_pos = memory.transpose(0, 1), memory_pos.transpose(0, 1)
-        num_spatial = memory.shape[1] - num_obj_ptr_tokens
-        parts = []
-        if num_spatial:
-            parts.append(self.project_memory(memory[:, :num_spatial], memory_pos[:, :num_spatial], rotate=True))
-        if num_obj_ptr_tokens:
-            parts.append(self.project_memory(memory[:, num_spatial:], memory_pos[:, num_spatial:], rotate=False))
-        projected = ProjectedMemory(
-            [torch.cat(ks, dim=2) for ks in zip(*(p.keys for p in parts))], torch.cat([p.tokens for p in parts], dim=1)
-        )
-        curr, curr_pos = curr.transpose(0, 1), curr_pos.transpose(0, 1)
-        out = torch.stack([self(curr[i : i + 1], curr_pos[i : i + 1], projected[i]) for i in range(curr.shape[0])])
-        return out[:, 0].transpose(0, 1)

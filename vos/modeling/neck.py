@@ -11,7 +11,7 @@ from vos.modeling.position_encoding import PositionEmbeddingSine
 
 
 class FpnNeck(nn.Module):
-    """Stage maps (highest resolution first) -> (features, position encodings), both (B, d_model, H_i, W_i)."""
+    """Stage maps (highest resolution first) -> (features, position encodings), both (B, C, H_i, W_i), C = d_model."""
 
     def __init__(self, cfg: NeckConfig, backbone_channel_list: list[int]) -> None:
         super().__init__()

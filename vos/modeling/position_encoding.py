@@ -18,12 +18,12 @@ def _sine_frequencies(num_feats: int, temperature: float, device: torch.device) 
 
 
 def _interleave_sin_cos(angles: torch.Tensor) -> torch.Tensor:
-    """(..., D) angles -> (..., D): sin on even channels, cos on odd channels."""
+    """(..., C) angles -> (..., C): sin on even channels, cos on odd channels."""
     return torch.stack((angles[..., 0::2].sin(), angles[..., 1::2].cos()), dim=-1).flatten(-2)
 
 
 class PositionEmbeddingSine(nn.Module):
-    """Normalized 2-D sine encoding of a (B, C', H, W) map -> (B, num_pos_feats, H, W), cached per size."""
+    """Normalized 2-D sine encoding of a (B, C, H, W) map -> (B, num_pos_feats, H, W), cached per size."""
 
     def __init__(self, num_pos_feats: int, temperature: float = SINE_TEMPERATURE, scale: float = 2 * math.pi):
         super().__init__()
@@ -76,7 +76,7 @@ class PositionEmbeddingRandom(nn.Module):
         return self._encode(torch.stack([x, y], dim=-1)).permute(2, 0, 1)
 
     def forward_with_coords(self, coords: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
-        """(B, N, 2) pixel (x, y) coords of an (H, W) image -> (B, N, C)."""
+        """(B, P, 2) pixel (x, y) coords of an (H, W) image -> (B, P, C)."""
         coords = coords.clone()
         coords[:, :, 0] = coords[:, :, 0] / image_size[1]
         coords[:, :, 1] = coords[:, :, 1] / image_size[0]

@@ -27,8 +27,8 @@ def prepend_box(
 class PromptEncoder(nn.Module):
     """Encodes prompts for the mask decoder.
 
-    Points are (B, N, 2) pixel coordinates in the model's input frame (image_size x image_size)
-    with (B, N) labels; masks are (B, 1, 4E, 4E) logits for an E x E image embedding.
+    Points are (B, P, 2) pixel coordinates in the model's input frame (S x S) with (B, P)
+    labels; masks are (B, 1, 4E, 4E) logits for an E x E image embedding.
     """
 
     def __init__(self, embed_dim: int, image_embedding_size: int, image_size: int, mask_in_chans: int) -> None:

@@ -49,10 +49,10 @@ class BackboneOutput(NamedTuple):
 
 
 class SamHeadsOutput(NamedTuple):
-    low_res_multimasks: torch.Tensor  # (B, M, 4E, 4E)
-    high_res_multimasks: torch.Tensor  # (B, M, S, S)
-    ious: torch.Tensor  # (B, M)
-    low_res_masks: torch.Tensor  # (B, 1, 4E, 4E), the best of the M
+    low_res_multimasks: torch.Tensor  # (B, K, 4E, 4E)
+    high_res_multimasks: torch.Tensor  # (B, K, S, S)
+    ious: torch.Tensor  # (B, K)
+    low_res_masks: torch.Tensor  # (B, 1, 4E, 4E), the best of the K
     high_res_masks: torch.Tensor  # (B, 1, S, S)
     obj_ptr: torch.Tensor  # (B, C)
     object_score_logits: torch.Tensor  # (B, 1)
@@ -163,7 +163,7 @@ class SAM2Model(nn.Module):
         """Prompt encoder + mask decoder on (B, C, E, E) features, as in video tracking.
 
         point_coords (B, P, 2) in input-frame pixels with labels (B, P); mask_inputs
-        (B, 1, h, w) logits or binary, resized to the decoder's mask-input size when needed.
+        (B, 1, H, W) logits or binary, resized to the decoder's mask-input size when needed.
         Masks of frames whose object score is negative are replaced by NO_OBJ_SCORE.
         """
         b = backbone_features.shape[0]
@@ -295,7 +295,7 @@ class SAM2Model(nn.Module):
         return self.memory_attention.project_memory(tokens, pos.flatten(2).transpose(1, 2), rotate=True)
 
     def _slot_keys(self, dtype: torch.dtype, num_tokens: int) -> list[torch.Tensor] | None:
-        """Per layer (num_maskmem, H, N, D): what each temporal slot adds to a frame's keys; None when keys take no position.
+        """Per layer (T, heads, N, D): what each temporal slot adds to a frame's keys; None when keys take no position.
 
         Kept while the weights it is made of do not change.
         """
@@ -365,7 +365,7 @@ class SAM2Model(nn.Module):
         """(temporal distance, (B, C)) object pointers -> projected pointer tokens (C / C_mem tokens each)."""
         t, c = self.cfg.tracking, self.hidden_dim
         distances, ptrs = zip(*pointers)
-        ptrs = torch.stack(ptrs, dim=1).float()  # (B, P, C)
+        ptrs = torch.stack(ptrs, dim=1).float()  # (B, len(pointers), C)
         b = ptrs.shape[0]
         if t.add_tpos_enc_to_obj_ptrs:
             dist = torch.tensor(distances, device=ptrs.device, dtype=torch.float32) / max_ptr_distance

@@ -42,7 +42,7 @@ class TwoWayAttentionBlock(nn.Module):
 
 
 class TwoWayTransformer(nn.Module):
-    """image (B, C, H, W) + pe (B, C, H, W) + tokens (B, N, C) -> tokens (B, N, C), image tokens (B, HW, C)."""
+    """image (B, C, H, W) + pe (B, C, H, W) + tokens (B, N, C) -> tokens (B, N, C), image tokens (B, H*W, C)."""
 
     def __init__(self, depth: int, dim: int, num_heads: int, mlp_dim: int, downsample_rate: int) -> None:
         super().__init__()

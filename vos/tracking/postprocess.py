@@ -38,7 +38,7 @@ def fill_holes(logits: torch.Tensor, max_area: int) -> torch.Tensor:
 
 
 def non_overlapping(logits: torch.Tensor) -> torch.Tensor:
-    """(N, 1, H, W) logits of N objects -> each pixel stays positive for at most the highest-scoring object."""
+    """(B, 1, H, W) logits of B objects -> each pixel stays positive for at most the highest-scoring object."""
     if logits.shape[0] <= 1:
         return logits
     winner = torch.argmax(logits, dim=0, keepdim=True)

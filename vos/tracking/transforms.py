@@ -68,5 +68,5 @@ def to_input_frame(coords: torch.Tensor, hw: tuple[int, int], image_size: int) -
 
 
 def upscale_logits(logits: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
-    """(B, M, h, w) mask logits -> (B, M, H, W) at the original image size (bilinear)."""
+    """(B, K, H', W') mask logits -> (B, K, H, W) at the original image size (bilinear)."""
     return F.interpolate(logits.float(), size=hw, mode="bilinear", align_corners=False)

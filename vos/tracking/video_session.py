@@ -32,12 +32,7 @@ from vos.modeling.sam2 import SAM2Model
 from vos.streams.sources.frame_folder import FrameFolder
 from vos.streams.sources.video_file import VideoFile
 from vos.tracking.prompts import Prompt
-from vos.tracking.segmenter import (
-    FrameFeatures,
-    FrameSegmenter,
-    ObjectRequest,
-    ObjectStep,
-)
+from vos.tracking.segmenter import FrameFeatures, FrameSegmenter, ObjectRequest, ObjectStep
 from vos.tracking.tracker import TrackResult
 
 
