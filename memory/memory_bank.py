@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 class FrameMemory:
     """What one frame leaves for later frames of one object."""
 
-    features: torch.Tensor | None  # (C_mem, E, E), stored in bfloat16 as Meta's predictor does
+    features: torch.Tensor | None  # (C_mem, E, E), or (L, C_mem) perceiver latents; bfloat16 as Meta's predictor
     obj_ptr: torch.Tensor  # (C,)
     # The features as memory attention reads them (B = 1), made once when first needed; dropped with the features.
     projected: ProjectedMemory | None = None

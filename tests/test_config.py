@@ -13,11 +13,14 @@ def test_every_shipped_config_validates(name):
     cfg = load_config(name)
     assert cfg.name == name
     assert cfg.checkpoint is not None and cfg.checkpoint.url.endswith(cfg.checkpoint.filename)
-    assert cfg.trunk.channel_list[-1] == cfg.trunk.embed_dim
+    first_stage = cfg.trunk.embed_dim if cfg.trunk.kind == "hiera" else cfg.trunk.embed_dims[0]
+    assert cfg.trunk.channel_list[-1] == first_stage
 
 
-def test_eight_models_ship():
-    assert len(vos.available_models()) == 8
+def test_every_family_ships():
+    names = vos.available_models()
+    assert len([n for n in names if n.startswith(("sam2_", "sam2.1_"))]) == 8 and "edgetam" in names
+    assert load_config("edgetam").trunk.kind == "repvit" and load_config("edgetam").perceiver is not None
 
 
 @pytest.mark.parametrize("size, embed, mask_in", [(1024, 64, 256), (512, 32, 128)])

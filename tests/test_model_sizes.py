@@ -10,11 +10,11 @@ import pytest
 import torch
 
 import vos
-from tests.conftest import build_meta, read_frame, save_meta_checkpoint
+from tests.conftest import META_CONFIGS, build_meta, read_frame, save_meta_checkpoint
 from tests.meta_reference import meta_image_features, meta_predict
 from vos.tracking.transforms import preprocess_image
 
-OTHER_MODELS = [n for n in vos.available_models() if n != "sam2.1_hiera_t"]
+OTHER_MODELS = [n for n in META_CONFIGS if n != "sam2.1_hiera_t"]  # Meta's; EdgeTAM: tests/test_edgetam.py
 
 
 @pytest.mark.parametrize("name", OTHER_MODELS)

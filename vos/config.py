@@ -7,8 +7,9 @@ on `image_size` (feature sizes, prompt-encoder grid, mask-input size) is derived
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -28,7 +29,7 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class TrunkConfig(_Strict):
+class HieraConfig(_Strict):
     """Hiera trunk (Ryali et al. 2023, with the windowed absolute position embedding of Bolya et al.)."""
 
     kind: Literal["hiera"] = "hiera"  # the trunk module (`vos.modeling.trunks`)
@@ -48,7 +49,7 @@ class TrunkConfig(_Strict):
     mlp_ratio: float = 4.0
 
     @model_validator(mode="after")
-    def _check(self) -> "TrunkConfig":
+    def _check(self) -> HieraConfig:
         if len(self.stages) != len(self.window_spec):
             raise ValueError("stages and window_spec must have the same length")
         if not 0 <= self.q_pool <= len(self.stages) - 1:
@@ -63,6 +64,25 @@ class TrunkConfig(_Strict):
             dims.append(dim)
             dim = int(dim * self.dim_mul)
         return dims[::-1]
+
+
+class RepViTConfig(_Strict):
+    """RepViT trunk (Wang et al. 2024), EdgeTAM's: timm's `repvit_m1` by default."""
+
+    kind: Literal["repvit"] = "repvit"
+    embed_dims: tuple[int, ...] = (48, 96, 192, 384)
+    depths: tuple[int, ...] = (2, 2, 14, 2)
+    mlp_ratio: int = 2
+    kernel_size: int = 3
+
+    @property
+    def channel_list(self) -> list[int]:
+        """Output channels per stage, lowest resolution first (the FPN neck's order)."""
+        return list(self.embed_dims[::-1])
+
+
+TrunkConfig = Annotated[Union[HieraConfig, RepViTConfig], Field(discriminator="kind")]
+"""The image-encoder trunk, by `kind` (`hiera` when a config does not say)."""
 
 
 class NeckConfig(_Strict):
@@ -138,6 +158,30 @@ class MemoryEncoderConfig(_Strict):
     fuser_kernel_size: int = 7
     fuser_padding: int = 3
     fuser_layer_scale_init_value: float = 1e-6
+
+
+class PerceiverConfig(_Strict):
+    """EdgeTAM's spatial perceiver: a memory frame's (C_mem, E, E) map -> `num_latents` global latents (attending to
+    the whole map, no position) then `num_latents_2d` 2-D latents (each attending to its window of the map)."""
+
+    depth: int = 2
+    dim_head: int = 64
+    heads: int = 1
+    ff_mult: int = 4
+    num_latents: int = 256
+    num_latents_2d: int = 256
+    use_self_attn: bool = True
+
+    @property
+    def grid(self) -> int:
+        """Side of the 2-D latents' grid."""
+        return math.isqrt(self.num_latents_2d)
+
+    @model_validator(mode="after")
+    def _square(self) -> PerceiverConfig:
+        if self.grid**2 != self.num_latents_2d:
+            raise ValueError(f"num_latents_2d must be a square number, got {self.num_latents_2d}")
+        return self
 
 
 class TrackingConfig(_Strict):
@@ -250,7 +294,8 @@ class ModelConfig(_Strict):
     name: str
     image_size: int = 1024
     backbone_stride: int = 16
-    trunk: TrunkConfig = Field(default_factory=TrunkConfig)
+    trunk: TrunkConfig = Field(default_factory=HieraConfig)
+    perceiver: PerceiverConfig | None = None  # EdgeTAM: memory frames compressed to latents
     neck: NeckConfig = Field(default_factory=NeckConfig)
     prompt_encoder: PromptEncoderConfig = Field(default_factory=PromptEncoderConfig)
     mask_decoder: MaskDecoderConfig = Field(default_factory=MaskDecoderConfig)
@@ -258,6 +303,11 @@ class ModelConfig(_Strict):
     memory_encoder: MemoryEncoderConfig = Field(default_factory=MemoryEncoderConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     checkpoint: CheckpointInfo | None = None
+
+    @field_validator("trunk", mode="before")
+    @classmethod
+    def _hiera_by_default(cls, v: Any) -> Any:
+        return {"kind": "hiera", **v} if isinstance(v, dict) else v
 
     @field_validator("image_size")
     @classmethod

@@ -118,13 +118,28 @@ def mix_tokens(queries: torch.Tensor, keys: torch.Tensor, tokens: torch.Tensor) 
     return out.to(dtype)
 
 
-class RoPEAttention(Attention):
-    """Attention with 2-D RoPE on queries and on the keys of spatial tokens."""
+@dataclass(frozen=True)
+class KeyLayout:
+    """How the keys of one memory frame are rotated: its first `unrotated` tokens not at all, the rest on a `grid` x
+    `grid` grid (None: the queries' grid). SAM 2: all E*E tokens on the queries' grid; EdgeTAM: the perceiver's global
+    latents unrotated, its 2-D latents on their G x G grid."""
 
-    def __init__(self, *args, rope_theta: float, feat_size: int, **kwargs) -> None:
+    unrotated: int = 0
+    grid: int | None = None
+
+
+class RoPEAttention(Attention):
+    """Attention with 2-D RoPE on queries and on the keys of spatial tokens (laid out as `key_layout` says)."""
+
+    def __init__(self, *args, rope_theta: float, feat_size: int, key_layout: KeyLayout = KeyLayout(), **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.rope_theta = rope_theta
+        self.key_layout = key_layout
         self._set_tables(feat_size)
+        if key_layout.grid is not None:
+            cos, sin = axial_rope_tables(self.internal_dim // self.num_heads, key_layout.grid, key_layout.grid, rope_theta)
+            self.register_buffer("key_cos", cos, persistent=False)
+            self.register_buffer("key_sin", sin, persistent=False)
 
     def _set_tables(self, side: int, device: torch.device | None = None) -> None:
         cos, sin = axial_rope_tables(self.internal_dim // self.num_heads, side, side, self.rope_theta)
@@ -142,12 +157,19 @@ class RoPEAttention(Attention):
         return apply_rope(self.split_heads(self.q_proj(x)), self.rope_cos, self.rope_sin)
 
     def project_keys(self, k: torch.Tensor, rotate: bool) -> torch.Tensor:
-        """Key inputs (B, M, C_kv) -> per-head keys (B, heads, M, D), rotated if `rotate`.
-
-        Rotated keys are a whole number of frames of the grid the queries last had.
-        """
+        """Key inputs (B, M, C_kv) -> per-head keys (B, heads, M, D), rotated (`rotate_frame`) if `rotate`."""
         keys = self.split_heads(self.k_proj(k))
-        return apply_rope(keys, self.rope_cos, self.rope_sin) if rotate else keys
+        return self.rotate_frame(keys) if rotate else keys
+
+    def rotate_frame(self, keys: torch.Tensor) -> torch.Tensor:
+        """Per-head keys (..., M, D) of one memory frame, rotated as `key_layout` says (the grid the queries last
+        had when it names none; then M may be a whole number of frames)."""
+        layout = self.key_layout
+        if layout.grid is None and not layout.unrotated:
+            return apply_rope(keys, self.rope_cos, self.rope_sin)
+        cos, sin = (self.key_cos, self.key_sin) if layout.grid is not None else (self.rope_cos, self.rope_sin)
+        rotated = apply_rope(keys[..., layout.unrotated :, :], cos, sin)
+        return torch.cat((keys[..., : layout.unrotated, :], rotated), dim=-2)
 
     def attend_tokens(self, queries: torch.Tensor, keys: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """Cross-attention: per-head queries (B, heads, N, D), keys (B, heads, M, D) and the values' input tokens
@@ -166,13 +188,14 @@ class RoPEAttention(Attention):
 
 
 class MemoryAttentionLayer(nn.Module):
-    def __init__(self, cfg: MemoryAttentionConfig, d_model: int, mem_dim: int, feat_size: int) -> None:
+    def __init__(self, cfg: MemoryAttentionConfig, d_model: int, mem_dim: int, feat_size: int, key_layout: KeyLayout) -> None:
         super().__init__()
         self.cfg = cfg
         self.self_attn = RoPEAttention(d_model, cfg.num_heads, rope_theta=cfg.rope_theta, feat_size=feat_size)
         self.cross_attn_image = RoPEAttention(
-            d_model, cfg.num_heads, kv_in_dim=mem_dim, rope_theta=cfg.rope_theta, feat_size=feat_size
-        )
+            d_model, cfg.num_heads, kv_in_dim=mem_dim, rope_theta=cfg.rope_theta, feat_size=feat_size,
+            key_layout=key_layout,
+        )  # fmt: skip
         self.linear1 = nn.Linear(d_model, cfg.dim_feedforward)
         self.linear2 = nn.Linear(cfg.dim_feedforward, d_model)
         self.norm1 = nn.LayerNorm(d_model)
@@ -201,19 +224,21 @@ class MemoryAttentionLayer(nn.Module):
 class MemoryAttention(nn.Module):
     """Current-frame tokens + projected memory -> memory-conditioned tokens."""
 
-    def __init__(self, cfg: MemoryAttentionConfig, d_model: int, mem_dim: int, feat_size: int) -> None:
+    def __init__(
+        self, cfg: MemoryAttentionConfig, d_model: int, mem_dim: int, feat_size: int, key_layout: KeyLayout = KeyLayout()
+    ) -> None:
         super().__init__()
         self.cfg = cfg
         self.pos_enc_at_input = cfg.pos_enc_at_input
         self.layers = nn.ModuleList(
-            MemoryAttentionLayer(cfg, d_model, mem_dim, feat_size) for _ in range(cfg.num_layers)
+            MemoryAttentionLayer(cfg, d_model, mem_dim, feat_size, key_layout) for _ in range(cfg.num_layers)
         )
         self.norm = nn.LayerNorm(d_model)
 
     def project_memory(self, memory: torch.Tensor, memory_pos: torch.Tensor | None, rotate: bool) -> ProjectedMemory:
         """Memory tokens (B, M, C_mem) and their key position encodings (B or 1, M, C_mem) -> every layer's keys.
 
-        `rotate`: spatial tokens (a whole number of frames, keys get RoPE) or object pointers (no RoPE).
+        `rotate`: spatial tokens of one frame (keys get RoPE as the layout says) or object pointers (no RoPE).
         """
         key_in = memory if memory_pos is None or not self.cfg.pos_enc_at_cross_attn_keys else memory + memory_pos
         return ProjectedMemory([layer.cross_attn_image.project_keys(key_in, rotate) for layer in self.layers], memory.float())
@@ -231,7 +256,7 @@ class MemoryAttention(nn.Module):
             attn = layer.cross_attn_image
             slot_k = F.linear(slot_pos, attn.k_proj.weight.to(slot_pos.dtype))
             k = attn.split_heads(slot_k[:, None].expand(-1, num_tokens, -1))
-            out.append(apply_rope(k, attn.rope_cos, attn.rope_sin))
+            out.append(attn.rotate_frame(k))
         return out
 
     def forward(self, curr: torch.Tensor, curr_pos: torch.Tensor, memory: ProjectedMemory) -> torch.Tensor:

@@ -22,8 +22,9 @@ from vos.errors import ConfigError
 from vos.modeling.common import MLP, weights_key
 from vos.modeling.image_encoder import ImageEncoder
 from vos.modeling.mask_decoder import MaskDecoder
-from vos.modeling.memory_attention import MemoryAttention, ProjectedMemory
+from vos.modeling.memory_attention import KeyLayout, MemoryAttention, ProjectedMemory
 from vos.modeling.memory_encoder import MemoryEncoder
+from vos.modeling.perceiver import SpatialPerceiver
 from vos.modeling.position_encoding import sine_encoding_1d
 from vos.modeling.prompt_encoder import LABEL_PAD, PromptEncoder
 
@@ -69,7 +70,12 @@ class SAM2Model(nn.Module):
         self.image_size = cfg.image_size
 
         self.image_encoder = ImageEncoder(cfg)
-        self.memory_attention = MemoryAttention(cfg.memory_attention, d, self.mem_dim, cfg.image_embedding_size)
+        key_layout = KeyLayout()
+        self.spatial_perceiver = None
+        if cfg.perceiver is not None:
+            self.spatial_perceiver = SpatialPerceiver(self.mem_dim, cfg.perceiver)
+            key_layout = KeyLayout(unrotated=cfg.perceiver.num_latents, grid=cfg.perceiver.grid)
+        self.memory_attention = MemoryAttention(cfg.memory_attention, d, self.mem_dim, cfg.image_embedding_size, key_layout)
         self.memory_encoder = MemoryEncoder(d, cfg.memory_encoder)
 
         self.maskmem_tpos_enc = nn.Parameter(torch.zeros(t.num_maskmem, 1, 1, self.mem_dim))
@@ -268,7 +274,8 @@ class SAM2Model(nn.Module):
         object_score_logits: torch.Tensor,
         binarize: bool | torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """A frame's memory: features (B or 1, C, E, E) + mask logits (B, 1, 4E, 4E) -> (B, C_mem, E, E) and its pos enc.
+        """A frame's memory: features (B or 1, C, E, E) + mask logits (B, 1, 4E, 4E) -> (B, C_mem, E, E) and its pos enc;
+        with a spatial perceiver (EdgeTAM), its latents (B, L, C_mem) and their positions (1, L, C_mem).
 
         The mask is upsampled to S x S, binarized (prompted frames; `binarize` is a bool or a
         (B,) bool tensor) or squashed by a sigmoid, then scaled; frames judged object-free
@@ -283,16 +290,22 @@ class SAM2Model(nn.Module):
         if self.no_obj_embed_spatial is not None:
             absent = 1 - (object_score_logits > 0).float()
             features = features + absent[..., None, None] * self.no_obj_embed_spatial[..., None, None]
+        if self.spatial_perceiver is not None:
+            return self.spatial_perceiver(features, pos[:1])
         return features, pos
 
     def project_memory(self, features: torch.Tensor) -> ProjectedMemory:
-        """Memory features (B, C_mem, E, E) of one frame -> what every memory-attention layer reads from them.
+        """Memory features of one frame (`encode_memory`'s: (B, C_mem, E, E), or a perceiver's (B, L, C_mem) latents)
+        -> what every memory-attention layer reads from them.
 
         Computed once per frame and object (`FrameMemory.projected`), not on every frame that reads it.
         """
-        pos = self.memory_encoder.position_encoding(features[:1])  # (1, C_mem, E, E)
-        tokens = features.float().flatten(2).transpose(1, 2)  # (B, N, C_mem)
-        return self.memory_attention.project_memory(tokens, pos.flatten(2).transpose(1, 2), rotate=True)
+        if self.spatial_perceiver is not None:
+            tokens, pos = features, self.spatial_perceiver.positions(features.device)  # (B, L, C_mem), (1, L, C_mem)
+        else:
+            pos = self.memory_encoder.position_encoding(features[:1]).flatten(2).transpose(1, 2)  # (1, E*E, C_mem)
+            tokens = features.flatten(2).transpose(1, 2)  # (B, E*E, C_mem)
+        return self.memory_attention.project_memory(tokens.float(), pos.float(), rotate=True)
 
     def _slot_keys(self, dtype: torch.dtype, num_tokens: int) -> list[torch.Tensor] | None:
         """Per layer (T, heads, N, D): what each temporal slot adds to a frame's keys; None when keys take no position.

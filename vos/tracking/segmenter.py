@@ -72,7 +72,7 @@ class ObjectStep:
     low_res_logits: torch.Tensor  # (1, 1, 4E, 4E) float32, holes filled (Meta's pred_masks)
     score: torch.Tensor  # (1, 1) object score logit
     obj_ptr: torch.Tensor  # (C,)
-    memory_features: torch.Tensor  # (C_mem, E, E) in MEMORY_DTYPE
+    memory_features: torch.Tensor  # (C_mem, E, E) or (L, C_mem) perceiver latents, in MEMORY_DTYPE
     conditioning: bool  # prompted: kept as a conditioning frame
     projected: ProjectedMemory  # memory_features as memory attention reads them
 

@@ -10,8 +10,9 @@ from torch import nn
 
 from vos.config import TrunkConfig
 from vos.modeling.trunks.hiera import Hiera
+from vos.modeling.trunks.repvit import RepViT
 
-TRUNKS: dict[str, type[nn.Module]] = {"hiera": Hiera}
+TRUNKS: dict[str, type[nn.Module]] = {"hiera": Hiera, "repvit": RepViT}
 
 
 def build_trunk(cfg: TrunkConfig) -> nn.Module:

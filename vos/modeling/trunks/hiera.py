@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vos.config import TrunkConfig
+from vos.config import HieraConfig
 from vos.modeling.attention import attention
 from vos.modeling.common import MLP, weights_key
 
@@ -138,7 +138,7 @@ class PatchEmbed(nn.Module):
 class Hiera(nn.Module):
     """(B, 3, S, S) image -> one (B, C_i, S/4/2^i, S/4/2^i) map per stage, highest resolution first."""
 
-    def __init__(self, cfg: TrunkConfig) -> None:
+    def __init__(self, cfg: HieraConfig) -> None:
         super().__init__()
         self.patch_embed = PatchEmbed(cfg.embed_dim, cfg.patch_kernel_size, cfg.patch_stride, cfg.patch_padding)
         self.pos_embed = nn.Parameter(torch.zeros(1, cfg.embed_dim, *cfg.window_pos_embed_bkg_spatial_size))

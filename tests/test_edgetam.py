@@ -1,0 +1,124 @@
+"""EdgeTAM in vos against EdgeTAM's own code (`edgetam-dimos==1.0.1`), run as an oracle in a process of its own.
+
+The reference builds EdgeTAM with random weights (seed 0; batch norms randomized, the object-score bias shifted
+so objects stay present: see tests/oracles/edgetam_reference.py) and saves them in its checkpoint format; vos
+loads that file. Compared: the image encoder (RepViT + FPN neck) and the spatial perceiver for two objects, then
+the streaming tracker against the reference's video predictor over a clip: two objects on frame 0 (a mask and a
+click), correction clicks later, every frame's video-resolution logits and object scores (<= 1e-3). Two
+objects need the reference's perceiver fix (`.view` -> `.reshape`), which the oracle applies.
+
+Both objects are corrected on the same frame: the reference's video predictor (SAM 2's of July 2024) runs all
+objects as one batch and makes a corrected frame a conditioning frame of every object, where vos (as Meta's
+sam2 1.1.0) makes it one of the corrected object only; with a correction for each, both mean the same.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import vos
+from tests.oracles.edgetam_reference import reference_env
+from tests.video_reference import LOGIT_TOL, centroid_click, ground_truth, write_clip
+
+REPO = Path(__file__).resolve().parents[1]
+REFS = REPO / ".refs"
+ORACLE = REPO / "tests" / "oracles" / "edgetam_reference.py"
+SIZE = 512
+FRAMES = 8
+CORRECTION_FRAME = 5
+MODULE_TOL = 1e-4
+
+
+def require_reference() -> None:
+    if not (REFS / "edgetam" / "sam2").is_dir() or not (REFS / "timm" / "timm").is_dir():
+        message = f"EdgeTAM's reference is not installed in {REFS}: run scripts/install-dev.sh"
+        if os.environ.get("CI", "").lower() not in ("", "0", "false"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def reference(davis_root: Path, tmp_path_factory) -> dict:
+    """The oracle's checkpoint and outputs, and the clip and prompts it tracked."""
+    require_reference()
+    out = tmp_path_factory.mktemp("edgetam")
+    frames_dir = out / "frames"
+    frames_dir.mkdir()
+    frames = write_clip(davis_root, "car-shadow", SIZE, frames_dir, n=FRAMES)
+    mask = ground_truth(davis_root, "car-shadow", 0, SIZE)
+    np.save(out / "mask.npy", mask)
+    click = [[SIZE * 0.2, SIZE * 0.8]]
+    target = centroid_click(ground_truth(davis_root, "car-shadow", CORRECTION_FRAME, SIZE)).tolist()
+    corrections = {1: {"points": target, "labels": [1]}, 2: {"points": target + click, "labels": [1, 0]}}
+    spec = {"out": str(out), "size": SIZE, "seed": 0, "frames": str(frames_dir), "mask": str(out / "mask.npy"),
+            "click": click, "correction_frame": CORRECTION_FRAME, "corrections": corrections}  # fmt: skip
+    (out / "spec.json").write_text(json.dumps(spec))
+    run = subprocess.run([sys.executable, str(ORACLE), str(out / "spec.json")], env=reference_env(REFS),
+                         capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-4000:]
+    return {"checkpoint": out / "edgetam.pt", "outputs": dict(np.load(out / "reference.npz")), "frames": frames,
+            "mask": mask, "click": np.array(click, np.float32), "corrections": corrections}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def model(reference: dict):
+    return vos.load_model("edgetam", checkpoint=reference["checkpoint"], image_size=SIZE)
+
+
+def test_the_checkpoint_picks_its_config_and_others_refuse_it(reference: dict):
+    assert vos.load_model(checkpoint=reference["checkpoint"], image_size=SIZE).cfg.name == "edgetam"
+    with pytest.raises(vos.CheckpointError, match="this looks like edgetam, not sam2.1_hiera_t"):
+        vos.load_model("sam2.1_hiera_t", checkpoint=reference["checkpoint"], image_size=SIZE)
+
+
+@torch.inference_mode()
+def test_image_encoder_and_perceiver_equal_the_reference(reference: dict, model):
+    ref = reference["outputs"]
+    feats, pos = model.image_encoder(torch.from_numpy(ref["image"]))
+    for i in range(3):
+        assert torch.allclose(feats[i], torch.from_numpy(ref[f"fpn_{i}"]), atol=MODULE_TOL, rtol=0), i
+        assert torch.allclose(pos[i], torch.from_numpy(ref[f"pos_{i}"]), atol=MODULE_TOL, rtol=0), i
+    maps = torch.from_numpy(ref["perceiver_in"])
+    assert maps.shape[0] == 2  # two objects: the reference needs its `.reshape` fix for this
+    latents, latents_pos = model.spatial_perceiver(maps, model.memory_encoder.position_encoding(maps[:1]))
+    assert torch.allclose(latents, torch.from_numpy(ref["perceiver_out"]), atol=MODULE_TOL, rtol=0)
+    assert torch.allclose(latents_pos.expand_as(latents), torch.from_numpy(ref["perceiver_pos"]), atol=MODULE_TOL, rtol=0)
+
+    # the comparison can fail: one RepViT weight changed moves the features
+    weight = model.image_encoder.trunk.body.stages_2.blocks[3].channel_mixer.conv1.c.weight
+    saved = weight.clone()
+    weight[0, 0] += 0.05
+    try:
+        moved = model.image_encoder(torch.from_numpy(ref["image"]))[0][-1]
+        assert not torch.allclose(moved, torch.from_numpy(ref["fpn_2"]), atol=MODULE_TOL, rtol=0)
+    finally:
+        weight.copy_(saved)
+
+
+@torch.inference_mode()
+def test_tracker_equals_the_reference_video_predictor(reference: dict, model):
+    ref = reference["outputs"]
+    tracker = vos.Tracker(model, fill_hole_area=0)
+    tracker.add_prompt(1, mask=reference["mask"])
+    tracker.add_prompt(2, points=reference["click"], labels=[1])
+    worst = 0.0
+    for f, frame in enumerate(reference["frames"]):
+        if f == CORRECTION_FRAME:
+            for obj_id, clicks in reference["corrections"].items():
+                tracker.add_prompt(obj_id, points=clicks["points"], labels=clicks["labels"])
+        result = tracker.step(frame)
+        logits, scores = ref[f"logits_{f}"], ref[f"scores_{f}"]
+        for k, obj_id in enumerate((1, 2)):
+            worst = max(worst, float(np.abs(result.logits[obj_id] - logits[k]).max()))
+            assert abs(result.scores[obj_id] - scores[k]) <= LOGIT_TOL, (f, obj_id, result.scores[obj_id], scores[k])
+            assert scores[k] > 0, (f, obj_id)  # present: real logits, not the constant of an absent object
+            assert 0 < result.masks[obj_id].sum() < result.masks[obj_id].size, (f, obj_id)
+        assert worst <= LOGIT_TOL, (f, worst)
