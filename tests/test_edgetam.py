@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import vos
 from tests.oracles.edgetam_reference import reference_env
@@ -70,6 +71,7 @@ def reference(davis_root: Path, tmp_path_factory) -> dict:
 
 @pytest.fixture(scope="module")
 def model(reference: dict):
+    """As `vos.load_model` gives it: batch norms and RepViT's branches folded into single convolutions."""
     return vos.load_model("edgetam", checkpoint=reference["checkpoint"], image_size=SIZE)
 
 
@@ -93,7 +95,7 @@ def test_image_encoder_and_perceiver_equal_the_reference(reference: dict, model)
     assert torch.allclose(latents_pos.expand_as(latents), torch.from_numpy(ref["perceiver_pos"]), atol=MODULE_TOL, rtol=0)
 
     # the comparison can fail: one RepViT weight changed moves the features
-    weight = model.image_encoder.trunk.body.stages_2.blocks[3].channel_mixer.conv1.c.weight
+    weight = model.image_encoder.trunk.body.stages_2.blocks[3].channel_mixer.conv1.weight
     saved = weight.clone()
     weight[0, 0] += 0.05
     try:
@@ -122,3 +124,52 @@ def test_tracker_equals_the_reference_video_predictor(reference: dict, model):
             assert scores[k] > 0, (f, obj_id)  # present: real logits, not the constant of an absent object
             assert 0 < result.masks[obj_id].sum() < result.masks[obj_id].size, (f, obj_id)
         assert worst <= LOGIT_TOL, (f, worst)
+
+
+@torch.inference_mode()
+def test_fusing_folds_every_batch_norm_and_changes_nothing(reference: dict, model):
+    unfused = vos.load_model("edgetam", checkpoint=reference["checkpoint"], image_size=SIZE, fuse=False)
+    norms = lambda m: sum(isinstance(x, torch.nn.BatchNorm2d) for x in m.modules())  # noqa: E731
+    convs = lambda m: sum(isinstance(x, torch.nn.Conv2d) for x in m.modules())  # noqa: E731
+    assert norms(unfused) > 0 and norms(model) == 0 and convs(model) < convs(unfused)
+    image = torch.from_numpy(reference["outputs"]["image"])
+    for fused_level, level in zip(model.image_encoder(image)[0], unfused.image_encoder(image)[0]):
+        assert torch.allclose(fused_level, level, atol=MODULE_TOL, rtol=0)
+
+
+
+@torch.inference_mode()
+def test_engine_features_take_edgetam(reference: dict, model, tmp_path: Path):
+    """`vos track` with an EdgeTAM checkpoint (its config found from the file), objects added and removed mid-stream
+    and several at once, and an offline session propagating both ways."""
+    from vos.cli import main
+
+    frames = reference["frames"]
+    tracker = vos.Tracker(model)
+    tracker.add_prompt(1, mask=reference["mask"])
+    tracker.add_prompt(2, points=reference["click"], labels=[1])
+    seen = []
+    for f, frame in enumerate(frames[:5]):
+        if f == 2:
+            tracker.add_prompt(3, box=(10, 10, 200, 200))
+        if f == 3:
+            tracker.remove_object(1)
+        result = tracker.step(frame)
+        seen.append(sorted(result.masks))
+        assert all(result.masks[i].shape == frame.shape[:2] for i in result.masks)
+    assert seen == [[1, 2], [1, 2], [1, 2, 3], [2, 3], [2, 3]]
+
+    with vos.VideoSession(model, frames) as session:
+        session.add_prompt(3, obj_id=1, mask=reference["mask"])
+        forward = [r.frame_index for r in session.propagate(start=3)]
+        backward = [r.frame_index for r in session.propagate(start=3, reverse=True)]
+        assert forward == list(range(3, len(frames))) and backward == [3, 2, 1, 0]
+        assert session.result(0).masks[1].any()
+
+    out = tmp_path / "out"
+    mask_png = tmp_path / "mask.png"
+    Image.fromarray(reference["mask"].astype(np.uint8) * 255).save(mask_png)
+    code = main(["track", str(Path(reference["checkpoint"]).parent / "frames"),
+                 "--checkpoint", str(reference["checkpoint"]), "--image-size", str(SIZE), "--mask", f"1={mask_png}",
+                 "--max-frames", "3", "--out", str(out), "--quiet"])  # fmt: skip
+    assert code == 0 and sorted(p.name for p in out.glob("*.png")) == ["00000.png", "00001.png", "00002.png"]

@@ -36,6 +36,7 @@ def load_model(
     device: str | torch.device = "cpu",
     download: bool = True,
     precision: Precision = DEFAULT_PRECISION,
+    fuse: bool = True,
 ) -> SAM2Model:
     """Build `config` (a name such as "sam2.1_hiera_t", or a YAML path) and load its weights strictly.
 
@@ -44,7 +45,8 @@ def load_model(
     download is used, fetched from Meta on first use when `download` is true. `image_size`
     (1024 or 512) overrides the config's. `precision` ("fp32", "bf16" or "auto", see
     `vos.device`) is what trackers and predictors built on the model run in; bf16 stores the
-    linear and convolution weights in bfloat16 (`SAM2Model.set_precision`).
+    linear and convolution weights in bfloat16 (`SAM2Model.set_precision`). `fuse` folds batch norms
+    and parallel branches into single convolutions after loading (`SAM2Model.fuse`; EdgeTAM's RepViT).
     """
     dev = check_device(device)
     chosen = resolve_precision(precision, dev)
@@ -61,6 +63,8 @@ def load_model(
     model = build_model(config or DEFAULT_CONFIG, image_size=image_size)
     load_weights(model, resolve_checkpoint(model.cfg, checkpoint, download=download), state_dict)
     model = model.to(dev).eval()
+    if fuse:
+        model.fuse()
     model.set_precision(chosen)
     return model
 

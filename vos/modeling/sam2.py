@@ -143,6 +143,17 @@ class SAM2Model(nn.Module):
                 module.to(torch.bfloat16)
         self.precision = precision
 
+    @torch.no_grad()
+    def fuse(self) -> bool:
+        """Folds what is linear at inference into single layers, in place (batch norms into the convolutions before
+        them, parallel convolution branches into one: RepViT's); True if anything was folded. The same numbers up to
+        float rounding, fewer layers; the state dict then no longer has the checkpoint's keys."""
+        fuse = getattr(self.image_encoder.trunk, "fuse", None)
+        if fuse is None:
+            return False
+        fuse()
+        return True
+
     def forward_image(self, images: torch.Tensor) -> BackboneOutput:
         """(B, 3, S, S) normalized images -> features for the decoder and the memory path."""
         feats, pos = self.image_encoder(images)
