@@ -7,12 +7,7 @@ import torch
 
 from vos.modeling.prompt_encoder import prepend_box
 from vos.modeling.sam2 import SAM2Model
-from vos.tracking.transforms import (
-    check_rgb_image,
-    preprocess_image,
-    to_input_frame,
-    upscale_logits,
-)
+from vos.tracking.transforms import check_rgb_image, preprocess_image, to_input_frame, upscale_logits
 
 MASK_THRESHOLD = 0.0
 LOW_RES_LOGIT_CLAMP = 32.0

@@ -48,14 +48,7 @@ from urllib.parse import urlparse
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    SecretStr,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from vos.streams.messages import ErrorMessage, MaskMessage, StatusMessage
 from vos.streams.prompt_inbox import MAX_PROMPT_BYTES, PromptInbox

@@ -30,11 +30,7 @@ from vos.modeling.sam2 import SAM2Model, SamHeadsOutput
 from vos.tracking.compiled import stages
 from vos.tracking.postprocess import fill_holes
 from vos.tracking.prompts import Prompt
-from vos.tracking.transforms import (
-    check_rgb_image,
-    preprocess_video_frame,
-    to_input_frame,
-)
+from vos.tracking.transforms import check_rgb_image, preprocess_video_frame, to_input_frame
 
 MEMORY_DTYPE = torch.bfloat16  # stored memory features, as Meta's video predictor stores them
 MASK_PROMPT_THRESHOLD = 0.5
