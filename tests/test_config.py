@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 import vos
-from vos.config import load_config
+from vos.config import CONFIG_DIR, load_config
 
 
 @pytest.mark.parametrize("name", vos.available_models())
@@ -13,7 +13,7 @@ def test_every_shipped_config_validates(name):
     cfg = load_config(name)
     assert cfg.name == name
     assert cfg.checkpoint is not None and cfg.checkpoint.url.endswith(cfg.checkpoint.filename)
-    first_stage = cfg.trunk.embed_dim if cfg.trunk.kind == "hiera" else cfg.trunk.embed_dims[0]
+    first_stage = cfg.trunk.embed_dims[0] if cfg.trunk.kind == "repvit" else cfg.trunk.embed_dim
     assert cfg.trunk.channel_list[-1] == first_stage
 
 
@@ -21,6 +21,22 @@ def test_every_family_ships():
     names = vos.available_models()
     assert len([n for n in names if n.startswith(("sam2_", "sam2.1_"))]) == 8 and "edgetam" in names
     assert load_config("edgetam").trunk.kind == "repvit" and load_config("edgetam").perceiver is not None
+    efficient = [n for n in names if n.startswith("efficienttam_")]
+    assert efficient == ["efficienttam_s", "efficienttam_s_512x512", "efficienttam_ti", "efficienttam_ti_512x512"]
+    for name in efficient:
+        cfg = load_config(name)
+        assert (cfg.trunk.kind, cfg.neck.kind, cfg.tracking.use_high_res_features_in_sam) == ("vit", "vitdet", False)
+        assert cfg.image_size == (512 if name.endswith("_512x512") else 1024)
+
+
+def test_a_section_of_another_kind_replaces_the_base_section(tmp_path):
+    (tmp_path / "child.yaml").write_text(f"extends: {CONFIG_DIR / '_sam2.1.yaml'}\nneck: {{kind: vitdet}}\n"
+                                         "trunk: {kind: vit}\ntracking: {use_high_res_features_in_sam: false}\n")
+    cfg = load_config(tmp_path / "child.yaml")
+    assert cfg.neck.kind == "vitdet" and cfg.neck.scalp == 0 and cfg.tracking.num_maskmem == 7  # others still merge
+    (tmp_path / "bad.yaml").write_text("trunk: {kind: vit}\n")  # one map, yet high-resolution features asked for
+    with pytest.raises(vos.ConfigError, match="use_high_res_features_in_sam: false"):
+        load_config(tmp_path / "bad.yaml")
 
 
 @pytest.mark.parametrize("size, embed, mask_in", [(1024, 64, 256), (512, 32, 128)])

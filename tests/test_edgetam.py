@@ -1,72 +1,35 @@
 """EdgeTAM in vos against EdgeTAM's own code (`edgetam-dimos==1.0.1`), run as an oracle in a process of its own.
 
 The reference builds EdgeTAM with random weights (seed 0; batch norms randomized, the object-score bias shifted
-so objects stay present: see tests/oracles/edgetam_reference.py) and saves them in its checkpoint format; vos
+so objects stay present: see tests/oracles/tam_reference.py) and saves them in its checkpoint format; vos
 loads that file. Compared: the image encoder (RepViT + FPN neck) and the spatial perceiver for two objects, then
 the streaming tracker against the reference's video predictor over a clip: two objects on frame 0 (a mask and a
 click), correction clicks later, every frame's video-resolution logits and object scores (<= 1e-3). Two
 objects need the reference's perceiver fix (`.view` -> `.reshape`), which the oracle applies.
 
-Both objects are corrected on the same frame: the reference's video predictor (SAM 2's of July 2024) runs all
-objects as one batch and makes a corrected frame a conditioning frame of every object, where vos (as Meta's
-sam2 1.1.0) makes it one of the corrected object only; with a correction for each, both mean the same.
+Both objects are corrected on the same frame (see `tests.tam_oracle.run_reference`).
 """
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 import vos
-from tests.oracles.edgetam_reference import reference_env
-from tests.video_reference import LOGIT_TOL, centroid_click, ground_truth, write_clip
+from tests.tam_oracle import CORRECTION_FRAME, check_engine_features, run_reference
+from tests.video_reference import LOGIT_TOL
 
-REPO = Path(__file__).resolve().parents[1]
-REFS = REPO / ".refs"
-ORACLE = REPO / "tests" / "oracles" / "edgetam_reference.py"
 SIZE = 512
-FRAMES = 8
-CORRECTION_FRAME = 5
 MODULE_TOL = 1e-4
-
-
-def require_reference() -> None:
-    if not (REFS / "edgetam" / "sam2").is_dir() or not (REFS / "timm" / "timm").is_dir():
-        message = f"EdgeTAM's reference is not installed in {REFS}: run scripts/install-dev.sh"
-        if os.environ.get("CI", "").lower() not in ("", "0", "false"):
-            pytest.fail(message)
-        pytest.skip(message)
 
 
 @pytest.fixture(scope="module")
 def reference(davis_root: Path, tmp_path_factory) -> dict:
     """The oracle's checkpoint and outputs, and the clip and prompts it tracked."""
-    require_reference()
-    out = tmp_path_factory.mktemp("edgetam")
-    frames_dir = out / "frames"
-    frames_dir.mkdir()
-    frames = write_clip(davis_root, "car-shadow", SIZE, frames_dir, n=FRAMES)
-    mask = ground_truth(davis_root, "car-shadow", 0, SIZE)
-    np.save(out / "mask.npy", mask)
-    click = [[SIZE * 0.2, SIZE * 0.8]]
-    target = centroid_click(ground_truth(davis_root, "car-shadow", CORRECTION_FRAME, SIZE)).tolist()
-    corrections = {1: {"points": target, "labels": [1]}, 2: {"points": target + click, "labels": [1, 0]}}
-    spec = {"out": str(out), "size": SIZE, "seed": 0, "frames": str(frames_dir), "mask": str(out / "mask.npy"),
-            "click": click, "correction_frame": CORRECTION_FRAME, "corrections": corrections}  # fmt: skip
-    (out / "spec.json").write_text(json.dumps(spec))
-    run = subprocess.run([sys.executable, str(ORACLE), str(out / "spec.json")], env=reference_env(REFS),
-                         capture_output=True, text=True, timeout=900)  # fmt: skip
-    assert run.returncode == 0, run.stderr[-4000:]
-    return {"checkpoint": out / "edgetam.pt", "outputs": dict(np.load(out / "reference.npz")), "frames": frames,
-            "mask": mask, "click": np.array(click, np.float32), "corrections": corrections}  # fmt: skip
+    return run_reference("edgetam", davis_root, tmp_path_factory.mktemp("edgetam"), SIZE)
 
 
 @pytest.fixture(scope="module")
@@ -138,38 +101,5 @@ def test_fusing_folds_every_batch_norm_and_changes_nothing(reference: dict, mode
 
 
 
-@torch.inference_mode()
 def test_engine_features_take_edgetam(reference: dict, model, tmp_path: Path):
-    """`vos track` with an EdgeTAM checkpoint (its config found from the file), objects added and removed mid-stream
-    and several at once, and an offline session propagating both ways."""
-    from vos.cli import main
-
-    frames = reference["frames"]
-    tracker = vos.Tracker(model)
-    tracker.add_prompt(1, mask=reference["mask"])
-    tracker.add_prompt(2, points=reference["click"], labels=[1])
-    seen = []
-    for f, frame in enumerate(frames[:5]):
-        if f == 2:
-            tracker.add_prompt(3, box=(10, 10, 200, 200))
-        if f == 3:
-            tracker.remove_object(1)
-        result = tracker.step(frame)
-        seen.append(sorted(result.masks))
-        assert all(result.masks[i].shape == frame.shape[:2] for i in result.masks)
-    assert seen == [[1, 2], [1, 2], [1, 2, 3], [2, 3], [2, 3]]
-
-    with vos.VideoSession(model, frames) as session:
-        session.add_prompt(3, obj_id=1, mask=reference["mask"])
-        forward = [r.frame_index for r in session.propagate(start=3)]
-        backward = [r.frame_index for r in session.propagate(start=3, reverse=True)]
-        assert forward == list(range(3, len(frames))) and backward == [3, 2, 1, 0]
-        assert session.result(0).masks[1].any()
-
-    out = tmp_path / "out"
-    mask_png = tmp_path / "mask.png"
-    Image.fromarray(reference["mask"].astype(np.uint8) * 255).save(mask_png)
-    code = main(["track", str(Path(reference["checkpoint"]).parent / "frames"),
-                 "--checkpoint", str(reference["checkpoint"]), "--image-size", str(SIZE), "--mask", f"1={mask_png}",
-                 "--max-frames", "3", "--out", str(out), "--quiet"])  # fmt: skip
-    assert code == 0 and sorted(p.name for p in out.glob("*.png")) == ["00000.png", "00001.png", "00002.png"]
+    check_engine_features(model, reference, tmp_path, SIZE)

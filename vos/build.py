@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from vos.checkpoints import load_weights, matching_configs, read_state_dict, resolve_checkpoint
+from vos.checkpoints import load_weights, matching_configs, pick_config, read_state_dict, resolve_checkpoint
 from vos.config import (
     DEFAULT_CONFIG,
     DEFAULT_PRECISION,
@@ -40,8 +40,8 @@ def load_model(
 ) -> SAM2Model:
     """Build `config` (a name such as "sam2.1_hiera_t", or a YAML path) and load its weights strictly.
 
-    Without `config`, the shipped config the checkpoint's keys and shapes fit is used (the
-    SAM 2.1 tiny model when no checkpoint is given either). Without `checkpoint`, the cached
+    Without `config`, the shipped config the checkpoint's keys and shapes fit is used (`pick_config` where several
+    do; the SAM 2.1 tiny model when no checkpoint is given either). Without `checkpoint`, the cached
     download is used, fetched from Meta on first use when `download` is true. `image_size`
     (1024 or 512) overrides the config's. `precision` ("fp32", "bf16" or "auto", see
     `vos.device`) is what trackers and predictors built on the model run in; bf16 stores the
@@ -59,7 +59,7 @@ def load_model(
                 f"checkpoint {checkpoint} fits none of the shipped configs ({', '.join(available_models())}); "
                 "name its config with --config"
             )
-        config = DEFAULT_CONFIG if DEFAULT_CONFIG in fits else fits[0]
+        config = pick_config(fits, checkpoint, image_size)
     model = build_model(config or DEFAULT_CONFIG, image_size=image_size)
     load_weights(model, resolve_checkpoint(model.cfg, checkpoint, download=download), state_dict)
     model = model.to(dev).eval()

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Mapping
 
 from tqdm import tqdm
 
-from vos.config import ModelConfig, available_models, load_config
+from vos.config import DEFAULT_CONFIG, ModelConfig, available_models, load_config
 from vos.errors import CheckpointError, DownloadError
 
 if TYPE_CHECKING:
@@ -74,6 +74,21 @@ def matching_configs(state_dict: StateDict) -> list[str]:
     """Names of the shipped configs whose keys and shapes the state dict fits exactly."""
     shapes = {k: tuple(v.shape) for k, v in state_dict.items()}
     return [name for name in available_models() if _expected_shapes(name) == shapes]
+
+
+def pick_config(fits: list[str], checkpoint: str | Path, image_size: int | None = None) -> str:
+    """The config to load a checkpoint with, among those its keys and shapes fit (`matching_configs`, not empty).
+
+    Several fit where variants differ only in settings (EfficientTAM's 1024 and 512x512 files): the one whose
+    published file name the checkpoint has, else one of `image_size`, else the default model, else the first.
+    """
+    name = Path(checkpoint).name
+    named = [n for n in fits if (info := load_config(n).checkpoint) is not None and info.filename == name]
+    sized = [n for n in fits if image_size is not None and load_config(n).image_size == image_size]
+    for choice in (named, sized, [n for n in fits if n == DEFAULT_CONFIG], fits):
+        if choice:
+            return choice[0]
+    raise ValueError("no config fits")
 
 
 def _listing(keys: list[str]) -> str:

@@ -81,13 +81,35 @@ class RepViTConfig(_Strict):
         return list(self.embed_dims[::-1])
 
 
-TrunkConfig = Annotated[Union[HieraConfig, RepViTConfig], Field(discriminator="kind")]
+class ViTConfig(_Strict):
+    """Plain ViT trunk (ViTDet's, Li et al. 2022), EfficientTAM's: one stride-16 map, most blocks attending in
+    windows, an absolute position embedding learned at `pretrain_img_size` and interpolated."""
+
+    kind: Literal["vit"] = "vit"
+    embed_dim: int = 192
+    depth: int = 12
+    num_heads: int = 3
+    mlp_ratio: float = 4.0
+    patch_size: int = 16
+    window_size: int = 14
+    window_block_indexes: tuple[int, ...] = (0, 1, 3, 4, 6, 7, 9, 10)
+    pretrain_img_size: int = 224
+    pretrain_use_cls_token: bool = True
+
+    @property
+    def channel_list(self) -> list[int]:
+        """Output channels: one map."""
+        return [self.embed_dim]
+
+
+TrunkConfig = Annotated[Union[HieraConfig, RepViTConfig, ViTConfig], Field(discriminator="kind")]
 """The image-encoder trunk, by `kind` (`hiera` when a config does not say)."""
 
 
 class NeckConfig(_Strict):
     """FPN neck: lateral 1x1 convs, top-down fusion on some levels, sine position encoding."""
 
+    kind: Literal["fpn"] = "fpn"
     d_model: int = 256
     fpn_top_down_levels: tuple[int, ...] = (2, 3)
     fpn_interp_model: str = "nearest"
@@ -107,6 +129,20 @@ class NeckConfig(_Strict):
         if v not in ("sum", "avg"):
             raise ValueError("fuse_type must be 'sum' or 'avg'")
         return v
+
+
+class ViTDetNeckConfig(_Strict):
+    """ViTDet's simple neck on a one-map trunk (EfficientTAM): 1x1 conv, 3x3 conv, each followed by a channel
+    LayerNorm when `norm` (then without biases), and a sine position encoding."""
+
+    kind: Literal["vitdet"] = "vitdet"
+    d_model: int = 256
+    norm: bool = True
+    scalp: Literal[0] = 0
+
+
+NeckKind = Annotated[Union[NeckConfig, ViTDetNeckConfig], Field(discriminator="kind")]
+"""The neck, by `kind` (`fpn` when a config does not say)."""
 
 
 class PromptEncoderConfig(_Strict):
@@ -296,7 +332,7 @@ class ModelConfig(_Strict):
     backbone_stride: int = 16
     trunk: TrunkConfig = Field(default_factory=HieraConfig)
     perceiver: PerceiverConfig | None = None  # EdgeTAM: memory frames compressed to latents
-    neck: NeckConfig = Field(default_factory=NeckConfig)
+    neck: NeckKind = Field(default_factory=NeckConfig)
     prompt_encoder: PromptEncoderConfig = Field(default_factory=PromptEncoderConfig)
     mask_decoder: MaskDecoderConfig = Field(default_factory=MaskDecoderConfig)
     memory_attention: MemoryAttentionConfig = Field(default_factory=MemoryAttentionConfig)
@@ -308,6 +344,17 @@ class ModelConfig(_Strict):
     @classmethod
     def _hiera_by_default(cls, v: Any) -> Any:
         return {"kind": "hiera", **v} if isinstance(v, dict) else v
+
+    @field_validator("neck", mode="before")
+    @classmethod
+    def _fpn_by_default(cls, v: Any) -> Any:
+        return {"kind": "fpn", **v} if isinstance(v, dict) else v
+
+    @model_validator(mode="after")
+    def _one_map(self) -> ModelConfig:
+        if len(self.trunk.channel_list) - self.neck.scalp < 3 and self.tracking.use_high_res_features_in_sam:
+            raise ValueError("a trunk with fewer than 3 feature maps needs tracking.use_high_res_features_in_sam: false")
+        return self
 
     @field_validator("image_size")
     @classmethod
@@ -343,9 +390,11 @@ def available_models() -> list[str]:
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`over` on top of `base`, section by section; a section naming another `kind` (trunk, neck) replaces the base's."""
     out = dict(base)
     for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
+        base_section = out.get(key)
+        if isinstance(value, dict) and isinstance(base_section, dict) and value.get("kind", base_section.get("kind")) == base_section.get("kind"):
             out[key] = _merge(out[key], value)
         else:
             out[key] = value

@@ -24,6 +24,9 @@ def _cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
+NAME_WIDTH = max(map(len, available_models()))
+
+
 def _cmd_verify(args: argparse.Namespace) -> int:
     """Checks every cached checkpoint (or the named ones) against its recorded and known SHA-256."""
     names = args.names or [n for n in available_models() if cached_checkpoint_path(load_config(n)).is_file()]
@@ -34,7 +37,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
             raise CheckpointError(f"{name}: no cached checkpoint at {path}")
         digest = verify_checkpoint(cfg, path)
         known = "recorded" if recorded_sha256(path) else "nothing recorded to compare with"
-        print(f"{name:18s} ok  {digest}  ({known})")
+        print(f"{name:{NAME_WIDTH}s} ok  {digest}  ({known})")
     return 0
 
 
@@ -42,7 +45,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
     for name in available_models():
         cfg = load_config(name)
         path = cached_checkpoint_path(cfg)
-        print(f"{name:18s} {'cached' if path.is_file() else '-':7s} {checkpoint_url(cfg)}")
+        print(f"{name:{NAME_WIDTH}s} {'cached' if path.is_file() else '-':7s} {checkpoint_url(cfg)}")
     return 0
 
 

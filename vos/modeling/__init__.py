@@ -1,8 +1,13 @@
 """SAM 2 / SAM 2.1 building blocks, one module per component of the paper.
 
 A model family is a config naming its components (`configs/models/_sam2.1.yaml` and the files that extend
-it): the trunk by `trunk.kind` (`trunks/`: `hiera`), then the FPN neck (`neck.py`), prompt encoder, mask
+it): the trunk by `trunk.kind` (`trunks/`), the neck by `neck.kind` (`neck.py`), then the prompt encoder, mask
 decoder, memory encoder and memory attention, each a module of its own; `sam2.py` puts them together.
+
+    family        trunk              neck               memory frames in attention
+    SAM 2 / 2.1   hiera              fpn (3 levels)     E*E tokens each
+    EdgeTAM       repvit (RepViT-M1) fpn (3 levels)     compressed by perceiver.py to 256 + 256 latents
+    EfficientTAM  vit (ViT-Ti / -S)  vitdet (1 level)   E*E tokens each
 
 Shape letters used in shape docstrings across vos:
 

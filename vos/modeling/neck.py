@@ -1,4 +1,8 @@
-"""FPN neck: lateral 1x1 convs onto `d_model` channels, top-down fusion on some levels, sine position encoding."""
+"""Necks: trunk maps -> `d_model`-channel features with sine position encodings, one module per config `kind`.
+
+- `FpnNeck` (SAM 2, EdgeTAM): lateral 1x1 convs, top-down fusion on some levels.
+- `ViTDetNeck` (EfficientTAM): ViTDet's simple neck on a one-map trunk.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vos.config import NeckConfig
+from vos.config import NeckConfig, NeckKind, ViTDetNeckConfig
+from vos.modeling.common import LayerNorm2d
 from vos.modeling.position_encoding import PositionEmbeddingSine
 
 
@@ -45,3 +50,33 @@ class FpnNeck(nn.Module):
                 prev = lateral
             feats[i] = prev
         return feats, [self.position_encoding(f) for f in feats]
+
+
+class ViTDetNeck(nn.Module):
+    """[(B, C_trunk, E, E)] -> ([(B, C, E, E)], [its position encoding]), C = d_model: 1x1 conv, 3x3 conv, each
+    followed by a channel LayerNorm when `cfg.norm` (then the convolutions have no bias)."""
+
+    def __init__(self, cfg: ViTDetNeckConfig, backbone_channel_list: list[int]) -> None:
+        super().__init__()
+        self.position_encoding = PositionEmbeddingSine(cfg.d_model)
+        self.convs = nn.ModuleList()
+        for dim in backbone_channel_list:
+            layers = nn.Sequential()
+            layers.add_module("conv_1x1", nn.Conv2d(dim, cfg.d_model, kernel_size=1, bias=not cfg.norm))
+            if cfg.norm:
+                layers.add_module("norm_0", LayerNorm2d(cfg.d_model))
+            layers.add_module("conv_3x3", nn.Conv2d(cfg.d_model, cfg.d_model, kernel_size=3, padding=1, bias=not cfg.norm))
+            if cfg.norm:
+                layers.add_module("norm_1", LayerNorm2d(cfg.d_model))
+            self.convs.append(layers)
+
+    def forward(self, xs: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        if len(xs) != len(self.convs):
+            raise ValueError(f"the neck takes {len(self.convs)} maps, got {len(xs)}")
+        feats = [conv(x) for conv, x in zip(self.convs, xs)]
+        return feats, [self.position_encoding(f) for f in feats]
+
+
+def build_neck(cfg: NeckKind, backbone_channel_list: list[int]) -> nn.Module:
+    """The neck module `cfg.kind` names."""
+    return {"fpn": FpnNeck, "vitdet": ViTDetNeck}[cfg.kind](cfg, backbone_channel_list)

@@ -195,17 +195,17 @@ class FrameSegmenter:
             if mask.shape[-2:] != (s, s):
                 mask = F.interpolate(mask, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
                 mask = (mask >= MASK_PROMPT_THRESHOLD).float()
-            return self.model.use_mask_as_output(feats[-1], feats[:2], mask)
+            return self.model.use_mask_as_output(feats[-1], feats[:-1], mask)
         coords, labels = self._prompt_tensors(ff, prompt)
         return self.model.forward_sam_heads(
             self.model.add_no_mem_embed(feats[-1]), coords, labels, mask_inputs=self._clamped(prev_logits),
-            high_res_features=feats[:2],
+            high_res_features=feats[:-1],
             multimask_output=self.model.use_multimask(prompt.num_points, is_init_cond_frame=True),
         )
 
     def _decode_tracked(self, ff: FrameFeatures, pix: torch.Tensor, r: ObjectRequest) -> SamHeadsOutput:
         """A tracked frame, and a correction on it when the request has clicks."""
-        high_res = ff.features[:2]
+        high_res = ff.features[:-1]
         prev = r.prev_logits
         if r.prompt is None or prev is None:
             out = self.stages.decode_tracked(pix, high_res)

@@ -11,8 +11,9 @@ from torch import nn
 from vos.config import TrunkConfig
 from vos.modeling.trunks.hiera import Hiera
 from vos.modeling.trunks.repvit import RepViT
+from vos.modeling.trunks.vit import ViT
 
-TRUNKS: dict[str, type[nn.Module]] = {"hiera": Hiera, "repvit": RepViT}
+TRUNKS: dict[str, type[nn.Module]] = {"hiera": Hiera, "repvit": RepViT, "vit": ViT}
 
 
 def build_trunk(cfg: TrunkConfig) -> nn.Module:

@@ -1,0 +1,101 @@
+"""Running an efficient tracker's reference (tests/oracles/tam_reference.py) on a DAVIS clip, shared by the tests of
+each family: the clip, the prompts (a mask and a click on frame 0, corrections on a later frame) and the outputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import vos
+from tests.oracles.tam_reference import reference_env
+from tests.video_reference import centroid_click, ground_truth, write_clip
+
+REPO = Path(__file__).resolve().parents[1]
+REFS = REPO / ".refs"
+ORACLE = REPO / "tests" / "oracles" / "tam_reference.py"
+SEQUENCE = "car-shadow"
+FRAMES = 8
+CORRECTION_FRAME = 5
+INSTALLED = {"edgetam": ("edgetam/sam2", "timm/timm"), "efficienttam": ("efficienttam/sam2",)}
+
+
+def require_reference(family: str) -> None:
+    """Skip (fail on CI) when the family's reference is not installed in .refs/."""
+    if not all((REFS / folder).is_dir() for folder in INSTALLED[family]):
+        message = f"{family}'s reference is not installed in {REFS}: run scripts/install-dev.sh"
+        if os.environ.get("CI", "").lower() not in ("", "0", "false"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def run_reference(family: str, davis_root: Path, out: Path, size: int, config: str | None = None) -> dict:
+    """The oracle's checkpoint and outputs, and the clip and prompts it tracked.
+
+    Both objects are corrected on the same frame: the references' video predictors (SAM 2's of July 2024) run all
+    objects as one batch and make a corrected frame a conditioning frame of every object, where vos (as Meta's
+    sam2 1.1.0) makes it one of the corrected object only; with a correction for each, both mean the same.
+    """
+    require_reference(family)
+    frames_dir = out / "frames"
+    frames_dir.mkdir()
+    frames = write_clip(davis_root, SEQUENCE, size, frames_dir, n=FRAMES)
+    mask = ground_truth(davis_root, SEQUENCE, 0, size)
+    np.save(out / "mask.npy", mask)
+    click = [[size * 0.2, size * 0.8]]
+    target = centroid_click(ground_truth(davis_root, SEQUENCE, CORRECTION_FRAME, size)).tolist()
+    corrections = {1: {"points": target, "labels": [1]}, 2: {"points": target + click, "labels": [1, 0]}}
+    spec = {"family": family, "config": config, "out": str(out), "size": size, "seed": 0, "frames": str(frames_dir),
+            "mask": str(out / "mask.npy"), "click": click, "correction_frame": CORRECTION_FRAME,
+            "corrections": corrections}  # fmt: skip
+    (out / "spec.json").write_text(json.dumps(spec))
+    run = subprocess.run([sys.executable, str(ORACLE), str(out / "spec.json")], env=reference_env(REFS, family),
+                         capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-4000:]
+    return {"checkpoint": out / f"{config or family}.pt", "outputs": dict(np.load(out / "reference.npz")),
+            "frames": frames, "mask": mask, "click": np.array(click, np.float32),
+            "corrections": corrections}  # fmt: skip
+
+
+@torch.inference_mode()
+def check_engine_features(model, reference: dict, tmp_path: Path, size: int) -> None:
+    """`vos track` with the reference's checkpoint (its config found from the file), objects added and removed
+    mid-stream and several at once, and an offline session propagating both ways."""
+    from vos.cli import main
+
+    frames = reference["frames"]
+    tracker = vos.Tracker(model)
+    tracker.add_prompt(1, mask=reference["mask"])
+    tracker.add_prompt(2, points=reference["click"], labels=[1])
+    seen = []
+    for f, frame in enumerate(frames[:5]):
+        if f == 2:
+            tracker.add_prompt(3, box=(10, 10, 200, 200))
+        if f == 3:
+            tracker.remove_object(1)
+        result = tracker.step(frame)
+        seen.append(sorted(result.masks))
+        assert all(result.masks[i].shape == frame.shape[:2] for i in result.masks)
+    assert seen == [[1, 2], [1, 2], [1, 2, 3], [2, 3], [2, 3]]
+
+    with vos.VideoSession(model, frames) as session:
+        session.add_prompt(3, obj_id=1, mask=reference["mask"])
+        forward = [r.frame_index for r in session.propagate(start=3)]
+        backward = [r.frame_index for r in session.propagate(start=3, reverse=True)]
+        assert forward == list(range(3, len(frames))) and backward == [3, 2, 1, 0]
+        assert session.result(0).masks[1].any()
+
+    out = tmp_path / "out"
+    mask_png = tmp_path / "mask.png"
+    Image.fromarray(reference["mask"].astype(np.uint8) * 255).save(mask_png)
+    code = main(["track", str(Path(reference["checkpoint"]).parent / "frames"),
+                 "--checkpoint", str(reference["checkpoint"]), "--image-size", str(size), "--mask", f"1={mask_png}",
+                 "--max-frames", "3", "--out", str(out), "--quiet"])  # fmt: skip
+    assert code == 0 and sorted(p.name for p in out.glob("*.png")) == ["00000.png", "00001.png", "00002.png"]

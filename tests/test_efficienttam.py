@@ -1,0 +1,101 @@
+"""EfficientTAM in vos against EfficientTAM's own code (`efficient-track-anything==1.0`), run as an oracle in a
+process of its own (tests/oracles/tam_reference.py: random weights, seed 0, layer norms and the position embedding
+randomized, the object-score bias shifted so objects stay present; saved in the reference's checkpoint format).
+
+Compared: the image encoder (ViT + ViTDet neck), then the streaming tracker against the reference's video predictor
+over a clip: two objects on frame 0 (a mask and a click), correction clicks later, every frame's video-resolution
+logits (<= 1e-3). The reference (SAM 2's first release) keeps no object scores; its logits are checked to show the
+objects present. CI runs EfficientTAM-Ti at 512 px (`efficienttam_ti_512x512`); EfficientTAM-S at 1024 px is `slow`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import vos
+from tests.tam_oracle import CORRECTION_FRAME, check_engine_features, run_reference
+from tests.video_reference import LOGIT_TOL
+
+MODULE_TOL = 1e-4
+CI_VARIANT, CI_SIZE = "efficienttam_ti_512x512", 512
+
+
+@pytest.fixture(scope="module")
+def reference(davis_root: Path, tmp_path_factory) -> dict:
+    """The oracle's checkpoint and outputs for EfficientTAM-Ti at 512 px, and the clip and prompts it tracked."""
+    return run_reference("efficienttam", davis_root, tmp_path_factory.mktemp("efficienttam"), CI_SIZE, CI_VARIANT)
+
+
+@pytest.fixture(scope="module")
+def model(reference: dict):
+    return vos.load_model(CI_VARIANT, checkpoint=reference["checkpoint"])
+
+
+def test_the_checkpoint_picks_its_config_and_others_refuse_it(reference: dict):
+    assert vos.load_model(checkpoint=reference["checkpoint"]).cfg.name == CI_VARIANT  # its published file name
+    looks_like = "this looks like efficienttam_ti or efficienttam_ti_512x512, not edgetam"
+    with pytest.raises(vos.CheckpointError, match=looks_like):
+        vos.load_model("edgetam", checkpoint=reference["checkpoint"], image_size=CI_SIZE)
+
+
+@torch.inference_mode()
+def test_image_encoder_equals_the_reference(reference: dict, model):
+    ref = reference["outputs"]
+    image = torch.from_numpy(ref["image"])
+    feats, pos = model.image_encoder(image)
+    assert len(feats) == 1 and feats[0].shape == (1, 256, CI_SIZE // 16, CI_SIZE // 16)
+    assert torch.allclose(feats[0], torch.from_numpy(ref["fpn_0"]), atol=MODULE_TOL, rtol=0)
+    assert torch.allclose(pos[0], torch.from_numpy(ref["pos_0"]), atol=MODULE_TOL, rtol=0)
+
+    # the comparison can fail: the position embedding (interpolated from 14x14) moved a little moves the features
+    pos_embed = model.image_encoder.trunk.pos_embed
+    saved = pos_embed.clone()
+    pos_embed[0, 1 + 14 * 7 + 7] += 0.05
+    try:
+        moved = model.image_encoder(image)[0][0]
+        assert not torch.allclose(moved, torch.from_numpy(ref["fpn_0"]), atol=MODULE_TOL, rtol=0)
+    finally:
+        pos_embed.copy_(saved)
+
+
+def track_against(reference: dict, model) -> float:
+    """The worst logit difference over the clip; asserts every frame on the way."""
+    ref = reference["outputs"]
+    tracker = vos.Tracker(model, fill_hole_area=0)
+    tracker.add_prompt(1, mask=reference["mask"])
+    tracker.add_prompt(2, points=reference["click"], labels=[1])
+    worst = 0.0
+    for f, frame in enumerate(reference["frames"]):
+        if f == CORRECTION_FRAME:
+            for obj_id, clicks in reference["corrections"].items():
+                tracker.add_prompt(obj_id, points=clicks["points"], labels=clicks["labels"])
+        result = tracker.step(frame)
+        logits = ref[f"logits_{f}"]
+        for k, obj_id in enumerate((1, 2)):
+            worst = max(worst, float(np.abs(result.logits[obj_id] - logits[k]).max()))
+            assert 0 < (logits[k] > 0).sum() < logits[k].size, (f, obj_id)  # present, a mask of some pixels
+            assert result.scores[obj_id] > 0, (f, obj_id)
+        assert worst <= LOGIT_TOL, (f, worst)
+    return worst
+
+
+@torch.inference_mode()
+def test_tracker_equals_the_reference_video_predictor(reference: dict, model):
+    track_against(reference, model)
+
+
+def test_engine_features_take_efficienttam(reference: dict, model, tmp_path: Path):
+    check_engine_features(model, reference, tmp_path, CI_SIZE)
+
+
+@pytest.mark.slow
+@torch.inference_mode()
+def test_efficienttam_s_at_1024_equals_the_reference(davis_root: Path, tmp_path: Path):
+    reference = run_reference("efficienttam", davis_root, tmp_path, 1024, "efficienttam_s")
+    model = vos.load_model(checkpoint=reference["checkpoint"])
+    assert model.cfg.name == "efficienttam_s" and model.cfg.image_size == 1024
+    track_against(reference, model)
