@@ -180,6 +180,12 @@ class MemoryAttentionConfig(_Strict):
     pos_enc_at_cross_attn_keys: bool = True
     pos_enc_at_cross_attn_queries: bool = False
     activation: str = "relu"
+    # EfficientTAM's efficient cross-attention (its *_1 and *_2 models): when more than one memory frame is read,
+    # their spatial keys (rotated) and values are averaged over `memory_pool` x `memory_pool` cells, and a pooled key
+    # stands for the cells' tokens: `logits` adds log(pool^2) to its attention logits (EfficientRoPEAttention1),
+    # `keys` adds 2 log(pool) to each of its components (EfficientRoPEAttention2). 1: no pooling (SAM 2).
+    memory_pool: int = Field(1, ge=1)
+    memory_pool_bias: Literal["logits", "keys"] = "logits"
 
 
 class MemoryEncoderConfig(_Strict):
@@ -349,6 +355,13 @@ class ModelConfig(_Strict):
     @classmethod
     def _fpn_by_default(cls, v: Any) -> Any:
         return {"kind": "fpn", **v} if isinstance(v, dict) else v
+
+    @model_validator(mode="after")
+    def _pooling(self) -> ModelConfig:
+        pool = self.memory_attention.memory_pool
+        if pool > 1 and (self.perceiver is not None or self.image_embedding_size % pool):
+            raise ValueError(f"memory_pool {pool} needs spatial memories (no perceiver) on a grid it divides")
+        return self
 
     @model_validator(mode="after")
     def _one_map(self) -> ModelConfig:

@@ -91,8 +91,11 @@ def _randomize_layer_norms(model: torch.nn.Module, seed: int) -> None:
 
 def efficienttam_config(variant: str, size: int) -> dict:
     """The model config of an EfficientTAM variant as its repository publishes it (the 512x512 files differ only in
-    `image_size`), with the video predictor's overrides (`build_sam2_video_predictor`)."""
-    embed_dim, heads = TRUNK_SIZES[variant.removesuffix("_512x512")]
+    `image_size`, the _1 and _2 ones in their memory cross-attention), with the video predictor's overrides
+    (`build_sam2_video_predictor`)."""
+    base, _, pooled = variant.removesuffix("_512x512").rpartition("_")  # efficienttam_ti_1: pooled memory, variant 1
+    embed_dim, heads = TRUNK_SIZES[base] if pooled in ("1", "2") else TRUNK_SIZES[f"{base}_{pooled}"]
+    cross = "RoPEAttention" if pooled not in ("1", "2") else f"EfficientRoPEAttention{pooled}"
     sine = lambda n: {"_target_": "sam2.modeling.position_encoding.PositionEmbeddingSine", "num_pos_feats": n,  # noqa: E731
                       "normalize": True, "scale": None, "temperature": 10000}  # fmt: skip
     rope = {"_target_": "sam2.modeling.sam.transformer.RoPEAttention", "rope_theta": 10000.0, "feat_sizes": [32, 32],
@@ -113,7 +116,8 @@ def efficienttam_config(variant: str, size: int) -> dict:
             "layer": {"_target_": "sam2.modeling.memory_attention.MemoryAttentionLayer", "activation": "relu",
                       "dim_feedforward": 2048, "dropout": 0.1, "pos_enc_at_attn": False, "self_attention": rope,
                       "d_model": 256, "pos_enc_at_cross_attn_keys": True, "pos_enc_at_cross_attn_queries": False,
-                      "cross_attention": {**rope, "rope_k_repeat": True, "kv_in_dim": 64}},
+                      "cross_attention": {**rope, "_target_": f"sam2.modeling.sam.transformer.{cross}",
+                                          "rope_k_repeat": True, "kv_in_dim": 64}},
         },
         "memory_encoder": {
             "_target_": "sam2.modeling.memory_encoder.MemoryEncoder", "out_dim": 64, "position_encoding": sine(64),

@@ -44,16 +44,18 @@ class ProjectedMemory:
     """Memory tokens as every layer's cross-attention reads them.
 
     keys: per layer (B, heads, M, D), spatial tokens rotated (RoPE) and without their temporal-slot
-    term; tokens: (B, M, C_mem) float32, the values' input.
+    term; tokens: (B, M, C_mem) float32, the values' input; bias: (M,) float32 added to every query's
+    attention logits for each token (pooled memory), or None.
     """
 
     keys: list[torch.Tensor]
     tokens: torch.Tensor
+    bias: torch.Tensor | None = None
 
     def __getitem__(self, index: slice | int) -> ProjectedMemory:
         """The memory of some objects: index along B."""
         index = slice(index, index + 1) if isinstance(index, int) else index
-        return ProjectedMemory([k[index] for k in self.keys], self.tokens[index])
+        return ProjectedMemory([k[index] for k in self.keys], self.tokens[index], self.bias)
 
 
 def _score_buffer(rows: int, cols: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -64,8 +66,12 @@ def _score_buffer(rows: int, cols: int, dtype: torch.dtype, device: torch.device
     return buf[: rows * cols].view(rows, cols)
 
 
-def _mix_rows(q: torch.Tensor, keys: torch.Tensor, tokens: torch.Tensor, out: torch.Tensor, scores: torch.Tensor) -> None:
-    """out (N, C_mem) float32 = softmax(q keys^T) tokens for q (N, D) already scaled, keys (M, D), tokens (M, C_mem).
+def _mix_rows(
+    q: torch.Tensor, keys: torch.Tensor, tokens: torch.Tensor, out: torch.Tensor, scores: torch.Tensor,
+    bias: torch.Tensor | None,
+) -> None:  # fmt: skip
+    """out (N, C_mem) float32 = softmax(q keys^T + bias) tokens for q (N, D) already scaled, keys (M, D), tokens
+    (M, C_mem), bias (M,) or None.
 
     Online softmax over blocks of KEY_BLOCK keys: each block's scores are made, exponentiated
     and mixed while in cache; what earlier blocks added is rescaled when a row's maximum grows.
@@ -76,6 +82,8 @@ def _mix_rows(q: torch.Tensor, keys: torch.Tensor, tokens: torch.Tensor, out: to
         k, x = keys[start : start + KEY_BLOCK], tokens[start : start + KEY_BLOCK]
         s = scores[: q.shape[0], : k.shape[0]]
         torch.mm(q, k.t(), out=s)
+        if bias is not None:
+            s.add_(bias[start : start + KEY_BLOCK])
         block_top = s.amax(-1, keepdim=True)
         if top is None:
             top = block_top
@@ -97,9 +105,11 @@ def _mix_rows(q: torch.Tensor, keys: torch.Tensor, tokens: torch.Tensor, out: to
 
 
 @torch.compiler.disable
-def mix_tokens(queries: torch.Tensor, keys: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """softmax(Q K^T / sqrt(D)) X per head: queries (B, heads, N, D), keys (B, heads, M, D), tokens (B, M, C_mem)
-    -> (B, heads, N, C_mem).
+def mix_tokens(
+    queries: torch.Tensor, keys: torch.Tensor, tokens: torch.Tensor, bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """softmax(Q K^T / sqrt(D) + bias) X per head: queries (B, heads, N, D), keys (B, heads, M, D), tokens
+    (B, M, C_mem), bias (M,) or None -> (B, heads, N, C_mem).
 
     Equal to attention up to float rounding; blocked over queries and keys so that no (N, M)
     score matrix goes through memory (25-40 % faster than whole score rows on a 2-core AVX2 CPU).
@@ -109,12 +119,13 @@ def mix_tokens(queries: torch.Tensor, keys: torch.Tensor, tokens: torch.Tensor) 
     q = queries * d**-0.5
     out = torch.empty(b, h, n, tokens.shape[-1], dtype=torch.float32, device=q.device)
     scores = _score_buffer(min(n, QUERY_CHUNK), min(keys.shape[2], KEY_BLOCK), dtype, q.device)
+    bias = None if bias is None else bias.to(dtype)
     for i in range(b):
         x = tokens[i].to(dtype)
         for j in range(h):
             k = keys[i, j].to(dtype)
             for start in range(0, n, QUERY_CHUNK):
-                _mix_rows(q[i, j, start : start + QUERY_CHUNK], k, x, out[i, j, start : start + QUERY_CHUNK], scores)
+                _mix_rows(q[i, j, start : start + QUERY_CHUNK], k, x, out[i, j, start : start + QUERY_CHUNK], scores, bias)
     return out.to(dtype)
 
 
@@ -171,12 +182,19 @@ class RoPEAttention(Attention):
         rotated = apply_rope(keys[..., layout.unrotated :, :], cos, sin)
         return torch.cat((keys[..., : layout.unrotated, :], rotated), dim=-2)
 
-    def attend_tokens(self, queries: torch.Tensor, keys: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        """Cross-attention: per-head queries (B, heads, N, D), keys (B, heads, M, D) and the values' input tokens
-        (B, M, C_kv) -> (B, N, C)."""
+    def attend_tokens(
+        self, queries: torch.Tensor, keys: torch.Tensor, tokens: torch.Tensor, bias: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Cross-attention: per-head queries (B, heads, N, D), keys (B, heads, M, D), the values' input tokens
+        (B, M, C_kv) and an (M,) logit bias or None -> (B, N, C)."""
         if queries.device.type != "cpu":
-            return self.attend(queries, keys, self.split_heads(self.v_proj(tokens)))
-        mixed = mix_tokens(queries, keys, tokens)  # (B, heads, N, C_kv)
+            values = self.split_heads(self.v_proj(tokens))
+            if bias is None:
+                return self.attend(queries, keys, values)
+            out = F.scaled_dot_product_attention(queries, keys, values, attn_mask=bias.to(queries.dtype))
+            b, h, n, d = out.shape
+            return self.out_proj(out.transpose(1, 2).reshape(b, n, h * d))
+        mixed = mix_tokens(queries, keys, tokens, bias)  # (B, heads, N, C_kv)
         h, d = self.num_heads, self.internal_dim // self.num_heads
         weight = self.v_proj.weight.view(h, d, -1)
         values = torch.einsum("bhnc,hdc->bnhd", mixed, weight.to(mixed.dtype)) + self.v_proj.bias.view(h, d)
@@ -203,8 +221,12 @@ class MemoryAttentionLayer(nn.Module):
         self.norm3 = nn.LayerNorm(d_model)
         self.activation = {"relu": F.relu_, "gelu": F.gelu}[cfg.activation]
 
-    def forward(self, tgt: torch.Tensor, query_pos: torch.Tensor, keys: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        """tgt (B or 1, N, C) with query_pos (1, N, C); keys (B, heads, M, D), value tokens (B, M, C_mem) -> (B, N, C).
+    def forward(
+        self, tgt: torch.Tensor, query_pos: torch.Tensor, keys: torch.Tensor, tokens: torch.Tensor,
+        bias: torch.Tensor | None = None,
+    ) -> torch.Tensor:  # fmt: skip
+        """tgt (B or 1, N, C) with query_pos (1, N, C); keys (B, heads, M, D), value tokens (B, M, C_mem), logit bias
+        (M,) or None -> (B, N, C).
 
         One `tgt` row when every object starts from the same features (the first layer): then
         everything up to the cross-attention's queries runs once, for all objects.
@@ -216,7 +238,7 @@ class MemoryAttentionLayer(nn.Module):
         x = self.norm2(tgt)
         queries = self.cross_attn_image.queries(x + query_pos if self.cfg.pos_enc_at_cross_attn_queries else x)
         b = keys.shape[0]
-        tgt = tgt + self.cross_attn_image.attend_tokens(queries.expand(b, -1, -1, -1), keys, tokens)
+        tgt = tgt + self.cross_attn_image.attend_tokens(queries.expand(b, -1, -1, -1), keys, tokens, bias)
         x = self.norm3(tgt)
         return tgt + self.linear2(self.activation(self.linear1(x)))
 
@@ -266,5 +288,27 @@ class MemoryAttention(nn.Module):
         """
         out = curr + POS_ENC_AT_INPUT_SCALE * curr_pos if self.pos_enc_at_input else curr
         for layer, keys in zip(self.layers, memory.keys):
-            out = layer(out, curr_pos, keys, memory.tokens)
+            out = layer(out, curr_pos, keys, memory.tokens, memory.bias)
         return self.norm(out)
+
+    def pool_frames(self, memory: ProjectedMemory, frames: int, side: int) -> ProjectedMemory:
+        """EfficientTAM's coarse memory: the first `frames` spatial memories (side x side tokens each) averaged over
+        `memory_pool` x `memory_pool` cells, keys and value tokens alike (the value projection is affine: pooling
+        its input equals pooling its output), each pooled key biased as `memory_pool_bias` says; the object-pointer
+        tokens after them as they are."""
+        p, n = self.cfg.memory_pool, frames * side * side
+
+        def pool(x: torch.Tensor) -> torch.Tensor:  # (..., M, C) -> (..., M - n + n / p^2, C)
+            lead, c = x.shape[:-2], x.shape[-1]
+            grid = x[..., :n, :].reshape(-1, side, side, c).permute(0, 3, 1, 2)
+            pooled = F.avg_pool2d(grid, p).permute(0, 2, 3, 1).reshape(*lead, -1, c)
+            if x is not memory.tokens and self.cfg.memory_pool_bias == "keys":
+                pooled = pooled + 2 * math.log(p)
+            return torch.cat((pooled, x[..., n:, :]), dim=-2)
+
+        tokens = pool(memory.tokens)
+        bias = None
+        if self.cfg.memory_pool_bias == "logits":
+            bias = tokens.new_zeros(tokens.shape[-2], dtype=torch.float32)
+            bias[: n // p**2] = 2 * math.log(p)
+        return ProjectedMemory([pool(k) for k in memory.keys], tokens, bias)

@@ -8,6 +8,7 @@ lives in the tracker.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -383,7 +384,10 @@ class SAM2Model(nn.Module):
             if ptrs is not None:
                 k[:, :, starts[-1] :] = ptrs.keys[layer]
             keys.append(k)
-        return ProjectedMemory(keys, tokens)
+        memory = ProjectedMemory(keys, tokens)
+        if self.cfg.memory_attention.memory_pool > 1 and len(spatial) > 1:  # EfficientTAM pools two frames or more
+            memory = self.memory_attention.pool_frames(memory, len(spatial), math.isqrt(lengths[0]))
+        return memory
 
     def _project_pointers(self, pointers: list[tuple[int, torch.Tensor]], max_ptr_distance: int) -> ProjectedMemory:
         """(temporal distance, (B, C)) object pointers -> projected pointer tokens (C / C_mem tokens each)."""
