@@ -22,11 +22,12 @@ def test_every_family_ships():
     assert len([n for n in names if n.startswith(("sam2_", "sam2.1_"))]) == 8 and "edgetam" in names
     assert load_config("edgetam").trunk.kind == "repvit" and load_config("edgetam").perceiver is not None
     efficient = [n for n in names if n.startswith("efficienttam_")]
-    assert efficient == ["efficienttam_s", "efficienttam_s_512x512", "efficienttam_ti", "efficienttam_ti_512x512"]
+    assert efficient == [f"efficienttam_{size}{variant}" for size in ("s", "ti") for variant in ("", "_1", "_2", "_512x512")]
     for name in efficient:
         cfg = load_config(name)
         assert (cfg.trunk.kind, cfg.neck.kind, cfg.tracking.use_high_res_features_in_sam) == ("vit", "vitdet", False)
         assert cfg.image_size == (512 if name.endswith("_512x512") else 1024)
+        assert cfg.memory_attention.memory_pool == (2 if name.endswith(("_1", "_2")) else 1)
 
 
 def test_a_section_of_another_kind_replaces_the_base_section(tmp_path):
