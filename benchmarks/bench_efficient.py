@@ -32,8 +32,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
 os.environ.setdefault("TQDM_DISABLE", "1")  # the references' progress bars
 
-import vos  # noqa: E402
 from bench_speed import StageClock, agreement, count_flops, cpu_description, gemm_rate, prompts_for, timed  # noqa: E402
+
+import vos  # noqa: E402
 from tests.conftest import DEFAULT_DAVIS, OBJECT_SCORE_BIAS_OFFSET, build_meta  # noqa: E402
 from tests.oracles import tam_reference  # noqa: E402
 from tests.video_reference import ground_truth, meta_video_predictor, write_clip  # noqa: E402
@@ -112,7 +113,7 @@ class Run:
 
 
 def family_runs(args, family: str, config: str, checkpoint: Path, ref_step, frames, prompts, size: int, flops: dict):
-    """The reference's run and vos's runs of one family: fp32 (timed per stage), bf16 where native, compiled."""
+    """The reference's run and vos's runs of one family: fp32 (timed per stage), bf16 where native, int8, compiled."""
     ref_name = f"{family} reference fp32"
     runs = [Run(ref_name, family, ref_step)]
     load = lambda precision: vos.load_model(config, checkpoint=checkpoint, image_size=size, precision=precision)  # noqa: E731
@@ -122,8 +123,10 @@ def family_runs(args, family: str, config: str, checkpoint: Path, ref_step, fram
     runs[-1].model = fp32
     if native_bf16("cpu"):
         runs.append(Run(f"vos {family} bf16", family, vos_run(load("bf16"), frames, prompts), ref_name))
+    runs.append(Run(f"vos {family} int8", family, vos_run(load("int8"), frames, prompts), ref_name))
     if args.compile:
-        runs.append(Run(f"vos {family} fp32 compiled", family, vos_run(load("fp32"), frames, prompts, compile=True), ref_name))
+        compiled = vos_run(load("fp32"), frames, prompts, compile=True)
+        runs.append(Run(f"vos {family} fp32 compiled", family, compiled, ref_name))
     return runs
 
 
@@ -163,8 +166,8 @@ def bench(args, size: int, n_objects: int, tmp: Path) -> None:
     by_name = {r.name: r for r in runs}
     median = lambda run: statistics.median(run.seconds[steady_from:])  # noqa: E731
     meta_s = median(runs[0])
-    print(f"\n{size} px, {n_objects} object(s), {args.frames} frames (steady state: frames {steady_from}..{args.frames - 1});"
-          f" EfficientTAM: {efficienttam}")  # fmt: skip
+    print(f"\n{size} px, {n_objects} object(s), {args.frames} frames (steady state: frames {steady_from}.."
+          f"{args.frames - 1}); EfficientTAM: {efficienttam}")  # fmt: skip
     print(f"  {'run':<32} {'s/frame':>8} {'frames/s':>8} {'vs ref':>7} {'vs meta':>8}  agreement with its reference "
           "(min r, min IoU, max |d|)")  # fmt: skip
     for run in runs:
@@ -184,14 +187,15 @@ def bench(args, size: int, n_objects: int, tmp: Path) -> None:
         stages = {k: statistics.median(v) for k, v in run.clock.seconds.items()}
         parts = ", ".join(f"{k} {v:.3f} s / {f[k]:.1f} GFLOP" for k, v in stages.items())
         rest = total_s - sum(stages.values())
-        print(f"  vos {family} fp32: {f['total']:.1f} GFLOP per frame; {parts}; rest {rest:.3f} s / {f['rest']:.1f} GFLOP")
+        print(f"  vos {family} fp32: {f['total']:.1f} GFLOP per frame; {parts}; "
+              f"rest {rest:.3f} s / {f['rest']:.1f} GFLOP")  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[512])
     parser.add_argument("--objects", type=int, nargs="+", default=[1, 2, 4])
-    parser.add_argument("--frames", type=int, default=14, help="frames per run (steady state from frame num_maskmem + 1)")
+    parser.add_argument("--frames", type=int, default=14, help="frames per run (steady from frame num_maskmem + 1)")
     parser.add_argument("--efficienttam", choices=("ti", "s"), default="ti", help="EfficientTAM size")
     parser.add_argument("--compile", action="store_true", help="also run vos's efficient models with compile=True")
     parser.add_argument("--davis-root", type=Path, default=DEFAULT_DAVIS)

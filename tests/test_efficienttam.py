@@ -38,7 +38,8 @@ def model(reference: dict):
 
 def test_the_checkpoint_picks_its_config_and_others_refuse_it(reference: dict):
     assert vos.load_model(checkpoint=reference["checkpoint"]).cfg.name == CI_VARIANT  # its published file name
-    looks_like = "this looks like efficienttam_ti or efficienttam_ti_512x512, not edgetam"
+    same_tensors = " or ".join(f"efficienttam_ti{v}" for v in ("", "_1", "_2", "_512x512"))
+    looks_like = f"this looks like {same_tensors}, not edgetam"
     with pytest.raises(vos.CheckpointError, match=looks_like):
         vos.load_model("edgetam", checkpoint=reference["checkpoint"], image_size=CI_SIZE)
 
@@ -116,3 +117,30 @@ def test_pooled_memory_attention_equals_the_reference(variant: int, davis_root: 
     # its four tokens would, and 2e-3 for variant 2 with random weights): the comparison sees pooling
     unpooled = vos.load_model("efficienttam_ti", checkpoint=reference["checkpoint"], image_size=CI_SIZE)
     assert track_against(reference, unpooled, tol=float("inf")) > 10 * max(pooled, 1e-5)
+
+
+@torch.inference_mode()
+def test_int8_agrees_with_fp32(reference: dict, model):
+    """precision="int8": EfficientTAM's linear layers (its whole ViT, memory attention, decoder) as int8 layers;
+    per frame and object, Pearson r of the logits >= 0.98; the masks' IoU is printed (here >= 0.9)."""
+    int8 = vos.load_model(CI_VARIANT, checkpoint=reference["checkpoint"], precision="int8")
+    assert int8.precision == "int8" and sum("quantized" in type(m).__module__ for m in int8.modules()) > 50
+    with pytest.raises(vos.ConfigError, match="loaded with precision int8"):
+        vos.Tracker(int8, precision="fp32")
+    runs = []
+    for m in (model, int8):
+        tracker = vos.Tracker(m, fill_hole_area=0)
+        tracker.add_prompt(1, mask=reference["mask"])
+        tracker.add_prompt(2, points=reference["click"], labels=[1])
+        runs.append([tracker.step(frame) for frame in reference["frames"][:5]])
+    worst_r, worst_iou, moved = 1.0, 1.0, 0.0
+    for a, b in zip(*runs):
+        for obj in (1, 2):
+            r = np.corrcoef(a.logits[obj].ravel(), b.logits[obj].ravel())[0, 1]
+            union = np.logical_or(a.masks[obj], b.masks[obj]).sum()
+            iou = np.logical_and(a.masks[obj], b.masks[obj]).sum() / union
+            worst_r, worst_iou = min(worst_r, r), min(worst_iou, iou)
+            moved = max(moved, float(np.abs(a.logits[obj] - b.logits[obj]).max()))
+    print(f"int8 vs fp32 over 5 frames, 2 objects: min Pearson r {worst_r:.5f}, min mask IoU {worst_iou:.4f}")
+    assert worst_r >= 0.98 and worst_iou >= 0.9
+    assert moved > 1e-3  # int8 really ran

@@ -106,7 +106,7 @@ def test_installed_wheel_loads_models_without_the_checkout(site: Path, tiny_chec
     result = run_python(site, "-c", API_CHECK, str(tiny_checkpoint))
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
-    assert len(SHIPPED_MODELS) == 9 and out["models"] == SHIPPED_MODELS
+    assert len(SHIPPED_MODELS) == 17 and out["models"] == SHIPPED_MODELS
     assert out["config"] == ["sam2.1_hiera_t", 1024] and out["sizes"] == [512, 512] and out["engine_example"]
     assert "vos.configs" in out["files"]
     outside = {n: f for n, f in out["files"].items() if not Path(f).is_relative_to(site)}

@@ -26,8 +26,11 @@ BF16_MIN_PEARSON = 0.98
 
 
 def test_precision_values_are_checked():
-    with pytest.raises(ConfigError, match="precision must be one of fp32, bf16, auto"):
+    with pytest.raises(ConfigError, match="precision must be one of fp32, bf16, int8, auto"):
         resolve_precision("fp16")
+    assert resolve_precision("int8", "cpu") == "int8"
+    with pytest.raises(ConfigError, match="int8 is for CPUs"):
+        resolve_precision("int8", "cuda")
     assert resolve_precision("fp32") == "fp32"
     assert resolve_precision("auto") == ("bf16" if native_bf16("cpu") else "fp32")
     with pytest.raises(ConfigError, match="invalid tracker options"):
@@ -59,7 +62,7 @@ def test_devices_are_checked():
 def test_load_model_refuses_before_reading_the_checkpoint(tmp_path):
     missing = tmp_path / "nothing.pt"  # the option is checked first, so no file is needed
     with pytest.raises(ConfigError, match="precision must be one of"):
-        vos.load_model("sam2.1_hiera_t", checkpoint=missing, precision="int8")
+        vos.load_model("sam2.1_hiera_t", checkpoint=missing, precision="int4")
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="CUDA is not available"):
             vos.load_model("sam2.1_hiera_t", checkpoint=missing, device="cuda")

@@ -13,7 +13,6 @@ import torch
 
 import vos
 from tests.video_reference import (
-    NUM_FRAMES,
     assert_frame_matches,
     centroid_click,
     ground_truth,
@@ -22,14 +21,15 @@ from tests.video_reference import (
     write_clip,
 )
 
-PROMPT_FRAME = 8
-CORRECTION_FRAME = 12
+SESSION_FRAMES = 12  # a session knows its length (Meta's pointer distances are normalized by it): no 16-frame need
+PROMPT_FRAME = 6
+CORRECTION_FRAME = 9
 
 
 def clip_and_prompts(davis_root, folder, size: int):
     """car-shadow's first frames as S x S JPEGs in `folder`; the prompts: object 1's mask on PROMPT_FRAME,
     object 2's click there, and a correction (a click on the object, the first one negative) on CORRECTION_FRAME."""
-    write_clip(davis_root, "car-shadow", size, folder)
+    write_clip(davis_root, "car-shadow", size, folder, n=SESSION_FRAMES)
     gt = ground_truth(davis_root, "car-shadow", PROMPT_FRAME, size)
     click = np.array([[size * 0.2, size * 0.8]], dtype=np.float32)
     correction = np.concatenate([centroid_click(ground_truth(davis_root, "car-shadow", CORRECTION_FRAME, size)), click])
@@ -46,7 +46,7 @@ def test_session_matches_video_predictor(davis_root, tracking_checkpoint, tmp_pa
     state = meta.init_state(video_path=str(tmp_path))
     model = vos.load_model("sam2.1_hiera_t", checkpoint=tracking_checkpoint, image_size=size)
     with vos.VideoSession(model, tmp_path, fill_hole_area=0, store_dir=tmp_path) as session:
-        assert session.num_frames == NUM_FRAMES
+        assert session.num_frames == SESSION_FRAMES
         # Prompted frame: one object from a mask, one from a click.
         _, _, m = meta.add_new_mask(state, frame_idx=PROMPT_FRAME, obj_id=1, mask=gt)
         session.add_prompt(PROMPT_FRAME, 1, mask=gt)
@@ -63,7 +63,7 @@ def test_session_matches_video_predictor(davis_root, tracking_checkpoint, tmp_pa
                 seen.append(f)
             assert seen == expected_frames
 
-        compare(meta.propagate_in_video(state), session.propagate(), list(range(PROMPT_FRAME, NUM_FRAMES)))
+        compare(meta.propagate_in_video(state), session.propagate(), list(range(PROMPT_FRAME, SESSION_FRAMES)))
         compare(
             meta.propagate_in_video(state, start_frame_idx=PROMPT_FRAME, reverse=True),
             session.propagate(start=PROMPT_FRAME, reverse=True),
@@ -77,16 +77,16 @@ def test_session_matches_video_predictor(davis_root, tracking_checkpoint, tmp_pa
         compare(
             meta.propagate_in_video(state, start_frame_idx=CORRECTION_FRAME),
             session.propagate(start=CORRECTION_FRAME),
-            list(range(CORRECTION_FRAME, NUM_FRAMES)),
+            list(range(CORRECTION_FRAME, SESSION_FRAMES)),
         )
         # Results read back from the store equal the latest ones yielded, on every frame.
-        assert sorted(latest) == list(range(NUM_FRAMES))
+        assert sorted(latest) == list(range(SESSION_FRAMES))
         for f, result in latest.items():
             stored = session.result(f)
             assert all(np.array_equal(stored.logits[o], result.logits[o]) for o in (1, 2))
             assert stored.scores == result.scores
         store = next(tmp_path.glob("vos-session-*"))
-        assert len(list(store.rglob("*.pt"))) == 2 * NUM_FRAMES - 3  # every frame but the prompted ones
+        assert len(list(store.rglob("*.pt"))) == 2 * SESSION_FRAMES - 3  # every frame but the prompted ones
     assert not store.exists()
 
 
@@ -202,7 +202,7 @@ def test_clearing_memories_around_corrections_matches_the_video_predictor(davis_
             list(session.propagate())
             out = {CORRECTION_FRAME: session.add_prompt(CORRECTION_FRAME, 2, points=correction, labels=labels)}
             out.update({r.frame_index: r for r in session.propagate(start=CORRECTION_FRAME)})
-            assert all(session.result(f).masks for f in range(PROMPT_FRAME, NUM_FRAMES))  # results stay readable
+            assert all(session.result(f).masks for f in range(PROMPT_FRAME, SESSION_FRAMES))  # results stay readable
         return out
 
     results = ours(True)

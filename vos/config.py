@@ -19,9 +19,9 @@ from vos.errors import ConfigError
 
 SUPPORTED_IMAGE_SIZES = (512, 1024)
 DEFAULT_CONFIG = "sam2.1_hiera_t"  # the model used when neither a config nor a checkpoint says which
-# What the model computes in (`vos.device`): fp32 (Meta's numbers), bf16, or auto (bf16 where native).
-Precision = Literal["fp32", "bf16", "auto"]
-PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "auto")
+# What the model computes in (`vos.device`): fp32 (Meta's numbers), bf16, int8 (CPUs), or auto (bf16 where native).
+Precision = Literal["fp32", "bf16", "int8", "auto"]
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "int8", "auto")
 DEFAULT_PRECISION: Precision = "fp32"
 
 
@@ -285,7 +285,7 @@ class TrackerConfig(_Strict):
         "read as memory (Meta's option for corrections: no outdated memories next to new information)",
     )
     precision: Precision | None = Field(
-        None, description="fp32, bf16 or auto (vos.device); default: the precision the model was loaded with"
+        None, description="fp32, bf16, int8 or auto (vos.device); default: the precision the model was loaded with"
     )
     compile: bool = Field(False, description="torch.compile the model's stages (vos.tracking.compiled); the first frames compile")
 
@@ -300,7 +300,9 @@ class ModelSettings(BaseModel):
     image_size: int | None = Field(None, description="model input size: 1024, or 512 for about 4x less work (default: the config's)")
     device: str = Field("cpu", description="torch device: cpu, cuda or cuda:N")
     precision: Precision = Field(
-        DEFAULT_PRECISION, description="fp32 (Meta's numbers), bf16, or auto: bf16 where the hardware has it natively"
+        DEFAULT_PRECISION,
+        description="fp32 (Meta's numbers), bf16, int8 (CPUs: int8 linear layers), or auto: bf16 where the hardware "
+        "has it natively",
     )
     threads: int | None = Field(None, ge=1, description="torch intra-op threads (default: one per core)")
 

@@ -5,9 +5,13 @@
 - "bf16": image encoder, memory attention, memory encoder and mask decoder under bfloat16
   autocast, with the linear and convolution weights stored in bfloat16
   (`SAM2Model.set_precision`); outputs (mask logits, scores) stay float32;
+- "int8" (CPUs): the linear layers run as int8 matrix products with activations quantized on the
+  fly (`SAM2Model.set_precision`; torch's dynamic quantization, fbgemm), the rest in float32; for
+  CPUs without native bf16. Not equal to fp32: per-frame agreement is measured (`tests/test_int8.py`);
 - "auto": bf16 where the hardware multiplies bf16 natively (CUDA GPUs with bf16, CPUs with
   AVX-512 BF16 or AMX), fp32 elsewhere. On CPUs without native bf16 (AVX2 only), bf16 is
-  emulated and several times *slower* than fp32.
+  emulated and several times *slower* than fp32. `auto` never picks int8, which changes the numbers
+  more than bf16 does: ask for it.
 """
 
 from __future__ import annotations
@@ -58,10 +62,12 @@ def native_bf16(device: str | torch.device = "cpu") -> bool:
     return False
 
 
-def resolve_precision(precision: str, device: str | torch.device = "cpu") -> Literal["fp32", "bf16"]:
-    """"fp32" / "bf16" / "auto" -> what runs on `device`; warns when bf16 is asked for where it is slow."""
+def resolve_precision(precision: str, device: str | torch.device = "cpu") -> Literal["fp32", "bf16", "int8"]:
+    """"fp32" / "bf16" / "int8" / "auto" -> what runs on `device`; warns when bf16 is asked for where it is slow."""
     if precision not in PRECISIONS:
         raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "int8" and torch.device(device).type != "cpu":
+        raise ConfigError(f"precision int8 is for CPUs, not {torch.device(device)}: use bf16 or auto there")
     native = native_bf16(device)
     if precision == "auto":
         chosen = "bf16" if native else "fp32"
@@ -78,7 +84,7 @@ def resolve_precision(precision: str, device: str | torch.device = "cpu") -> Lit
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """bfloat16 autocast on `device` for precision "bf16"; nothing for "fp32"."""
+    """bfloat16 autocast on `device` for precision "bf16"; nothing for "fp32" and "int8"."""
     if precision == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()

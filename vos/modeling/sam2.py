@@ -37,6 +37,28 @@ EMBED_INIT_STD = 0.02
 
 
 MATMUL_LAYERS = (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)  # the layers autocast runs in bfloat16
+# Linear layers whose weights vos reads itself (cached memory keys, values mixed before their projection): kept float.
+FLOAT_LINEAR_SUFFIXES = ("cross_attn_image.k_proj", "cross_attn_image.v_proj")
+
+
+def quantize_linear_layers(model: nn.Module) -> list[str]:
+    """Replace the model's linear layers, in place, by int8 ones (torch's dynamic quantization: int8 weights per
+    output channel, activations quantized per call; fbgemm's int8 matrix products); the names of those replaced.
+
+    Convolutions stay float (dynamic quantization has none), and so do the layers whose weights vos reads
+    directly (`FLOAT_LINEAR_SUFFIXES`).
+    """
+    import warnings
+
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    names = [
+        name for name, m in model.named_modules() if type(m) is nn.Linear and not name.endswith(FLOAT_LINEAR_SUFFIXES)
+    ]
+    with warnings.catch_warnings():  # torch marks its quantized tensor types deprecated in favour of torchao
+        warnings.simplefilter("ignore")
+        quantize_dynamic(model, {name: per_channel_dynamic_qconfig for name in names}, inplace=True)
+    return names
 
 
 class BackboneOutput(NamedTuple):
@@ -120,28 +142,37 @@ class SAM2Model(nn.Module):
         return autocast(self.device, self.check_precision(precision or self.precision))
 
     def check_precision(self, precision: str) -> str:
-        """`precision` ("fp32" or "bf16"), or ConfigError when this model cannot run in it."""
+        """`precision` ("fp32", "bf16" or "int8"), or ConfigError when this model cannot run in it."""
         if precision == "fp32" and self.precision == "bf16":
             raise ConfigError(
                 "this model was loaded with precision bf16 (its linear and convolution weights are bfloat16): "
                 "load it with precision='fp32' to run in fp32"
             )
+        if (precision == "int8") != (self.precision == "int8"):
+            raise ConfigError(
+                f"this model was loaded with precision {self.precision}: int8 is how a model is loaded "
+                "(its linear layers quantized), not a tracker option; load it with the precision to run in"
+            )
         return precision
 
     def set_precision(self, precision: str) -> None:
-        """What trackers and predictors on this model run in: "fp32" or "bf16" (`vos.device`).
+        """What trackers and predictors on this model run in: "fp32", "bf16" or "int8" (`vos.device`).
 
         bf16 stores the weights of the linear and convolution layers in bfloat16, which autocast
         would otherwise cast them to on every call (the same numbers, without a cast of all weights
-        per frame); other parameters stay float32. It cannot be undone: load the model again for fp32.
+        per frame); other parameters stay float32. int8 (CPU) replaces the linear layers by int8 ones
+        (`quantize_linear_layers`). Neither can be undone: load the model again for fp32.
         """
         if precision == self.precision:
             return
-        if precision != "bf16":
+        if precision not in ("bf16", "int8") or self.precision != "fp32":
             raise ConfigError(f"a {self.precision} model cannot be set to {precision!r}: load it again")
-        for module in self.modules():
-            if isinstance(module, MATMUL_LAYERS):
-                module.to(torch.bfloat16)
+        if precision == "int8":
+            quantize_linear_layers(self)
+        else:
+            for module in self.modules():
+                if isinstance(module, MATMUL_LAYERS):
+                    module.to(torch.bfloat16)
         self.precision = precision
 
     @torch.no_grad()

@@ -69,7 +69,8 @@ class MultiScaleAttention(nn.Module):
         if window == 0:
             return self.proj(self._attend(qkv))
         hw = x.shape[1:3]
-        windows, padded_hw = window_partition(qkv, window, fill=self.qkv.bias)
+        bias = self.qkv.bias() if callable(self.qkv.bias) else self.qkv.bias  # an int8 layer's bias is a method
+        windows, padded_hw = window_partition(qkv, window, fill=bias)
         out = self._attend(windows)
         if self.q_pool is not None:
             stride = windows.shape[1] // out.shape[1]
