@@ -32,6 +32,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
 os.environ.setdefault("TQDM_DISABLE", "1")  # the references' progress bars
 
+import bench_speed  # noqa: E402
 from bench_speed import StageClock, agreement, count_flops, cpu_description, gemm_rate, prompts_for, timed  # noqa: E402
 
 import vos  # noqa: E402
@@ -89,16 +90,8 @@ def reference_run(predictor, folder: Path, prompts):
 
 
 def vos_run(model, frames, prompts, **options):
-    tracker = vos.Tracker(model, fill_hole_area=0, **options)
-    for obj_id, p in prompts:
-        tracker.add_prompt(obj_id, **p)
-    it = iter(frames)
-
-    def step():
-        r = tracker.step(next(it))
-        return np.stack([r.logits[i] for i in sorted(r.logits)])
-
-    return step
+    """vos's tracker stepping one frame per call -> (N, H, W) logits."""
+    return bench_speed.vos_run(model, frames, prompts, **options)[1]
 
 
 @dataclass
@@ -139,7 +132,8 @@ def bench(args, size: int, n_objects: int, tmp: Path) -> None:
     sam_ckpt = tmp / "sam2.1_hiera_tiny.pt"
     torch.save({"model": sd}, sam_ckpt)
     meta = meta_video_predictor(sam_ckpt, size)
-    efficienttam = f"efficienttam_{args.efficienttam}" + ("_512x512" if size == 512 else "")
+    trained_at_512 = size == 512 and args.efficienttam in ("ti", "s")  # the pooled variants ship at 1024 only
+    efficienttam = f"efficienttam_{args.efficienttam}" + ("_512x512" if trained_at_512 else "")
     edgetam_ref, edgetam_ckpt = reference_predictor("edgetam", None, size, tmp)
     eff_ref, eff_ckpt = reference_predictor("efficienttam", efficienttam, size, tmp)
 
@@ -196,7 +190,8 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[512])
     parser.add_argument("--objects", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--frames", type=int, default=14, help="frames per run (steady from frame num_maskmem + 1)")
-    parser.add_argument("--efficienttam", choices=("ti", "s"), default="ti", help="EfficientTAM size")
+    parser.add_argument("--efficienttam", choices=("ti", "s", "ti_1", "ti_2", "s_1", "s_2"), default="ti",
+                        help="EfficientTAM size (_1, _2: pooled memory attention)")
     parser.add_argument("--compile", action="store_true", help="also run vos's efficient models with compile=True")
     parser.add_argument("--davis-root", type=Path, default=DEFAULT_DAVIS)
     args = parser.parse_args()

@@ -16,7 +16,7 @@ from PIL import Image
 
 import vos
 from tests.oracles.tam_reference import reference_env
-from tests.video_reference import centroid_click, ground_truth, write_clip
+from tests.video_reference import LOGIT_TOL, centroid_click, ground_truth, write_clip
 
 REPO = Path(__file__).resolve().parents[1]
 REFS = REPO / ".refs"
@@ -99,3 +99,27 @@ def check_engine_features(model, reference: dict, tmp_path: Path, size: int) -> 
                  "--checkpoint", str(reference["checkpoint"]), "--image-size", str(size), "--mask", f"1={mask_png}",
                  "--max-frames", "3", "--out", str(out), "--quiet"])  # fmt: skip
     assert code == 0 and sorted(p.name for p in out.glob("*.png")) == ["00000.png", "00001.png", "00002.png"]
+
+
+def track_against(reference: dict, model, tol: float = LOGIT_TOL) -> float:
+    """`vos.Tracker` on the reference's clip and prompts: every frame's logits within `tol` of the reference's (and
+    the object scores, where the reference keeps them), both objects present; the worst logit difference."""
+    ref = reference["outputs"]
+    tracker = vos.Tracker(model, fill_hole_area=0)
+    tracker.add_prompt(1, mask=reference["mask"])
+    tracker.add_prompt(2, points=reference["click"], labels=[1])
+    worst = 0.0
+    for f, frame in enumerate(reference["frames"]):
+        if f == CORRECTION_FRAME:
+            for obj_id, clicks in reference["corrections"].items():
+                tracker.add_prompt(obj_id, points=clicks["points"], labels=clicks["labels"])
+        result = tracker.step(frame)
+        logits, scores = ref[f"logits_{f}"], ref.get(f"scores_{f}")
+        for k, obj_id in enumerate((1, 2)):
+            worst = max(worst, float(np.abs(result.logits[obj_id] - logits[k]).max()))
+            if scores is not None:
+                assert abs(result.scores[obj_id] - scores[k]) <= tol, (f, obj_id, result.scores[obj_id], scores[k])
+            assert 0 < (logits[k] > 0).sum() < logits[k].size, (f, obj_id)  # present: real logits, some pixels
+            assert result.scores[obj_id] > 0 and 0 < result.masks[obj_id].sum() < result.masks[obj_id].size, (f, obj_id)
+        assert worst <= tol, (f, worst)
+    return worst

@@ -14,13 +14,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 import vos
-from tests.tam_oracle import CORRECTION_FRAME, check_engine_features, run_reference
-from tests.video_reference import LOGIT_TOL
+from tests.tam_oracle import check_engine_features, run_reference, track_against
 
 SIZE = 512
 MODULE_TOL = 1e-4
@@ -55,7 +53,8 @@ def test_image_encoder_and_perceiver_equal_the_reference(reference: dict, model)
     assert maps.shape[0] == 2  # two objects: the reference needs its `.reshape` fix for this
     latents, latents_pos = model.spatial_perceiver(maps, model.memory_encoder.position_encoding(maps[:1]))
     assert torch.allclose(latents, torch.from_numpy(ref["perceiver_out"]), atol=MODULE_TOL, rtol=0)
-    assert torch.allclose(latents_pos.expand_as(latents), torch.from_numpy(ref["perceiver_pos"]), atol=MODULE_TOL, rtol=0)
+    expected_pos = torch.from_numpy(ref["perceiver_pos"])
+    assert torch.allclose(latents_pos.expand_as(latents), expected_pos, atol=MODULE_TOL, rtol=0)
 
     # the comparison can fail: one RepViT weight changed moves the features
     weight = model.image_encoder.trunk.body.stages_2.blocks[3].channel_mixer.conv1.weight
@@ -70,23 +69,7 @@ def test_image_encoder_and_perceiver_equal_the_reference(reference: dict, model)
 
 @torch.inference_mode()
 def test_tracker_equals_the_reference_video_predictor(reference: dict, model):
-    ref = reference["outputs"]
-    tracker = vos.Tracker(model, fill_hole_area=0)
-    tracker.add_prompt(1, mask=reference["mask"])
-    tracker.add_prompt(2, points=reference["click"], labels=[1])
-    worst = 0.0
-    for f, frame in enumerate(reference["frames"]):
-        if f == CORRECTION_FRAME:
-            for obj_id, clicks in reference["corrections"].items():
-                tracker.add_prompt(obj_id, points=clicks["points"], labels=clicks["labels"])
-        result = tracker.step(frame)
-        logits, scores = ref[f"logits_{f}"], ref[f"scores_{f}"]
-        for k, obj_id in enumerate((1, 2)):
-            worst = max(worst, float(np.abs(result.logits[obj_id] - logits[k]).max()))
-            assert abs(result.scores[obj_id] - scores[k]) <= LOGIT_TOL, (f, obj_id, result.scores[obj_id], scores[k])
-            assert scores[k] > 0, (f, obj_id)  # present: real logits, not the constant of an absent object
-            assert 0 < result.masks[obj_id].sum() < result.masks[obj_id].size, (f, obj_id)
-        assert worst <= LOGIT_TOL, (f, worst)
+    track_against(reference, model)
 
 
 @torch.inference_mode()

@@ -18,8 +18,7 @@ import pytest
 import torch
 
 import vos
-from tests.tam_oracle import CORRECTION_FRAME, check_engine_features, run_reference
-from tests.video_reference import LOGIT_TOL
+from tests.tam_oracle import check_engine_features, run_reference, track_against
 
 MODULE_TOL = 1e-4
 CI_VARIANT, CI_SIZE = "efficienttam_ti_512x512", 512
@@ -62,27 +61,6 @@ def test_image_encoder_equals_the_reference(reference: dict, model):
         assert not torch.allclose(moved, torch.from_numpy(ref["fpn_0"]), atol=MODULE_TOL, rtol=0)
     finally:
         pos_embed.copy_(saved)
-
-
-def track_against(reference: dict, model, tol: float = LOGIT_TOL) -> float:
-    """The worst logit difference over the clip; asserts every frame on the way (at most `tol`)."""
-    ref = reference["outputs"]
-    tracker = vos.Tracker(model, fill_hole_area=0)
-    tracker.add_prompt(1, mask=reference["mask"])
-    tracker.add_prompt(2, points=reference["click"], labels=[1])
-    worst = 0.0
-    for f, frame in enumerate(reference["frames"]):
-        if f == CORRECTION_FRAME:
-            for obj_id, clicks in reference["corrections"].items():
-                tracker.add_prompt(obj_id, points=clicks["points"], labels=clicks["labels"])
-        result = tracker.step(frame)
-        logits = ref[f"logits_{f}"]
-        for k, obj_id in enumerate((1, 2)):
-            worst = max(worst, float(np.abs(result.logits[obj_id] - logits[k]).max()))
-            assert 0 < (logits[k] > 0).sum() < logits[k].size, (f, obj_id)  # present, a mask of some pixels
-            assert result.scores[obj_id] > 0, (f, obj_id)
-        assert worst <= tol, (f, worst)
-    return worst
 
 
 @torch.inference_mode()

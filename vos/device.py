@@ -7,7 +7,7 @@
   (`SAM2Model.set_precision`); outputs (mask logits, scores) stay float32;
 - "int8" (CPUs): the linear layers run as int8 matrix products with activations quantized on the
   fly (`SAM2Model.set_precision`; torch's dynamic quantization, fbgemm), the rest in float32; for
-  CPUs without native bf16. Not equal to fp32: per-frame agreement is measured (`tests/test_int8.py`);
+  CPUs without native bf16. Not equal to fp32: per-frame agreement is tested (`tests/test_efficienttam.py`);
 - "auto": bf16 where the hardware multiplies bf16 natively (CUDA GPUs with bf16, CPUs with
   AVX-512 BF16 or AMX), fp32 elsewhere. On CPUs without native bf16 (AVX2 only), bf16 is
   emulated and several times *slower* than fp32. `auto` never picks int8, which changes the numbers
