@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -36,8 +37,26 @@ def require_reference(family: str) -> None:
         pytest.skip(message)
 
 
-def run_reference(family: str, davis_root: Path, out: Path, size: int, config: str | None = None) -> dict:
-    """The oracle's checkpoint and outputs, and the clip and prompts it tracked.
+def native_clip(davis_root: Path, folder: Path) -> list[np.ndarray]:
+    """The first FRAMES frames of the sequence as DAVIS has them (854 x 480 JPEGs), copied into `folder`."""
+    frames = []
+    for i in range(FRAMES):
+        src = davis_root / "JPEGImages" / "480p" / SEQUENCE / f"{i:05d}.jpg"
+        shutil.copy(src, folder / src.name)
+        frames.append(np.array(Image.open(src).convert("RGB")))
+    return frames
+
+
+def native_mask(davis_root: Path, frame: int) -> np.ndarray:
+    return np.array(Image.open(davis_root / "Annotations" / "480p" / SEQUENCE / f"{frame:05d}.png")) > 0
+
+
+def run_reference(
+    family: str, davis_root: Path, out: Path, size: int, config: str | None = None, native: bool = False
+) -> dict:
+    """The oracle's checkpoint and outputs, and the clip and prompts it tracked: S x S frames, or with `native` the
+    854 x 480 frames as they are (the reference resizes them as it loads them, vos as it steps; the logits come
+    back at 854 x 480).
 
     Both objects are corrected on the same frame: the references' video predictors (SAM 2's of July 2024) run all
     objects as one batch and make a corrected frame a conditioning frame of every object, where vos (as Meta's
@@ -46,11 +65,16 @@ def run_reference(family: str, davis_root: Path, out: Path, size: int, config: s
     require_reference(family)
     frames_dir = out / "frames"
     frames_dir.mkdir()
-    frames = write_clip(davis_root, SEQUENCE, size, frames_dir, n=FRAMES)
-    mask = ground_truth(davis_root, SEQUENCE, 0, size)
+    if native:
+        frames, mask = native_clip(davis_root, frames_dir), native_mask(davis_root, 0)
+        target = centroid_click(native_mask(davis_root, CORRECTION_FRAME)).tolist()
+    else:
+        frames = write_clip(davis_root, SEQUENCE, size, frames_dir, n=FRAMES)
+        mask = ground_truth(davis_root, SEQUENCE, 0, size)
+        target = centroid_click(ground_truth(davis_root, SEQUENCE, CORRECTION_FRAME, size)).tolist()
     np.save(out / "mask.npy", mask)
-    click = [[size * 0.2, size * 0.8]]
-    target = centroid_click(ground_truth(davis_root, SEQUENCE, CORRECTION_FRAME, size)).tolist()
+    height, width = mask.shape
+    click = [[width * 0.2, height * 0.8]]
     corrections = {1: {"points": target, "labels": [1]}, 2: {"points": target + click, "labels": [1, 0]}}
     spec = {"family": family, "config": config, "out": str(out), "size": size, "seed": 0, "frames": str(frames_dir),
             "mask": str(out / "mask.npy"), "click": click, "correction_frame": CORRECTION_FRAME,

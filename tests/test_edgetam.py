@@ -3,8 +3,9 @@
 The reference builds EdgeTAM with random weights (seed 0; batch norms randomized, the object-score bias shifted
 so objects stay present: see tests/oracles/tam_reference.py) and saves them in its checkpoint format; vos
 loads that file. Compared: the image encoder (RepViT + FPN neck) and the spatial perceiver for two objects, then
-the streaming tracker against the reference's video predictor over a clip: two objects on frame 0 (a mask and a
-click), correction clicks later, every frame's video-resolution logits and object scores (<= 1e-3). Two
+the streaming tracker against the reference's video predictor over a clip of DAVIS's 854 x 480 frames at 512 px (and
+S x S frames at 1024 px, `slow`): two objects on frame 0 (a mask and a click), correction clicks later, every frame's
+video-resolution logits and object scores (<= 1e-3). Two
 objects need the reference's perceiver fix (`.view` -> `.reshape`), which the oracle applies.
 
 Both objects are corrected on the same frame (see `tests.tam_oracle.run_reference`).
@@ -26,8 +27,9 @@ MODULE_TOL = 1e-4
 
 @pytest.fixture(scope="module")
 def reference(davis_root: Path, tmp_path_factory) -> dict:
-    """The oracle's checkpoint and outputs, and the clip and prompts it tracked."""
-    return run_reference("edgetam", davis_root, tmp_path_factory.mktemp("edgetam"), SIZE)
+    """The oracle's checkpoint and outputs, and the clip and prompts it tracked: DAVIS's 854 x 480 frames as they are
+    (EfficientTAM's tests use S x S frames)."""
+    return run_reference("edgetam", davis_root, tmp_path_factory.mktemp("edgetam"), SIZE, native=True)
 
 
 @pytest.fixture(scope="module")
@@ -86,3 +88,12 @@ def test_fusing_folds_every_batch_norm_and_changes_nothing(reference: dict, mode
 
 def test_engine_features_take_edgetam(reference: dict, model, tmp_path: Path):
     check_engine_features(model, reference, tmp_path, SIZE)
+
+
+@pytest.mark.slow
+@torch.inference_mode()
+def test_edgetam_at_1024_equals_the_reference(davis_root: Path, tmp_path: Path):
+    reference = run_reference("edgetam", davis_root, tmp_path, 1024)
+    model = vos.load_model(checkpoint=reference["checkpoint"])
+    assert model.cfg.name == "edgetam" and model.cfg.image_size == 1024
+    track_against(reference, model)
