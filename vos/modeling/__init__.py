@@ -7,7 +7,8 @@ decoder, memory encoder and memory attention, each a module of its own; `sam2.py
     family        trunk              neck               memory frames in attention
     SAM 2 / 2.1   hiera              fpn (3 levels)     E*E tokens each
     EdgeTAM       repvit (RepViT-M1) fpn (3 levels)     compressed by perceiver.py to 256 + 256 latents
-    EfficientTAM  vit (ViT-Ti / -S)  vitdet (1 level)   E*E tokens each
+    EfficientTAM  vit (ViT-Ti / -S)  vitdet (1 level)   E*E tokens each (`_1`, `_2` models: pooled 2x2 from two
+                                                        frames on, memory_attention.py `pool_frames`)
 
 Shape letters used in shape docstrings across vos:
 
