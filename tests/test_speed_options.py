@@ -102,7 +102,7 @@ def test_projections_go_with_their_memory(tmp_path):
 
 @torch.inference_mode()
 def test_bf16_tracker_agrees_with_fp32(davis_root, tracking_checkpoint, tmp_path):
-    size, n = 512, 3
+    size, n = 512, 2  # the prompted frame and one tracked from memory
     frames = write_clip(davis_root, "car-shadow", size, tmp_path, n=n)
     gt = ground_truth(davis_root, "car-shadow", 0, size)
     results = {}
