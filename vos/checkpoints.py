@@ -85,10 +85,7 @@ def pick_config(fits: list[str], checkpoint: str | Path, image_size: int | None 
     name = Path(checkpoint).name
     named = [n for n in fits if (info := load_config(n).checkpoint) is not None and info.filename == name]
     sized = [n for n in fits if image_size is not None and load_config(n).image_size == image_size]
-    for choice in (named, sized, [n for n in fits if n == DEFAULT_CONFIG], fits):
-        if choice:
-            return choice[0]
-    raise ValueError("no config fits")
+    return (named or sized or [n for n in fits if n == DEFAULT_CONFIG] or fits)[0]
 
 
 def _listing(keys: list[str]) -> str:

@@ -409,7 +409,8 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in over.items():
         base_section = out.get(key)
-        if isinstance(value, dict) and isinstance(base_section, dict) and value.get("kind", base_section.get("kind")) == base_section.get("kind"):
+        both = isinstance(value, dict) and isinstance(base_section, dict)
+        if both and value.get("kind", base_section.get("kind")) == base_section.get("kind"):
             out[key] = _merge(out[key], value)
         else:
             out[key] = value

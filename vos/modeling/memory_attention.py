@@ -298,17 +298,17 @@ class MemoryAttention(nn.Module):
         tokens after them as they are."""
         p, n = self.cfg.memory_pool, frames * side * side
 
-        def pool(x: torch.Tensor) -> torch.Tensor:  # (..., M, C) -> (..., M - n + n / p^2, C)
+        def pool(x: torch.Tensor, shift: float = 0.0) -> torch.Tensor:  # (..., M, C) -> (..., M - n + n / p^2, C)
             lead, c = x.shape[:-2], x.shape[-1]
             grid = x[..., :n, :].reshape(-1, side, side, c).permute(0, 3, 1, 2)
-            pooled = F.avg_pool2d(grid, p).permute(0, 2, 3, 1).reshape(*lead, -1, c)
-            if x is not memory.tokens and self.cfg.memory_pool_bias == "keys":
-                pooled = pooled + 2 * math.log(p)
+            pooled = F.avg_pool2d(grid, p).permute(0, 2, 3, 1).reshape(*lead, -1, c) + shift
             return torch.cat((pooled, x[..., n:, :]), dim=-2)
 
+        weight = 2 * math.log(p)  # log of the p^2 tokens a pooled one stands for
         tokens = pool(memory.tokens)
+        key_shift = weight if self.cfg.memory_pool_bias == "keys" else 0.0
         bias = None
         if self.cfg.memory_pool_bias == "logits":
             bias = tokens.new_zeros(tokens.shape[-2], dtype=torch.float32)
-            bias[: n // p**2] = 2 * math.log(p)
-        return ProjectedMemory([pool(k) for k in memory.keys], tokens, bias)
+            bias[: n // p**2] = weight
+        return ProjectedMemory([pool(k, key_shift) for k in memory.keys], tokens, bias)
