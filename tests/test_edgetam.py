@@ -47,10 +47,13 @@ def test_the_checkpoint_picks_its_config_and_others_refuse_it(reference: dict):
 @torch.inference_mode()
 def test_image_encoder_and_perceiver_equal_the_reference(reference: dict, model):
     ref = reference["outputs"]
-    feats, pos = model.image_encoder(torch.from_numpy(ref["image"]))
-    for i in range(3):
-        assert torch.allclose(feats[i], torch.from_numpy(ref[f"fpn_{i}"]), atol=MODULE_TOL, rtol=0), i
-        assert torch.allclose(pos[i], torch.from_numpy(ref[f"pos_{i}"]), atol=MODULE_TOL, rtol=0), i
+    backbone = model.forward_image(torch.from_numpy(ref["image"]))
+    # The fused model's neck includes the decoder's conv_s0/conv_s1 (loaded from the reference's weights).
+    projections = (model.sam_mask_decoder.conv_s0, model.sam_mask_decoder.conv_s1, torch.nn.Identity())
+    for i, proj in enumerate(projections):
+        expected = proj(torch.from_numpy(ref[f"fpn_{i}"]))
+        assert torch.allclose(backbone.features[i], expected, atol=MODULE_TOL, rtol=0), i
+        assert torch.allclose(backbone.pos[i], torch.from_numpy(ref[f"pos_{i}"]), atol=MODULE_TOL, rtol=0), i
     maps = torch.from_numpy(ref["perceiver_in"])
     assert maps.shape[0] == 2  # two objects: the reference needs its `.reshape` fix for this
     latents, latents_pos = model.spatial_perceiver(maps, model.memory_encoder.position_encoding(maps[:1]))
@@ -80,8 +83,10 @@ def test_fusing_folds_every_batch_norm_and_changes_nothing(reference: dict, mode
     norms = lambda m: sum(isinstance(x, torch.nn.BatchNorm2d) for x in m.modules())  # noqa: E731
     convs = lambda m: sum(isinstance(x, torch.nn.Conv2d) for x in m.modules())  # noqa: E731
     assert norms(unfused) > 0 and norms(model) == 0 and convs(model) < convs(unfused)
+    assert model.image_encoder.neck.projected == {0, 1} and not unfused.image_encoder.neck.projected
     image = torch.from_numpy(reference["outputs"]["image"])
-    for fused_level, level in zip(model.image_encoder(image)[0], unfused.image_encoder(image)[0]):
+    for fused_level, level in zip(model.forward_image(image).features, unfused.forward_image(image).features):
+        assert fused_level.shape == level.shape
         assert torch.allclose(fused_level, level, atol=MODULE_TOL, rtol=0)
 
 

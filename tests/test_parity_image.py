@@ -161,6 +161,16 @@ def test_wrong_weight_breaks_parity(tiny_checkpoint, davis_root, meta_tiny, tmp_
     assert max_diff(predictor._features["image_embed"], ref["image_embed"]) > FEATURE_TOL
 
 
+@torch.inference_mode()
+def test_fused_high_res_projections_change_nothing(tiny_checkpoint, davis_root, ours, size):
+    """Loading folds the decoder's conv_s0/conv_s1 into the FPN's lateral convs (stride 4 and 8)."""
+    unfused = vos.load_model("sam2.1_hiera_t", checkpoint=tiny_checkpoint, image_size=size, fuse=False)
+    assert ours.image_encoder.neck.projected == {0, 1} and not unfused.image_encoder.neck.projected
+    x = preprocess_image(read_frame(davis_root, "blackswan", 0), size)
+    for fused, plain in zip(ours.forward_image(x).features, unfused.forward_image(x).features):
+        assert max_diff(fused, plain) < FEATURE_TOL
+
+
 # --- against Meta's video predictor on a prompted frame -----------------------------------------
 
 

@@ -177,23 +177,37 @@ class SAM2Model(nn.Module):
 
     @torch.no_grad()
     def fuse(self) -> bool:
-        """Folds what is linear at inference into single layers, in place (batch norms into the convolutions before
-        them, parallel convolution branches into one: RepViT's); True if anything was folded. The same numbers up to
-        float rounding, fewer layers; the state dict then no longer has the checkpoint's keys."""
+        """Folds what is linear at inference into single layers, in place; True if anything was folded: batch norms
+        into the convolutions before them and parallel convolution branches into one (RepViT), and the decoder's
+        high-resolution projections (conv_s0, conv_s1) into the FPN's lateral convs where nothing is added between
+        them. The same numbers up to float rounding, fewer layers; the state dict then no longer has the
+        checkpoint's keys."""
+        folded = False
         fuse = getattr(self.image_encoder.trunk, "fuse", None)
-        if fuse is None:
-            return False
-        fuse()
-        return True
+        if fuse is not None:
+            fuse()
+            folded = True
+        neck = self.image_encoder.neck
+        if self.cfg.tracking.use_high_res_features_in_sam and hasattr(neck, "fold_projection"):
+            for level, proj in enumerate(self._high_res_projections()):
+                if level not in neck.projected and neck.can_project(level):
+                    neck.fold_projection(level, proj)
+                    folded = True
+        return folded
+
+    def _high_res_projections(self) -> tuple[nn.Conv2d, nn.Conv2d]:
+        return self.sam_mask_decoder.conv_s0, self.sam_mask_decoder.conv_s1
 
     def forward_image(self, images: torch.Tensor) -> BackboneOutput:
         """(B, 3, S, S) normalized images -> features for the decoder and the memory path."""
         feats, pos = self.image_encoder(images)
         feats = list(feats)
         if self.cfg.tracking.use_high_res_features_in_sam:
-            # Projected once per frame rather than on every click.
-            feats[0] = self.sam_mask_decoder.conv_s0(feats[0])
-            feats[1] = self.sam_mask_decoder.conv_s1(feats[1])
+            # Projected once per frame rather than on every click (or by the neck, once fused).
+            projected = getattr(self.image_encoder.neck, "projected", ())
+            for level, proj in enumerate(self._high_res_projections()):
+                if level not in projected:
+                    feats[level] = proj(feats[level])
         return BackboneOutput(feats, list(pos))
 
     def add_no_mem_embed(self, features: torch.Tensor) -> torch.Tensor:
