@@ -1,7 +1,8 @@
 """The engine's overhead and live latency: `vos track` against the tracker alone, and decode -> MQTT delivery.
 
 1. Throughput: a DAVIS clip (H.264 mp4, full 854x480 frames, one object prompted by its first
-   annotation, random sam2.1_hiera_t weights with objects present) through
+   annotation, random weights of `--model` (sam2.1_hiera_t; edgetam, efficienttam_ti_512x512, ...) with objects
+   present) through
    - the tracker alone: frames decoded into RAM beforehand, only `Tracker.step` timed;
    - the engine `vos track CLIP --mask ... --out DIR --mqtt ...` builds, against a real Mosquitto:
      decoding, tracking, label maps, RLE, PNG + JSON lines, MQTT QoS 1; the engine's own
@@ -14,7 +15,8 @@
    10 frames/s, as the tests start it), masks to Mosquitto, and a subscriber here: for every
    processed frame, seconds from the frame's decode to the subscriber receiving its message.
 
-    python benchmarks/bench_engine.py [--frames 30] [--size 512] [--precision auto] [--live-frames 20]
+    python benchmarks/bench_engine.py [--model edgetam] [--frames 30] [--size 512] [--precision auto]
+        [--live-frames 20]
 """
 
 from __future__ import annotations
@@ -59,12 +61,12 @@ LIVE_GOP = 10
 ROUNDS = 3
 
 
-def prepare(folder: Path, davis: Path, sequence: str, n: int, size: int) -> tuple[Path, Path, Path]:
-    """The clip, its first annotation and random weights (objects present)."""
+def prepare(folder: Path, davis: Path, sequence: str, n: int, config: str, size: int) -> tuple[Path, Path, Path]:
+    """The clip, its first annotation and random weights of `config` (objects present)."""
     clip = folder / f"{sequence}.mp4"
     write_video(clip, [read_frame(davis, sequence, i) for i in range(n)])
     torch.manual_seed(SEED)
-    sd = build_model("sam2.1_hiera_t", image_size=size).state_dict()
+    sd = build_model(config, image_size=size).state_dict()
     sd["sam_mask_decoder.pred_obj_score_head.layers.2.bias"] += OBJECT_SCORE_BIAS_OFFSET
     weights = folder / "weights.pt"
     torch.save({"model": sd}, weights)
@@ -99,12 +101,14 @@ def vos_track(model: SAM2Model, clip: Path, mask_png: Path, broker: MosquittoBro
 
 
 def vos_track_process(
-    clip: Path, mask_png: Path, weights: Path, size: int, precision: str, broker: MosquittoBroker, out: Path
-) -> float:
+    clip: Path, mask_png: Path, config: str, weights: Path, size: int, precision: str, broker: MosquittoBroker,
+    out: Path,
+) -> float:  # fmt: skip
     """Wall seconds of `vos track` as a process of its own (start-up and model loading included)."""
     start = time.perf_counter()
     result = subprocess.run(
-        [sys.executable, "-m", "vos.cli", "track", str(clip), "--checkpoint", str(weights), "--image-size", str(size),
+        [sys.executable, "-m", "vos.cli", "track", str(clip), "--config", config, "--checkpoint", str(weights),
+         "--image-size", str(size),
          "--precision", precision, "--mask", f"1={mask_png}", "--out", str(out), "--mqtt", broker.url,
          "--topic", "bench", "--quiet"],
         capture_output=True, text=True, cwd=REPO,
@@ -125,12 +129,13 @@ class DecodeTimes:
 
 
 async def live_latency(
-    server: RtspServer, broker: MosquittoBroker, weights: Path, size: int, precision: str, frames: int, box
-) -> dict:
+    server: RtspServer, broker: MosquittoBroker, config: str, weights: Path, size: int, precision: str, frames: int,
+    box,
+) -> dict:  # fmt: skip
     received: dict[int, float] = {}
     times = DecodeTimes()
     stream = StreamSettings(source=server.url, id="cam", max_frames=frames, prompts=[{"obj_id": 1, "box": box}])
-    model = load_model(checkpoint=weights, image_size=size, precision=precision)
+    model = load_model(config, checkpoint=weights, image_size=size, precision=precision)
     async with Subscriber(broker.port, "live/cam/masks", identifier="bench-live") as sub:
         mqtt = MqttSettings(port=broker.port, prefix="live")
         async with Engine(EngineConfig(streams=[stream], mqtt=mqtt, max_batch=1), model, sinks={"cam": [times]}) as engine:
@@ -154,10 +159,11 @@ def summary(values: list[float]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="sam2.1_hiera_t", help="config name: sam2.1_hiera_t, edgetam, ...")
     parser.add_argument("--frames", type=int, default=30)
     parser.add_argument("--size", type=int, default=512, choices=(512, 1024))
     parser.add_argument("--sequence", default="car-shadow")
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "auto"))
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "int8", "auto"))
     parser.add_argument("--davis", type=Path, default=DEFAULT_DAVIS)
     parser.add_argument("--live-frames", type=int, default=20, help="frames processed from the RTSP camera (0: skip)")
     args = parser.parse_args()
@@ -165,20 +171,23 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        clip, mask_png, weights = prepare(folder, args.davis, args.sequence, args.frames, args.size)
+        clip, mask_png, weights = prepare(folder, args.davis, args.sequence, args.frames, args.model, args.size)
         broker = MosquittoBroker(folder / "broker")
         broker.start()
         try:
-            model = load_model(checkpoint=weights, image_size=args.size, precision=args.precision)
+            model = load_model(args.model, checkpoint=weights, image_size=args.size, precision=args.precision)
             alone, engine = [], []
             for r in range(ROUNDS):
                 alone.append(tracker_alone(model, clip, mask_png))
                 engine.append(vos_track(model, clip, mask_png, broker, folder / f"out{r}"))
             del model
-            wall = vos_track_process(clip, mask_png, weights, args.size, args.precision, broker, folder / "out")
+            wall = vos_track_process(
+                clip, mask_png, args.model, weights, args.size, args.precision, broker, folder / "out"
+            )
             n = args.frames
             malloc = " ".join(f"{k}={v}" for k, v in os.environ.items() if k.startswith("MALLOC_")) or "glibc defaults"
-            print(f"## Throughput: {n} frames of {args.sequence} (854x480 H.264), {args.size} px, one object, "
+            print(f"## Throughput: {args.model}, {n} frames of {args.sequence} (854x480 H.264), {args.size} px, "
+                  "one object, "
                   f"precision {args.precision}, {torch.get_num_threads()} torch threads, malloc: {malloc}")  # fmt: skip
             print(f"rounds of the tracker alone and vos track, alternately in this process: {ROUNDS}")
             print(f"tracker alone (frames in RAM), frames/s:           {fps_list(n, alone)}")
@@ -199,7 +208,9 @@ def main() -> None:
                 try:
                     box = (300.0, 200.0, 600.0, 420.0)
                     live = asyncio.run(
-                        live_latency(server, broker, weights, args.size, args.precision, args.live_frames, box)
+                        live_latency(
+                            server, broker, args.model, weights, args.size, args.precision, args.live_frames, box
+                        )
                     )
                 finally:
                     server.stop()
