@@ -13,6 +13,7 @@ import numpy as np
 import pycocotools.mask as coco_mask
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
+from vos.errors import plain_problems
 from vos.tracking.prompts import Prompt, check_mask_size
 
 MAX_POINTS = 64
@@ -132,11 +133,20 @@ class AddPrompt(_Message):
         return self
 
     def to_prompt(self, frame_size: tuple[int, int] | None = None) -> Prompt:
-        """The prompt; a mask of another size than `frame_size` (H, W) is refused before it is decoded."""
-        if self.mask is not None and frame_size is not None:
-            check_mask_size(self.mask.size, frame_size)
+        """The prompt, checked against `frame_size` (H, W) when given (`Prompt.check_size`); a mask of another size
+        is refused before it is decoded."""
+        if frame_size is not None:
+            self.check_fits(frame_size)
         mask = None if self.mask is None else self.mask.to_mask()
         return Prompt.make(mask, self.points, self.labels, self.box)
+
+    def check_fits(self, frame_size: tuple[int, int]) -> None:
+        """ValueError unless the prompt fits an (H, W) frame (`Prompt.check_size`), without decoding a mask: cheap
+        enough to answer on receipt."""
+        if self.mask is not None:
+            check_mask_size(self.mask.size, frame_size)
+        else:
+            Prompt.make(None, self.points, self.labels, self.box).check_size(frame_size)
 
 
 class RemoveObject(_Message):
@@ -159,7 +169,7 @@ def parse_prompt(payload: bytes | str) -> AddPrompt | RemoveObject | Reset:
     try:
         return _PROMPT.validate_json(payload)
     except ValidationError as e:
-        reasons = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'message'}: {err['msg']}" for err in e.errors())
+        reasons = plain_problems(e, where=lambda loc: ".".join(map(str, loc)) or "message")
         raise ValueError(f"invalid prompt message: {reasons}") from None
 
 

@@ -73,14 +73,28 @@ def _contours(out: np.ndarray, labels: np.ndarray, ids: list[int], thickness: in
         out[(line > 0) & (mask > 0)] = object_colour(obj_id)
 
 
-def _text(out: np.ndarray, text: str, x: int, y: int, background: tuple[int, int, int], scale: float) -> None:
-    """`text` on a filled box whose top-left corner is (x, y), kept inside the image (in place)."""
+Box = tuple[int, int, int, int]  # x0, y0, x1, y1
+
+
+def _text_box(shape: tuple[int, ...], text: str, x: int, y: int, scale: float) -> Box:
+    """Where `_text` draws `text` asked at (x, y) in an image of `shape`: (x0, y0, x1, y1), kept inside the image."""
     (w, h), base = cv2.getTextSize(text, _FONT, scale, 1)
-    height, width = out.shape[:2]
+    height, width = shape[:2]
     x = min(max(x, 0), max(width - w - 4, 0))
     y = min(max(y, 0), max(height - h - base - 4, 0))
-    cv2.rectangle(out, (x, y), (x + w + 4, y + h + base + 4), background, -1)
-    cv2.putText(out, text, (x + 2, y + h + 2), _FONT, scale, _WHITE, 1, cv2.LINE_AA)
+    return x, y, x + w + 4, y + h + base + 4
+
+
+def _text(out: np.ndarray, text: str, box: Box, background: tuple[int, int, int], scale: float) -> None:
+    """`text` on a filled `box` (`_text_box`), in place."""
+    x0, y0, x1, y1 = box
+    (_, h), _ = cv2.getTextSize(text, _FONT, scale, 1)
+    cv2.rectangle(out, (x0, y0), (x1, y1), background, -1)
+    cv2.putText(out, text, (x0 + 2, y0 + h + 2), _FONT, scale, _WHITE, 1, cv2.LINE_AA)
+
+
+def _overlaps(a: Box, b: Box | None) -> bool:
+    return b is not None and a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
 def draw_overlay(
@@ -104,15 +118,21 @@ def draw_overlay(
     if style.contour:
         _contours(out, labels, ids, style.contour)
     scale = max(0.4, image.shape[0] / 1000)
+    info_box = None
+    if style.frame_info and frame_index is not None:
+        info = f"frame {frame_index}" + (f"  {fps:.1f} fps" if fps else "")
+        info_box = _text_box(out.shape, info, 0, 0, scale)
     if style.captions:
         for obj_id in ids:
             x, y, _, _ = cv2.boundingRect((labels == obj_id).astype(np.uint8))
             score = (scores or {}).get(obj_id)
             text = str(obj_id) if score is None else f"{obj_id}: {score:+.1f}"
-            _text(out, text, x, y - 20, object_colour(obj_id), scale)
-    if style.frame_info and frame_index is not None:
-        info = f"frame {frame_index}" + (f"  {fps:.1f} fps" if fps else "")
-        _text(out, info, 0, 0, (0, 0, 0), scale)
+            box = _text_box(out.shape, text, x, y - 20, scale)
+            if _overlaps(box, info_box):  # below the frame info, not under it
+                box = _text_box(out.shape, text, x, info_box[3] + 1, scale)
+            _text(out, text, box, object_colour(obj_id), scale)
+    if info_box is not None:
+        _text(out, info, info_box, (0, 0, 0), scale)
     return out
 
 

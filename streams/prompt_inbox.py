@@ -5,7 +5,9 @@
     inbox.submit(payload)            # parse + queue; a bad payload is refused (listeners hear it) and queues nothing
     prompts = inbox.take()           # between frames, oldest first
 
-The queue is bounded: one prompt more than it holds refuses the oldest. Every refusal, also those
+Refusals are answered on receipt wherever the frame is not needed: malformed or too large payloads, too many
+waiting, and, once the stream has set `frame_size`, prompts that cannot fit its frames (a point outside, a mask
+declaring another size). The queue is bounded: one prompt more than it holds refuses the oldest. Every refusal, also those
 the engine makes when applying a prompt (unknown object, mask of another size), goes to every
 listener, so a prompt's sender hears why on the channel it used, and all refusals are counted once.
 """
@@ -16,7 +18,7 @@ import logging
 from collections import deque
 from collections.abc import Callable
 
-from vos.streams.messages import ErrorMessage, PromptMessage, parse_prompt
+from vos.streams.messages import AddPrompt, ErrorMessage, PromptMessage, parse_prompt
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,7 @@ class PromptInbox:
         self.limit = limit
         self.listeners: list[Listener] = []
         self.refused = 0
+        self.frame_size: tuple[int, int] | None = None  # (H, W) of the stream's latest frame, once known
         self._prompts: deque[PromptMessage] = deque()
 
     def refuse(self, error: str, payload: bytes | str = b"") -> ErrorMessage:
@@ -48,14 +51,19 @@ class PromptInbox:
         return message
 
     def submit(self, payload: bytes | bytearray | str) -> PromptMessage | ErrorMessage:
-        """Parses and queues a prompt message (JSON); returns it, or the refusal if it is malformed or too large."""
+        """Parses and queues a prompt message (JSON); returns it, or the refusal if it is malformed, too large or
+        cannot fit the stream's frames."""
         size = len(payload.encode() if isinstance(payload, str) else payload)
         if size > MAX_PROMPT_BYTES:
             return self.refuse(f"prompt message of {size} bytes is larger than {MAX_PROMPT_BYTES}", payload[:ERROR_PAYLOAD_ECHO])
+        prompt = None
         try:
             prompt = parse_prompt(bytes(payload) if isinstance(payload, bytearray) else payload)
+            if isinstance(prompt, AddPrompt) and self.frame_size is not None:
+                prompt.check_fits(self.frame_size)
         except ValueError as e:
-            return self.refuse(str(e), payload[:ERROR_PAYLOAD_ECHO])
+            where = f"object {prompt.obj_id}: " if isinstance(prompt, AddPrompt) else ""
+            return self.refuse(f"{where}{e}", payload[:ERROR_PAYLOAD_ECHO])
         self.put(prompt)
         return prompt
 

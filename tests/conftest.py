@@ -72,8 +72,7 @@ def meta_tiny(tiny_checkpoint):
 
 # Random weights put the object score just below 0, so every tracked frame would be judged
 # object-free and its logits replaced by a constant: useless for comparing trackers. This
-# offset on the score head's output bias makes objects present and the logits real.
-OBJECT_SCORE_BIAS_OFFSET = 1.0
+from vos.checkpoints import OBJECT_SCORE_BIAS_OFFSET  # noqa: E402  (objects present with random weights)
 
 
 @pytest.fixture(scope="session")

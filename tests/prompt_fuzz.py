@@ -18,6 +18,17 @@ VALID_PROMPTS = [
 ]
 
 
+def one_run(pixels: int) -> str:
+    """COCO's compressed string of a single run (an empty mask of `pixels` pixels)."""
+    chars = []
+    while True:
+        c, pixels = pixels & 0x1F, pixels >> 5
+        more = pixels != (-1 if c & 0x10 else 0)
+        chars.append(chr(c + 48 + (0x20 if more else 0)))
+        if not more:
+            return "".join(chars)
+
+
 def fuzzed_prompts(n: int, seed: int = 0, valid: Callable[[np.random.Generator], dict] | None = None) -> list[tuple[bytes, bool]]:
     """(payload, valid) pairs: random bytes, deep JSON, NaN/huge numbers, huge or lying RLEs, bad boxes and
     labels, unknown actions, with valid prompts interleaved (30 %): `valid(rng)` makes the next one (default:

@@ -77,9 +77,15 @@ def test_unreadable_files_are_refused_without_unpickling(tmp_path):
 
     hostile = tmp_path / "hostile.pt"
     torch.save({"model": Payload()}, hostile, pickle_module=pickle)
-    with pytest.raises(vos.CheckpointError, match="cannot read checkpoint"):
+    with pytest.raises(vos.CheckpointError, match="holds Python objects other than tensors") as refused:
         read_state_dict(hostile)
     assert not (tmp_path / "pwned").exists()
+    text = tmp_path / "notes.pt"
+    text.write_text("hello\n")
+    with pytest.raises(vos.CheckpointError, match="it is not a PyTorch checkpoint") as not_torch:
+        read_state_dict(text)
+    for e in (refused, not_torch):  # no advice to disable the safe loader, no raw torch internals
+        assert "weights_only" not in str(e.value) and "KeyError" not in str(e.value)
     not_a_sd = tmp_path / "list.pt"
     torch.save([torch.zeros(1)], not_a_sd)
     with pytest.raises(vos.CheckpointError, match="holds no state dict"):

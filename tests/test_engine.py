@@ -7,6 +7,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 
 import aiomqtt
 import numpy as np
@@ -16,6 +17,7 @@ import vos
 import vos.cli
 from tests.conftest import read_frame
 from tests.mqtt_broker import Subscriber, free_port
+from tests.prompt_fuzz import one_run
 from tests.video_reference import write_video
 from vos.streams.label_map import read_label_map
 from vos.streams.messages import AddPrompt, MaskMessage, Rle
@@ -120,9 +122,13 @@ def test_engine_masks_equal_the_tracker_alone(clip, davis_root, tracking_checkpo
         (["track", "{clip}", "--point", "1=1,1", "--mqtt", "mqtt://127.0.0.1:{port}", "--topic", "a/#"], 2, "topic prefix 'a/#' cannot hold"),
         (["track", "{clip}", "--point", "1=1,1", "--out", "{out}", "--max-cond-frames", "0"], 2, "--max-cond-frames: Input should be greater than or equal to 1"),
         (["track", "rtsp://127.0.0.1:{port}/cam", "--point", "1=1,1", "--out", "{out}", "--timeout", "2"], 5, "rtsp://127.0.0.1"),
+        (["track", "{clip}", "--box", "1=30,30,10,10", "--out", "{out}"], 2, "prompt for object 1: a box needs x1 > x0 and y1 > y0"),
+        (["track", "{clip}", "--point", "1=5000,5000", "--out", "{out}", "--checkpoint", "{ckpt}", "--image-size", "512"], 2,
+         "point (5000, 5000) lies outside the 854x480 frame"),
+        (["track", "{clip}", "--point", "1=1,1", "--out", "{out}", "--checkpoint", "{text}"], 3, "it is not a PyTorch checkpoint"),
     ],
     ids=["missing", "not-a-video", "bad-point", "missing-mask", "no-prompt", "no-output", "open-viewer", "viewer-token-file", "prompt-frame", "checkpoint-mismatch",
-         "broker-refused", "wildcard-topic", "tracker-option", "rtsp-unreachable"],
+         "broker-refused", "wildcard-topic", "tracker-option", "rtsp-unreachable", "inverted-box", "point-outside", "text-checkpoint"],
 )
 def test_errors_a_person_can_act_on(args, code, message, clip, tiny_checkpoint, tmp_path, capsys):
     text = tmp_path / "notes.mp4"
@@ -132,6 +138,7 @@ def test_errors_a_person_can_act_on(args, code, message, clip, tiny_checkpoint, 
     assert vos.cli.main(args) == code
     err = capsys.readouterr().err
     assert err.startswith("vos: error: ") and message.format(**fill) in err, err
+    assert not any(word in err for word in ("pydantic", "Value error", "type=", "weights_only")), err  # plain words
 
 
 def test_serve_runs_streams_with_a_batched_image_encoder(clip, tracking_checkpoint, broker, tmp_path):
@@ -245,6 +252,59 @@ def test_live_camera_prompt_over_mqtt_and_camera_restart(rtsp_server, tracking_c
         assert any(reason in e for e in errors), (reason, errors)
     states = [json.loads(p)["state"] for t, p in messages if t == "live/cam/status"]
     assert states[0] == "online" and "reconnecting" in states and states[-1] == "stopped"
+
+
+SLOW_FRAME_SECONDS = 3.0
+
+
+def test_refusals_are_answered_on_receipt_while_a_frame_takes_seconds(clip, tracking_checkpoint, broker, monkeypatch):
+    """Refusals do not wait for the model: with frames that take seconds, prompts that cannot fit the stream's
+    854x480 frames (an 84-byte message declaring a 16384² mask, a click outside) and a malformed one are answered
+    on the errors topic on receipt, long before the frame being tracked is done."""
+    from vos.engine import Engine, EngineConfig, StreamSettings
+    from vos.streams.sinks.mqtt import MqttSettings
+    from vos.tracking.tracker import Tracker
+
+    step = Tracker.step
+
+    def slow_step(self, *args, **kwargs):
+        time.sleep(SLOW_FRAME_SECONDS)
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(Tracker, "step", slow_step)
+    huge = json.dumps({"action": "add", "obj_id": 2, "mask": {"size": [16384, 16384], "counts": one_run(16384**2)}})
+    refused = [
+        huge.encode(),
+        b'{"action": "add", "obj_id": 2, "points": [[5000, 5000]], "labels": [1]}',
+        b'{"action": "add", "obj_id": 5, "points": "everywhere"}',
+    ]
+
+    async def main():
+        model = vos.load_model(checkpoint=tracking_checkpoint, image_size=512)
+        stream = StreamSettings(source=str(clip), id="cam", max_frames=3, prompts=[{"obj_id": 1, "box": [300, 200, 600, 420]}])
+        async with Subscriber(broker.port, "slow/cam/#") as sub:
+            config = EngineConfig(streams=[stream], mqtt=MqttSettings(port=broker.port, prefix="slow"))
+            async with Engine(config, model) as engine:
+                task = asyncio.create_task(engine.run())
+                assert await sub.wait_for(lambda m: any(t == "slow/cam/masks" for t, _ in m), 120)
+                async with aiomqtt.Client("127.0.0.1", broker.port) as client:
+                    sent = time.monotonic()
+                    for payload in refused:
+                        await client.publish("slow/cam/prompts", payload, qos=1)
+                assert await sub.wait_for(lambda m: sum(t == "slow/cam/errors" for t, _ in m) >= len(refused), 60)
+                await task
+        return sub, sent
+
+    sub, sent = asyncio.run(main())
+    arrivals = list(zip(sub.times, (t for t, _ in sub.messages)))
+    errors = [(at, json.loads(p)["error"]) for (t, p), at in zip(sub.messages, sub.times) if t == "slow/cam/errors"]
+    masks = [at for at, t in arrivals if t == "slow/cam/masks"]
+    assert len(errors) == len(refused) and len(masks) == 3, (errors, masks)
+    for reason in ("the mask prompt is (16384, 16384), the frame is (480, 854)",
+                   "point (5000, 5000) lies outside the 854x480 frame", "add.points"):  # fmt: skip
+        assert any(reason in e for _, e in errors), (reason, errors)
+    # the second frame's masks come SLOW_FRAME_SECONDS after the first's at the earliest; every refusal before them
+    assert all(sent < at < masks[1] and at - sent < SLOW_FRAME_SECONDS / 3 for at, _ in errors), (sent, errors, masks)
 
 
 def test_broker_restart_mid_run_loses_nothing(clip, davis_root, tracking_checkpoint, broker):

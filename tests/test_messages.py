@@ -9,6 +9,7 @@ import numpy as np
 import pycocotools.mask as coco_mask
 import pytest
 
+from tests.prompt_fuzz import one_run
 from vos.streams.messages import MAX_POINTS, ObjectMask, Rle, _rle_runs, json_schemas, parse_prompt
 from vos.tracking.prompts import Prompt
 
@@ -104,24 +105,13 @@ def test_prompts_that_would_track_nothing_are_refused(prompt, reason):
         parse_prompt(json.dumps({"action": "add", "obj_id": 1, **prompt}))
 
 
-def _one_run(pixels: int) -> str:
-    """COCO's compressed string of a single run (an empty mask of `pixels` pixels)."""
-    chars = []
-    while True:
-        c, pixels = pixels & 0x1F, pixels >> 5
-        more = pixels != (-1 if c & 0x10 else 0)
-        chars.append(chr(c + 48 + (0x20 if more else 0)))
-        if not more:
-            return "".join(chars)
-
-
 def test_a_huge_declared_mask_costs_nothing_until_it_fits_the_frame():
     """A 100-byte message declaring a 16384² mask: parsed without decoding, refused by size before decoding
     (what it allocates shows it: a decoded mask would be 268 MB)."""
     import tracemalloc
 
-    assert _one_run(480 * 854) == Rle.from_mask(np.zeros((480, 854), bool)).counts
-    payload = json.dumps({"action": "add", "obj_id": 1, "mask": {"size": [16384, 16384], "counts": _one_run(16384**2)}})
+    assert one_run(480 * 854) == Rle.from_mask(np.zeros((480, 854), bool)).counts
+    payload = json.dumps({"action": "add", "obj_id": 1, "mask": {"size": [16384, 16384], "counts": one_run(16384**2)}})
     assert len(payload) < 100
     tracemalloc.start()
     message = parse_prompt(payload)
@@ -147,3 +137,25 @@ def test_rle_runs_match_pycocotools_on_random_masks():
             expected = [0] + expected
         assert runs.tolist() == expected
         np.testing.assert_array_equal(rle.to_mask(), mask)
+
+
+@pytest.mark.parametrize(
+    "payload, reason",
+    [
+        ({"obj_id": 1, "points": [[5000, 5000]], "labels": [1]}, "point (5000, 5000) lies outside the 854x480 frame"),
+        ({"obj_id": 1, "points": [[10, 10], [-1, 3]], "labels": [1, 0]}, "point (-1, 3) lies outside"),
+        ({"obj_id": 1, "box": [10, 10, 900, 400]}, "box corner (900, 400) lies outside the 854x480 frame"),
+    ],
+)
+def test_points_and_boxes_outside_the_frame_are_refused_with_its_size(payload, reason):
+    message = parse_prompt(json.dumps({"action": "add", **payload}))  # well-formed: only the frame can refuse it
+    with pytest.raises(ValueError, match=re.escape(reason)):
+        message.to_prompt((480, 854))
+
+
+def test_prompts_on_the_frame_edges_are_accepted():
+    prompt = parse_prompt(
+        '{"action": "add", "obj_id": 1, "points": [[0, 0], [854, 480]], "labels": [1, 0], "box": [0, 0, 854, 480]}'
+    )
+    assert prompt.to_prompt((480, 854)).num_points == 4
+    Prompt.make(points=[[853.5, 479.5]], labels=[1]).check_size((480, 854))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -17,7 +18,7 @@ from tests.video_reference import write_video
 from vos.cli.render import render_results
 from vos.streams.label_map import read_label_map, write_label_map
 from vos.streams.messages import MaskMessage, ObjectMask
-from vos.streams.overlay import OverlayStyle, draw_overlay
+from vos.streams.overlay import OverlayStyle, draw_overlay, object_colour
 from vos.streams.sinks.video import H264Writer, OverlayVideoSink
 from vos.streams.sources.base import Frame
 
@@ -94,6 +95,21 @@ def test_captions_and_frame_info_are_drawn_near_their_place(frame0):
     assert changed[:40, :200].any() and not changed[40:].any()
 
 
+def test_a_caption_in_the_corner_goes_below_the_frame_info(frame0):
+    """An object at the top-left: its caption is drawn just below the frame-info box, not hidden under it."""
+    image, _ = frame0
+    labels = np.zeros(image.shape[:2], np.uint8)
+    labels[5:120, 5:200] = 3
+    style = OverlayStyle(alpha=0.0, contour=0)
+    info_only = draw_overlay(image, labels, {3: 1.0}, style.model_copy(update={"captions": False}), frame_index=7)
+    both = draw_overlay(image, labels, {3: 1.0}, style, frame_index=7)
+    info_rows = np.flatnonzero(np.any(info_only != image, axis=(1, 2)))
+    caption = np.any(both != info_only, axis=-1)
+    assert caption.any() and np.flatnonzero(caption.any(axis=1)).min() > info_rows.max()
+    assert np.array_equal(both[: info_rows.max() + 1], info_only[: info_rows.max() + 1])  # the info box is intact
+    assert np.all(both[caption] == object_colour(3), axis=-1).any()
+
+
 def message_of(index: int, labels: np.ndarray, scores: dict[int, float]) -> MaskMessage:
     h, w = labels.shape
     objects = [ObjectMask.from_mask(i, labels == i, s) for i, s in scores.items()]
@@ -145,11 +161,26 @@ def test_writer_pads_odd_sizes_and_steps_frames_without_pts(tmp_path):
     assert abs(float(frames[2][1][-1, -1, 0]) - 120) < 6  # the padded corner repeats the frame's last pixel
 
 
+@pytest.mark.parametrize("suffix", [".mp4", ".mov", ".mkv", ".ts"])
+def test_every_container_written_states_the_frames_rate(tmp_path, suffix):
+    """The rate a player reads is the frames' own (from their timestamps), 10 or 30000/1001 frames/s."""
+    for rate in (10, Fraction(30000, 1001)):
+        path = tmp_path / f"r{float(rate):.0f}{suffix}"
+        with H264Writer(path) as writer:
+            for i in range(6):
+                writer.write(np.full((24, 32, 3), 40 * i, np.uint8), float(i / rate))
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            assert stream.average_rate == rate and sum(1 for _ in container.decode(stream)) == 6
+
+
 @pytest.mark.parametrize(
     ("name", "error"),
     [
-        ("x.webm", "cannot hold H.264"),
-        ("x.gif", "cannot hold H.264"),
+        ("x.webm", "vos writes H.264 into .mp4, .mov, .mkv, .ts files, not webm"),
+        ("x.gif", "not gif"),
+        ("x.avi", "not avi"),  # AVI and FLV would state another frame rate than the frames have
+        ("x.flv", "not flv"),
         ("x.notavideo", "no video container"),
         ("x", "without a suffix"),
     ],
@@ -246,7 +277,7 @@ def test_render_errors_say_what_to_do(results, tmp_path, capsys):
     code, err = render(unmatched)
     assert code == 2 and "none of the 4 frames" in err and "00042.png" in err
     code, err = render(out, "o.webm")
-    assert code == 2 and "cannot hold H.264" in err
+    assert code == 2 and "vos writes H.264 into" in err
     (out / "masks.jsonl").write_text("{not json\n")
     code, err = render(out)
     assert code == 2 and "line 1 is not a masks message" in err
@@ -260,7 +291,7 @@ def test_track_renders_an_overlay_video(davis_root, tracking_checkpoint, tmp_pat
     track = ["track", str(clip), "--checkpoint", str(tracking_checkpoint), "--image-size", "512", "--quiet"]
     track += ["--mask", f"1={first}"]
     assert vos.cli.main([*track, "--render", str(tmp_path / "bad.webm")]) == 2  # refused before the model loads
-    assert "cannot hold H.264" in capsys.readouterr().err
+    assert "vos writes H.264 into" in capsys.readouterr().err
     assert vos.cli.main([*track, "--render", str(tmp_path / "overlay.mp4"), "--max-frames", "3"]) == 0
     _, frames = decode(tmp_path / "overlay.mp4")
     assert len(frames) == 3 and all(image.shape == (480, 854, 3) for _, image in frames)

@@ -243,13 +243,17 @@ def test_page_in_chromium_shows_the_stream_and_steers_the_engine(long_clip, trac
 
                 await page.click("#new-object")
                 assert await page.get_attribute(".object.selected", "data-obj") == "2"
-                box = await page.locator("#picture").bounding_box()
+                box = box0 = await page.locator("#picture").bounding_box()
                 async with page.expect_request("**/prompts") as sent:
                     await page.mouse.click(box["x"] + 0.6 * box["width"], box["y"] + 0.45 * box["height"])
                 clicked = json.loads((await sent.value).post_data)
                 clicked_at = len(capture.frames)
+                # the click is marked at once, at the clicked spot, before the engine has tracked it
+                marker = await page.locator(".marker.point").bounding_box()
+                marked_at_once = not any(2 in ids for _, ids in capture.frames)
                 await until(lambda: any(2 in ids for _, ids in capture.frames), 90, "object 2 in the masks")
                 frame_with_2 = next(i for i, (_, ids) in enumerate(capture.frames) if 2 in ids)
+                await page.wait_for_function("document.querySelectorAll('.marker').length === 0", timeout=30_000)
 
                 box = await page.locator("#picture").bounding_box()  # the object list above may have grown
                 async with page.expect_request("**/prompts") as sent:  # shift-click: "not here"
@@ -284,9 +288,11 @@ def test_page_in_chromium_shows_the_stream_and_steers_the_engine(long_clip, trac
             ARTIFACTS.mkdir(parents=True, exist_ok=True)
             await page.screenshot(path=str(ARTIFACTS / "viewer.png"), full_page=True)
             await browser.close()
-        return first, clicked, negative, dragged, clicked_at, frame_with_2, errors, problems, reports
+        marked = (marked_at_once, marker["x"] + marker["width"] / 2 - box0["x"], marker["y"] + marker["height"] / 2 - box0["y"])
+        return first, clicked, negative, dragged, clicked_at, frame_with_2, errors, problems, reports, marked, box0
 
-    first, clicked, negative, dragged, clicked_at, frame_with_2, errors, problems, [report] = asyncio.run(main())
+    first, clicked, negative, dragged, clicked_at, frame_with_2, errors, problems, [report], marked, box0 = asyncio.run(main())
+    assert marked[0] and marked[1:] == pytest.approx((0.6 * box0["width"], 0.45 * box0["height"]), abs=3)
     assert clicked["action"] == "add" and clicked["obj_id"] == 2 and clicked["labels"] == [1]
     (x, y), = clicked["points"]
     assert abs(x - 0.6 * 854) <= 2 and abs(y - 0.45 * 480) <= 2  # page pixels mapped to frame pixels
@@ -334,7 +340,7 @@ def test_stored_results_are_browsed_with_a_slider(davis_root, tmp_path):
                 past_end = r.status
             async with http.post("/api/streams/results/prompts", data='{"action": "reset"}') as r:
                 prompt = await r.json()
-        shown = None
+        shown = hidden = None
         if CHROMIUM.exists():
             from playwright.async_api import async_playwright
 
@@ -346,12 +352,13 @@ def test_stored_results_are_browsed_with_a_slider(davis_root, tmp_path):
                 await page.locator("#slider").fill("2")
                 await page.wait_for_function("window.vosViewer.pictures >= 2")
                 shown = await page.get_attribute("#picture", "data-frame"), await page.text_content("#position")
+                hidden = [not await page.locator(f"text={t}").is_visible() for t in ("Refused prompts", "New object")]
                 await browser.close()
         stop.set()
         await server
-        return summary, pictures, past_end, prompt, shown
+        return summary, pictures, past_end, prompt, shown, hidden
 
-    summary, pictures, past_end, prompt, shown = asyncio.run(main())
+    summary, pictures, past_end, prompt, shown, hidden = asyncio.run(main())
     assert summary["stored"] and summary["frames"] == 3 and summary["with_masks"] == 2
     decode = lambda b: cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_COLOR)[..., ::-1].astype(int)  # noqa: E731
     image1, image2 = read_frame(davis_root, "car-shadow", 1), read_frame(davis_root, "car-shadow", 2)
@@ -362,6 +369,7 @@ def test_stored_results_are_browsed_with_a_slider(davis_root, tmp_path):
     assert past_end == 404 and "stored results take no prompts" in prompt["error"]
     if os.environ.get("CI") or CHROMIUM.exists():
         assert shown == ("2", "frame 2 of 3")
+        assert hidden == [True, True]  # stored results take no prompts: no prompt tools, no refusals list
 
 
 async def until_serving(http: aiohttp.ClientSession, timeout: float = 10) -> None:
@@ -389,3 +397,57 @@ def test_serve_config_takes_the_viewer_and_its_token_from_the_environment(tmp_pa
     web = load_engine_config(path).web
     assert (web.host, web.port, web.token.get_secret_value()) == ("0.0.0.0", 8099, "from-env")
     assert "from-env" not in repr(web)
+
+
+def test_track_web_prints_its_address_and_waits_for_the_page(tmp_path, tracking_checkpoint):
+    """`vos track --web --web-wait` on a short file: the address (with the token hint, never the token) is printed
+    as soon as the viewer listens; no frame is tracked before a page connects; after the file ends the viewer
+    stays up until Ctrl-C, which then ends the process cleanly."""
+    import signal
+    import subprocess
+    import sys
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    image = np.full((48, 64, 3), 90, np.uint8)
+    for i in range(3):
+        cv2.imwrite(str(frames / f"{i:05d}.png"), image)
+    token = tmp_path / "token"
+    token.write_text("s3cret-token\n")
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vos.cli", "track", str(frames), "--point", "1=20,20", "--checkpoint",
+         str(tracking_checkpoint), "--image-size", "512", "--web", str(port), "--web-token-file", str(token),
+         "--web-wait", "--out", str(tmp_path / "out"), "--quiet"],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    lines: list[str] = []
+
+    def read_until(text: str, timeout: float = 120) -> None:
+        end = time.monotonic() + timeout
+        while not any(text in line for line in lines):
+            assert time.monotonic() < end and process.poll() is None, lines
+            lines.append(process.stderr.readline())
+
+    try:
+        read_until("waiting for a page to connect")
+        assert any(f"vos: viewer on http://127.0.0.1:{port}/?token=..." in line for line in lines), lines
+        time.sleep(1.0)
+        assert not (tmp_path / "out" / "00000.png").exists()  # nothing tracked while nobody looks
+
+        async def look() -> None:
+            async with aiohttp.ClientSession(headers={"Authorization": "Bearer s3cret-token"}) as http:
+                async with http.get(f"http://127.0.0.1:{port}/api/streams") as response:
+                    [stream] = [s["id"] for s in (await response.json())["streams"]]
+                async with http.ws_connect(f"ws://127.0.0.1:{port}/api/streams/{stream}/ws"):
+                    await asyncio.sleep(0.5)
+
+        asyncio.run(look())
+        read_until("the viewer stays on")
+        assert len(list((tmp_path / "out").glob("*.png"))) == 3 and process.poll() is None
+        process.send_signal(signal.SIGINT)
+        assert process.wait(60) == 0
+    finally:
+        process.kill()
+        process.wait()
+    assert not any("s3cret-token" in line for line in lines + [process.stderr.read()])

@@ -6,7 +6,15 @@ from pathlib import Path
 
 import torch
 
-from vos.checkpoints import load_weights, matching_configs, pick_config, read_state_dict, resolve_checkpoint
+from vos.checkpoints import (
+    OBJECT_SCORE_BIAS_OFFSET,
+    RANDOM_WEIGHTS_KEY,
+    load_weights,
+    matching_configs,
+    pick_config,
+    read_state_dict,
+    resolve_checkpoint,
+)
 from vos.config import (
     DEFAULT_CONFIG,
     DEFAULT_PRECISION,
@@ -27,6 +35,30 @@ def build_model(config: str | Path | ModelConfig, image_size: int | None = None)
     if image_size is not None and cfg.image_size != image_size:
         cfg = ModelConfig.model_validate({**cfg.model_dump(), "image_size": image_size})
     return SAM2Model(cfg)
+
+
+def random_weights_name(config: str) -> str:
+    """The file name `save_random_checkpoint` gives `config`'s random weights: it says what they are, and starts
+    with the config's name so that loading picks that config."""
+    return f"{config}-random-untrained.pt"
+
+
+def save_random_checkpoint(config: str, out: str | Path | None = None, seed: int = 0) -> Path:
+    """Random, untrained weights of `config` in the official checkpoint format (`{"model": state_dict}`), with the
+    object-score bias shifted by OBJECT_SCORE_BIAS_OFFSET so that prompted objects are kept as present: a model
+    that runs everything offline (demos, tests, pipelines) but whose masks follow no object. Loading it warns.
+    `out`: a file, or a folder for `random_weights_name(config)`; default the current folder."""
+    cfg = load_config(config)
+    out = Path(out) if out is not None else Path.cwd()
+    path = out / random_weights_name(cfg.name) if out.is_dir() else out
+    torch.manual_seed(seed)
+    state_dict = build_model(cfg).state_dict()
+    bias = [k for k in state_dict if k.startswith("sam_mask_decoder.pred_obj_score_head.") and k.endswith(".bias")]
+    if bias:  # the head's last layer: "...pred_obj_score_head.bias" or "...layers.2.bias"
+        state_dict[max(bias)] += OBJECT_SCORE_BIAS_OFFSET
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": state_dict, RANDOM_WEIGHTS_KEY: {"config": cfg.name, "seed": seed}}, path)
+    return path
 
 
 def load_model(

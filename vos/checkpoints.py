@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import os
 import urllib.error
 import urllib.parse
@@ -28,6 +29,12 @@ MIRROR_ENV = "VOS_CHECKPOINT_MIRROR"  # base URL that replaces Meta's, e.g. an i
 DOWNLOAD_CHUNK_BYTES = 1 << 20
 DOWNLOAD_TIMEOUT_S = 60.0
 MAX_KEYS_IN_MESSAGE = 8
+RANDOM_WEIGHTS_KEY = "vos_random_weights"  # in a checkpoint made by `save_random_checkpoint`: {"config", "seed"}
+# Added to the object-score head's output bias of random weights: objects then score as present and are tracked
+# (with untrained weights they score as absent after the prompted frame: nothing would be tracked).
+OBJECT_SCORE_BIAS_OFFSET = 1.0
+
+log = logging.getLogger(__name__)
 
 StateDict = Mapping[str, "torch.Tensor"]
 
@@ -48,11 +55,22 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for corrupt or unsafe files
+        # torch's own message is not shown: it advises loading with weights_only=False, which runs the file's code.
+        unsafe = "weights only load failed" in str(e).lower()
+        why = (
+            "it holds Python objects other than tensors, and vos never unpickles those (they can run code)"
+            if unsafe else "it is not a PyTorch checkpoint (a text or HTML file, another format) or it is truncated"
+        )  # fmt: skip
         raise CheckpointError(
-            f"cannot read checkpoint {path}: not a PyTorch checkpoint, truncated, or it holds objects "
-            f"that are not plain tensors ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
-        ) from e
+            f"cannot read checkpoint {path}: {why}. A checkpoint is a torch.save file of {{'model': state_dict}} or a "
+            "state dict: download it again (vos checkpoints download NAME) or check the path"
+        ) from None
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+        if isinstance(obj.get(RANDOM_WEIGHTS_KEY), dict):
+            log.warning(
+                "%s holds random, untrained weights (`vos checkpoints random`): its masks follow no object. "
+                "Trained weights: `vos checkpoints download NAME`", path,
+            )  # fmt: skip
         obj = obj["model"]
     if not isinstance(obj, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in obj.items()):
         raise CheckpointError(f"checkpoint {path} holds no state dict (expected {{'model': state_dict}} or a state dict)")
@@ -80,10 +98,12 @@ def pick_config(fits: list[str], checkpoint: str | Path, image_size: int | None 
     """The config to load a checkpoint with, among those its keys and shapes fit (`matching_configs`, not empty).
 
     Several fit where variants differ only in settings (EfficientTAM's 1024 and 512x512 files): the one whose
-    published file name the checkpoint has, else one of `image_size`, else the default model, else the first.
+    published file name the checkpoint has, or whose name and a dash the file name starts with
+    (`efficienttam_ti_512x512-random-untrained.pt`), else one of `image_size`, else the default model, else the first.
     """
     name = Path(checkpoint).name
-    named = [n for n in fits if (info := load_config(n).checkpoint) is not None and info.filename == name]
+    published = lambda n: (info := load_config(n).checkpoint) is not None and info.filename == name  # noqa: E731
+    named = [n for n in fits if published(n) or name.startswith(f"{n}-")]
     sized = [n for n in fits if image_size is not None and load_config(n).image_size == image_size]
     return (named or sized or [n for n in fits if n == DEFAULT_CONFIG] or fits)[0]
 

@@ -1,5 +1,23 @@
 """Errors a user can act on. The CLI prints their message and exits with `exit_code`."""
 
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+VALUE_ERROR_PREFIX = "Value error, "  # pydantic's prefix on a validator's ValueError
+
+
+def plain_problems(error: Any, sep: str = "; ", where: Callable[[tuple], str] | None = None) -> str:
+    """A pydantic ValidationError as plain sentences, one per problem: "where: what", without pydantic's input dump,
+    error types or documentation URLs. `where(loc)` names a location (default: the dotted field path)."""
+    parts = []
+    for err in error.errors():
+        msg = err["msg"].removeprefix(VALUE_ERROR_PREFIX)
+        place = where(err["loc"]) if where is not None else ".".join(map(str, err["loc"]))
+        parts.append(f"{place}: {msg}" if place else msg)
+    return sep.join(parts)
+
 
 class VosError(Exception):
     """Base class for errors caused by input or environment, not by a bug."""

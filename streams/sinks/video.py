@@ -29,6 +29,9 @@ ENCODER_OPTIONS = {"preset": "veryfast", "crf": "23"}
 RATE_WINDOW = 30
 """Frames over which the sink measures the frames/s it shows."""
 _IMAGE_FORMATS = {"image2", "image2pipe"}
+CONTAINERS = {"mp4": ".mp4", "mov": ".mov", "matroska": ".mkv", "mpegts": ".ts"}
+"""FFmpeg's names of the containers written, with a suffix each: they keep every frame's timestamp and state the
+rate right (AVI and FLV would state another frame rate than the frames have)."""
 
 
 def video_format(path: str | Path) -> str | None:
@@ -49,14 +52,9 @@ def check_video_path(path: str | Path) -> None:
     name = video_format(path)
     if name is None:
         suffix = f"the suffix {path.suffix!r}" if path.suffix else "a name without a suffix"
-        raise ValueError(f"{path}: {suffix} is no video container FFmpeg knows; use .mp4, .mkv or .mov")
-    container = av.open(str(path), "w")
-    try:
-        container.add_stream(VIDEO_CODEC)
-    except ValueError:
-        raise ValueError(f"{path}: the {name} container cannot hold H.264 video; use .mp4, .mkv or .mov") from None
-    finally:
-        container.close()
+        raise ValueError(f"{path}: {suffix} is no video container FFmpeg knows; use {', '.join(CONTAINERS.values())}")
+    if name not in CONTAINERS:
+        raise ValueError(f"{path}: vos writes H.264 into {', '.join(CONTAINERS.values())} files, not {name}")
     existed = path.exists()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -85,7 +83,8 @@ class H264Writer:
     The file is opened on the first frame (its size is the video's; odd sizes are padded to even by
     repeating the last row / column; later frames of another size are resized to it) and flushed and
     closed by `close`; no frame, no file. Timing: frames with `pts` (seconds) keep the source's timing
-    (the first frame at 0); frames without are `1 / fps` after the previous one (`fps` default 25).
+    (the first frame at 0); frames without are `1 / fps` after the previous one (`fps` default 25). The rate the
+    file states is `fps` if given, else that of the first two frames' timestamps (the file opens on the second).
     """
 
     def __init__(self, path: str | Path, fps: float | None = None) -> None:
@@ -93,6 +92,8 @@ class H264Writer:
             raise ValueError(f"fps must be positive, got {fps}")
         self.path = Path(path)
         self.fps = float(fps or DEFAULT_FPS)
+        self._rate_given = fps is not None
+        self._first: tuple[np.ndarray, float] | None = None  # held until the second frame gives the rate
         self.frames = 0
         self._container: av.container.OutputContainer | None = None
         self._stream: av.VideoStream | None = None
@@ -134,8 +135,26 @@ class H264Writer:
     def write(self, image: np.ndarray, pts: float | None = None) -> None:
         """Encodes one (H, W, 3) uint8 RGB frame shown at `pts` seconds (None: 1 / fps after the previous)."""
         image = _even(np.ascontiguousarray(image))
+        self.frames += 1
         if self._container is None:
-            self._open(image.shape[1], image.shape[0])
+            if pts is not None and self._first is None and not self._rate_given:
+                self._first = (image, pts)
+                return
+            if self._first is not None and pts is not None and pts > self._first[1]:
+                self.fps = 1.0 / (pts - self._first[1])
+                self._step = max(1, round(1 / (self.fps * TIME_BASE)))
+            self._open_with_first(image)
+        self._encode(image, pts)
+
+    def _open_with_first(self, image: np.ndarray) -> None:
+        """Opens the file at the size of the first frame (held or `image`), and encodes a held one."""
+        first, self._first = self._first, None
+        size = (first or (image,))[0].shape
+        self._open(size[1], size[0])
+        if first is not None:
+            self._encode(*first)
+
+    def _encode(self, image: np.ndarray, pts: float | None) -> None:
         assert self._container is not None and self._stream is not None
         if image.shape[:2] != (self._stream.height, self._stream.width):
             image = cv2.resize(image, (self._stream.width, self._stream.height), interpolation=cv2.INTER_AREA)
@@ -145,7 +164,6 @@ class H264Writer:
         self._durations[ticks] = ticks - self._last if self._last >= 0 else self._step
         self._last = ticks
         self._mux(self._stream.encode(frame))
-        self.frames += 1
 
     def _mux(self, packets: list[av.Packet]) -> None:
         """Writes packets with their frame's duration (the interval before it), which the muxer uses for the
@@ -157,6 +175,8 @@ class H264Writer:
 
     def close(self) -> None:
         """Flushes the encoder and closes the file (nothing to do if no frame came)."""
+        if self._first is not None:  # a single frame: the given or default rate
+            self._open_with_first(self._first[0])
         if self._container is None:
             return
         try:

@@ -11,7 +11,9 @@ import argparse
 import sys
 from typing import Sequence
 
-from vos.errors import VosError
+from pydantic import ValidationError
+
+from vos.errors import VosError, plain_problems
 from vos.streams.redact import redact
 
 
@@ -38,6 +40,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except VosError as e:
         print(f"vos: error: {redact(str(e))}", file=sys.stderr)
         return e.exit_code
+    except ValidationError as e:  # settings checked outside a command's own handling: still plain sentences
+        print(f"vos: error: {redact(plain_problems(e))}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("vos: interrupted", file=sys.stderr)
         return 130

@@ -1,4 +1,5 @@
-"""`vos checkpoints list|download|verify`: Meta's published weights in the local cache."""
+"""`vos checkpoints list|download|verify|random`: published weights in the local cache, and random ones for offline
+trials."""
 
 from __future__ import annotations
 
@@ -41,6 +42,18 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_random(args: argparse.Namespace) -> int:
+    from vos.build import save_random_checkpoint
+
+    path = save_random_checkpoint(args.name, args.out, seed=args.seed)
+    print(path)
+    print(
+        f"random, untrained weights of {args.name} (seed {args.seed}): everything runs, but the masks follow no "
+        f"object. Trained weights: vos checkpoints download {args.name}"
+    )
+    return 0
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
     for name in available_models():
         cfg = load_config(name)
@@ -63,5 +76,12 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     verify.add_argument("names", nargs="*", metavar="NAME", help="models to check (default: every cached one)")
     verify.add_argument("--dir", help=f"cache directory (default: ${CACHE_ENV} or ~/.cache/vos/checkpoints)")
     verify.set_defaults(func=_cmd_verify)
+    rand = commands.add_parser(
+        "random", help="save random, untrained weights of a model (offline trials: runs, but tracks nothing real)"
+    )
+    rand.add_argument("name", choices=available_models(), metavar="NAME", help="model name, e.g. sam2.1_hiera_t")
+    rand.add_argument("--out", help="file or folder (default: NAME-random-untrained.pt in the current folder)")
+    rand.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    rand.set_defaults(func=_cmd_random)
     listing = commands.add_parser("list", help="list known models, their URLs and whether they are cached")
     listing.set_defaults(func=_cmd_list)

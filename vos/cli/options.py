@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from vos.config import TrackerConfig
 from vos.engine.metrics import MetricsSettings
-from vos.errors import ConfigError
+from vos.errors import ConfigError, plain_problems
 from vos.viewer import WebSettings
 
 S = TypeVar("S", bound=BaseModel)
@@ -86,8 +86,7 @@ def settings_from_args(args: argparse.Namespace, settings: type[S], **values: An
     try:
         return settings(**{**given, **values})
     except ValidationError as e:
-        problems = "; ".join(f"--{'.'.join(map(str, err['loc'])).replace('_', '-')}: {err['msg']}" for err in e.errors())
-        raise ConfigError(problems) from None
+        raise ConfigError(plain_problems(e, where=lambda loc: "--" + ".".join(map(str, loc)).replace("_", "-"))) from None
 
 
 def web_from_args(address: str | None, token_file: Path | None) -> WebSettings | None:

@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pydantic import ValidationError
+
 from vos.cli.options import (
     MQTT_PASSWORD_ENV,
     TRACKER_FLAGS,
@@ -26,7 +28,7 @@ from vos.cli.options import (
 )
 from vos.config import ModelSettings, TrackerConfig
 from vos.engine.settings import EngineConfig, RaySettings, StreamPrompt, StreamSettings, load_engine_config
-from vos.errors import ConfigError, SourceUnavailable
+from vos.errors import ConfigError, SourceUnavailable, plain_problems
 from vos.streams.label_map import read_mask_png
 from vos.streams.messages import Rle
 from vos.streams.overlay import OverlayStyle
@@ -79,26 +81,57 @@ def prompts_from_args(masks: list[str], points: list[str], boxes: list[str], fra
     for obj_id, f in sorted(fields.items()):
         try:
             prompts.append(StreamPrompt(obj_id=obj_id, frame=frame, **f))
-        except ValueError as e:
-            raise ConfigError(f"prompt for object {obj_id}: {e}") from None
+        except ValidationError as e:
+            raise ConfigError(f"prompt for object {obj_id}: {plain_problems(e)}") from None
     return prompts
 
 
-async def run_engine(engine: Engine | RayServe) -> int:
-    """Runs the engine (or the Ray driver); SIGTERM/SIGINT stop it cleanly (masks flushed, status "stopped"). The exit code."""
+async def run_engine(engine: Engine | RayServe, web_wait: bool = False) -> int:
+    """Runs the engine (or the Ray driver); SIGTERM/SIGINT stop it cleanly (masks flushed, status "stopped"). The exit code.
+
+    With a viewer its address is printed once it listens; `web_wait` starts the sources only when a page has
+    connected, and keeps the viewer up after they end, until Ctrl-C (a short file can be looked at)."""
     loop = asyncio.get_running_loop()
+    interrupted = asyncio.Event()
+
+    def stop() -> None:
+        interrupted.set()
+        engine.stop()
+
     async with engine:
         signals = []
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, engine.stop)
+                loop.add_signal_handler(sig, stop)
                 signals.append(sig)
         try:
-            reports = await engine.run()
+            viewer = getattr(engine, "viewer", None)
+            if viewer is not None:
+                print(f"vos: viewer on {viewer.address}", file=sys.stderr, flush=True)
+            if viewer is not None and web_wait:
+                print("vos: waiting for a page to connect before starting (Ctrl-C quits)", file=sys.stderr, flush=True)
+                await _first(viewer.connected.wait(), interrupted.wait())
+            reports = [] if interrupted.is_set() else await engine.run()
+            if viewer is not None and web_wait and not interrupted.is_set():
+                print(f"vos: done; the viewer stays on {viewer.url} until Ctrl-C", file=sys.stderr, flush=True)
+                await interrupted.wait()
         finally:
             for sig in signals:
                 loop.remove_signal_handler(sig)
+    if not reports:
+        print("vos: stopped before any frame", file=sys.stderr)
+        return 130
     return _exit_code(reports)
+
+
+async def _first(*waits) -> None:
+    """Returns when the first of `waits` is done; cancels the others."""
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
 
 
 def _exit_code(reports: list[StreamReport]) -> int:
@@ -122,6 +155,8 @@ def cmd_track(args: argparse.Namespace) -> int:
     prompts = prompts_from_args(args.mask, args.point, args.box, frame=args.prompt_frame)
     if not prompts and not args.mqtt and not args.web:
         raise ConfigError("nothing to track: give --mask, --point or --box, or --mqtt / --web to receive prompts")
+    if args.web_wait and not args.web:
+        raise ConfigError("--web-wait waits for the viewer's page: give --web PORT too")
     if not args.out and not args.mqtt and not args.render and not args.web:
         raise ConfigError("nothing would be kept or shown: give --out DIR, --render FILE, --mqtt URL and/or --web PORT")
     if args.max_frames is not None and args.max_frames < 1:
@@ -145,7 +180,7 @@ def cmd_track(args: argparse.Namespace) -> int:
         web=web_from_args(args.web, args.web_token_file), metrics=metrics_from_args(args),
         overlay=settings_from_args(args, OverlayStyle),
     )  # fmt: skip
-    return asyncio.run(run_engine(Engine(config, progress=not args.quiet)))
+    return asyncio.run(run_engine(Engine(config, progress=not args.quiet), web_wait=args.web_wait))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -195,6 +230,10 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     viewer = p.add_argument_group("live web viewer")
     viewer.add_argument("--web", metavar="[HOST:]PORT", help="serve the live viewer (status, overlays, click to prompt); default host 127.0.0.1")
     viewer.add_argument("--web-token-file", type=Path, metavar="FILE", help=f"token the viewer asks for (or ${WEB_TOKEN_ENV}); required off loopback")
+    viewer.add_argument(
+        "--web-wait", action="store_true",
+        help="start the source only once a page has connected, and keep the viewer up after it ends, until Ctrl-C",
+    )  # fmt: skip
     add_metrics_arguments(p)
     p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

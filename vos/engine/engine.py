@@ -116,7 +116,7 @@ class Engine:
                 except ValueError as e:  # a token file that cannot be read
                     raise ConfigError(f"web viewer: {e}") from None
                 self.viewer = await stack.enter_async_context(viewer)
-                log.info("viewer on %s", self.viewer.url)
+                log.info("viewer on %s", self.viewer.address)
             self.metrics = EngineMetrics(lambda: self.runners)
             if config.metrics is not None:
                 self.metrics_server = await stack.enter_async_context(MetricsServer(config.metrics, self.metrics))

@@ -16,7 +16,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from vos.config import ModelSettings, TrackerConfig
 from vos.engine.metrics import MetricsSettings
-from vos.errors import ConfigError
+from vos.errors import ConfigError, plain_problems
 from vos.streams.messages import AddPrompt
 from vos.streams.overlay import OverlayStyle
 from vos.streams.sinks.mqtt import MqttSettings, check_topic_level
@@ -134,8 +134,8 @@ def load_engine_config(path: str | Path) -> EngineConfig:
     try:
         loaded = FromFile()
     except ValidationError as e:
-        problems = "\n".join(f"  {'.'.join(map(str, err['loc'])) or '(top)'}: {err['msg']}" for err in e.errors())
-        raise ConfigError(f"invalid engine config {path}:\n{problems}") from None
+        problems = plain_problems(e, sep="\n  ", where=lambda loc: ".".join(map(str, loc)) or "(top)")
+        raise ConfigError(f"invalid engine config {path}:\n  {problems}") from None
     except (ValueError, yaml.YAMLError) as e:  # YAML syntax, unreadable file
         raise ConfigError(f"cannot read engine config {path}: {e}") from None
     return EngineConfig(**{name: getattr(loaded, name) for name in EngineConfig.model_fields})

@@ -153,6 +153,7 @@ class StreamRunner:
         Masks are decoded in a thread, and only once their declared size is the frame's.
         """
         hw = frame.image.shape[:2]
+        self.inbox.frame_size = hw
         for message in self.initial_prompts.pop(frame.index, []):
             try:
                 self.tracker.set_prompt(message.obj_id, await asyncio.to_thread(message.to_prompt, hw))

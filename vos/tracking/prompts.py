@@ -64,8 +64,21 @@ class Prompt:
         return cls(points=coords, labels=lab, box=corners)
 
     def check_size(self, hw: tuple[int, int]) -> None:
+        """ValueError unless the prompt fits an (H, W) frame: a mask of that size, clicks and box corners within
+        0..W, 0..H."""
         if self.mask is not None:
             check_mask_size(self.mask.shape, hw)
+        h, w = hw
+        for what, xy in (("point", self.points), ("box corner", self.box)):
+            if xy is None:
+                continue
+            outside = (xy[:, 0] < 0) | (xy[:, 0] > w) | (xy[:, 1] < 0) | (xy[:, 1] > h)
+            if outside.any():
+                x, y = xy[outside.argmax()]
+                raise ValueError(
+                    f"{what} ({x:g}, {y:g}) lies outside the {w}x{h} frame: x must be in 0..{w}, y in 0..{h} "
+                    "(pixels of the frame as decoded)"
+                )
 
     @property
     def num_points(self) -> int:

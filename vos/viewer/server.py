@@ -146,11 +146,19 @@ class WebViewer:
         self.port: int | None = None
         self._runner: web.AppRunner | None = None
         self._sockets: set[web.WebSocketResponse] = set()
+        self.connected = asyncio.Event()  # set when a page first opens a stream's live feed
 
     @property
     def url(self) -> str:
         host = self.settings.host if ":" not in self.settings.host else f"[{self.settings.host}]"
         return f"http://{host}:{self.port}/"
+
+    @property
+    def address(self) -> str:
+        """Where to point a browser, in words; with a token, how to give it (never the token itself)."""
+        if self._token is None:
+            return self.url
+        return f"{self.url}?token=... (the viewer's token, from --web-token-file or $VOS_WEB__TOKEN; once per browser)"
 
     def add_stream(self, runner: StreamRunner) -> StreamView:
         view = StreamView(runner, self.settings, self.style)
@@ -254,6 +262,7 @@ class WebViewer:
         ws = web.WebSocketResponse(heartbeat=20, compress=False)  # JPEGs do not deflate: no CPU on it
         await ws.prepare(request)
         self._sockets.add(ws)
+        self.connected.set()
         view.watchers += 1
         sender = asyncio.create_task(self._send_pictures(view, ws))
         try:
