@@ -55,7 +55,7 @@ def test_the_offline_get_started_runs_as_written(davis_root, tmp_path):
     assert run.returncode == 0, run.stderr
     assert "random, untrained weights" in run.stderr  # said on loading, not only by the command that made them
     frames = len(list((tmp_path / data / "JPEGImages/480p/car-shadow").glob("*.jpg")))
-    assert frames == 40 and (tmp_path / random_weights_name("sam2.1_hiera_t")).is_file()
+    assert frames == 40 and (tmp_path / random_weights_name("edgetam")).is_file()
     assert len(list((tmp_path / "out").glob("*.png"))) == frames
     lines = (tmp_path / "out" / "masks.jsonl").read_text().splitlines()
     messages = [MaskMessage.model_validate_json(line) for line in lines]

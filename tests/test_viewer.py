@@ -391,7 +391,7 @@ def test_serve_config_takes_the_viewer_and_its_token_from_the_environment(tmp_pa
 
     path = tmp_path / "engine.yaml"
     path.write_text("web: {host: 0.0.0.0, port: 8099}\nstreams: [{id: cam, source: clip.mp4}]\n")
-    with pytest.raises(ConfigError, match="web: Value error, the viewer on 0.0.0.0 would let anyone"):
+    with pytest.raises(ConfigError, match="web: the viewer on 0.0.0.0 would let anyone"):
         load_engine_config(path)
     monkeypatch.setenv("VOS_WEB__TOKEN", "from-env")
     web = load_engine_config(path).web

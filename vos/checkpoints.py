@@ -13,6 +13,7 @@ import os
 import urllib.error
 import urllib.parse
 import urllib.request
+import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
 
@@ -56,7 +57,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for corrupt or unsafe files
         # torch's own message is not shown: it advises loading with weights_only=False, which runs the file's code.
-        unsafe = "weights only load failed" in str(e).lower()
+        unsafe = zipfile.is_zipfile(path) and "weights only load failed" in str(e).lower()
         why = (
             "it holds Python objects other than tensors, and vos never unpickles those (they can run code)"
             if unsafe else "it is not a PyTorch checkpoint (a text or HTML file, another format) or it is truncated"

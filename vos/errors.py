@@ -8,6 +8,11 @@ from typing import Any
 VALUE_ERROR_PREFIX = "Value error, "  # pydantic's prefix on a validator's ValueError
 
 
+def plain_message(error: Exception) -> str:
+    """An exception's message in plain sentences: a pydantic ValidationError through `plain_problems`."""
+    return plain_problems(error) if type(error).__name__ == "ValidationError" and hasattr(error, "errors") else str(error)
+
+
 def plain_problems(error: Any, sep: str = "; ", where: Callable[[tuple], str] | None = None) -> str:
     """A pydantic ValidationError as plain sentences, one per problem: "where: what", without pydantic's input dump,
     error types or documentation URLs. `where(loc)` names a location (default: the dotted field path)."""

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from vos.config import TrackerConfig
 from vos.engine.metrics import MetricsSettings
-from vos.errors import ConfigError, plain_problems
+from vos.errors import ConfigError, plain_message, plain_problems
 from vos.viewer import WebSettings
 
 S = TypeVar("S", bound=BaseModel)
@@ -116,8 +116,8 @@ def add_metrics_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def checked(make, *args, **kwargs):
-    """A settings model from the CLI; ConfigError (exit code 2) with pydantic's reasons if invalid."""
+    """A settings model from the CLI; ConfigError (exit code 2) with the reasons, in plain words, if invalid."""
     try:
         return make(*args, **kwargs)
     except ValueError as e:
-        raise ConfigError(str(e)) from None
+        raise ConfigError(plain_message(e)) from None

@@ -32,7 +32,7 @@ from vos.device import release_openmp_threads
 from vos.engine.metrics import EngineMetrics, MetricsServer
 from vos.engine.settings import EngineConfig, StreamSettings
 from vos.engine.stream import StreamReport, StreamRunner
-from vos.errors import BrokerUnavailable, ConfigError, SourceUnavailable
+from vos.errors import BrokerUnavailable, ConfigError, SourceUnavailable, plain_message
 from vos.modeling.sam2 import SAM2Model
 from vos.streams.sinks import Sink
 from vos.streams.sinks.folder import FolderSink
@@ -114,7 +114,7 @@ class Engine:
                 try:
                     viewer = WebViewer(config.web, config.overlay)
                 except ValueError as e:  # a token file that cannot be read
-                    raise ConfigError(f"web viewer: {e}") from None
+                    raise ConfigError(f"web viewer: {plain_message(e)}") from None
                 self.viewer = await stack.enter_async_context(viewer)
                 log.info("viewer on %s", self.viewer.address)
             self.metrics = EngineMetrics(lambda: self.runners)
@@ -174,12 +174,12 @@ class Engine:
             try:
                 sinks.append(await stack.enter_async_context(FolderSink(spec.out)))
             except ValueError as e:
-                raise ConfigError(f"stream {stream}: {e}") from None
+                raise ConfigError(f"stream {stream}: {plain_message(e)}") from None
         if spec.render is not None:
             try:
                 sinks.append(await stack.enter_async_context(OverlayVideoSink(spec.render, self.config.overlay)))
             except ValueError as e:
-                raise ConfigError(f"stream {stream}: {e}") from None
+                raise ConfigError(f"stream {stream}: {plain_message(e)}") from None
         sinks.extend(self.extra_sinks.get(stream, ()))
         source.name = stream
         return source, sinks, mqtt
@@ -194,7 +194,7 @@ class Engine:
         except MqttUnavailable as e:
             raise BrokerUnavailable(str(e)) from None
         except ValueError as e:
-            raise ConfigError(str(e)) from None
+            raise ConfigError(plain_message(e)) from None
         try:
             yield link
         finally:
