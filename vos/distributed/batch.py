@@ -32,6 +32,7 @@ import numpy as np
 
 from vos.build import load_from_settings
 from vos.config import ModelSettings, TrackerConfig
+from vos.distributed import init_ray
 from vos.engine.metrics import BatchMetrics, MetricsSettings, serve_in_thread
 from vos.engine.settings import EngineConfig, RaySettings, StreamPrompt, StreamSettings
 from vos.errors import ConfigError
@@ -254,7 +255,7 @@ def run_batch(
             server = stack.enter_context(serve_in_thread(metrics, BatchMetrics(summary)))
             log.info("metrics on %smetrics", server.url)
         if not ray.is_initialized():
-            ray.init(address=ray_settings.address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+            init_ray(ray_settings.address, log_to_driver=False)
             stack.callback(ray.shutdown)
         stack.callback(_remove_partials, out, jobs)  # what killed attempts left behind
         cpus = ray_settings.actor_cpus(int(ray.cluster_resources().get("CPU", 1)), pool=True)

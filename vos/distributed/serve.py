@@ -25,6 +25,7 @@ import dataclasses
 import logging
 from dataclasses import dataclass
 
+from vos.distributed import init_ray
 from vos.engine.settings import EngineConfig, RaySettings
 from vos.engine.stream import StreamReport
 from vos.errors import ConfigError, VosError
@@ -127,7 +128,7 @@ class RayServe:
                 server = await stack.enter_async_context(MetricsServer(self.config.metrics, RayMetrics(self)))
                 log.info("metrics on %smetrics", server.url)
             if not ray.is_initialized():
-                ray.init(address=self.settings.address, include_dashboard=False, configure_logging=False)
+                init_ray(self.settings.address)
                 stack.callback(ray.shutdown)
             self._check_resources(ray.cluster_resources())
             actor = _actor_class().options(
