@@ -303,6 +303,7 @@ def test_refusals_are_answered_on_receipt_while_a_frame_takes_seconds(clip, trac
     for reason in ("the mask prompt is (16384, 16384), the frame is (480, 854)",
                    "point (5000, 5000) lies outside the 854x480 frame", "add.points"):  # fmt: skip
         assert any(reason in e for _, e in errors), (reason, errors)
+    print(f"refusals answered {', '.join(f'{1000 * (at - sent):.0f}' for at, _ in errors)} ms after publishing")
     # the second frame's masks come SLOW_FRAME_SECONDS after the first's at the earliest; every refusal before them
     assert all(sent < at < masks[1] and at - sent < SLOW_FRAME_SECONDS / 3 for at, _ in errors), (sent, errors, masks)
 
