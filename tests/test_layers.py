@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, list[str]]] = [
                            "vos.tracking.postprocess", "vos.memory"]),
     ("model", ["vos.modeling"]),
     ("loading", ["vos.checkpoints", "vos.build"]),
-    ("tracking", ["vos.tracking", "vos.image_predictor"]),
+    ("tracking", ["vos.tracking", "vos.image_predictor", "vos.segment"]),
     ("sinks", ["vos.streams.sinks", "vos.streams.results", "vos.streams"]),
     ("viewer and engine settings", ["vos.viewer", "vos.engine.metrics", "vos.engine.settings"]),
     ("engine", ["vos.engine"]),

@@ -33,6 +33,8 @@ _EXPORTS = {
     "DownloadError": "vos.errors",
     "VosError": "vos.errors",
     "ImagePredictor": "vos.image_predictor",
+    "MaskGenerator": "vos.segment.generator",
+    "MaskGeneratorSettings": "vos.segment.generator",
     "Prompt": "vos.tracking.prompts",
     "TrackResult": "vos.tracking.tracker",
     "Tracker": "vos.tracking.tracker",
@@ -47,6 +49,7 @@ if TYPE_CHECKING:
     from vos.engine.settings import EngineConfig, StreamSettings
     from vos.errors import CheckpointError, ConfigError, DownloadError, VosError
     from vos.image_predictor import ImagePredictor
+    from vos.segment.generator import MaskGenerator, MaskGeneratorSettings
     from vos.tracking.prompts import Prompt
     from vos.tracking.tracker import Tracker, TrackResult
     from vos.tracking.video_session import VideoSession
