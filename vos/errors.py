@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+
+from pydantic import ValidationError
 
 VALUE_ERROR_PREFIX = "Value error, "  # pydantic's prefix on a validator's ValueError
 
 
 def plain_message(error: Exception) -> str:
     """An exception's message in plain sentences: a pydantic ValidationError through `plain_problems`."""
-    return plain_problems(error) if type(error).__name__ == "ValidationError" and hasattr(error, "errors") else str(error)
+    return plain_problems(error) if isinstance(error, ValidationError) else str(error)
 
 
-def plain_problems(error: Any, sep: str = "; ", where: Callable[[tuple], str] | None = None) -> str:
+def plain_problems(error: ValidationError, sep: str = "; ", where: Callable[[tuple], str] | None = None) -> str:
     """A pydantic ValidationError as plain sentences, one per problem: "where: what", without pydantic's input dump,
     error types or documentation URLs. `where(loc)` names a location (default: the dotted field path)."""
     parts = []

@@ -98,6 +98,19 @@ class ImagePredictor:
             masks, ious, low_res = masks[0], ious[0], low_res[0]
         return masks.float().cpu().numpy() if return_logits else masks.cpu().numpy(), ious.float().cpu().numpy(), low_res.float().cpu().numpy()
 
+    def predict_clicks(
+        self, coords: torch.Tensor, labels: torch.Tensor, mask_input: torch.Tensor | None, multimask_output: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Batched tensors in, tensors out (the everything mode's path): clicks (B, P, 2) in image pixels with
+        labels (B, P), optional low-res logits (B, 1, 4E, 4E) -> float32 logits (B, K, H, W) at the image's size,
+        IoUs (B, K), low-res logits (B, K, 4E, 4E)."""
+        self._require_image()
+        with self.model.autocast():
+            masks, ious, low_res = self._predict(
+                self._to_input_frame(coords), labels, None, mask_input, multimask_output, return_logits=True
+            )
+        return masks.float(), ious.float(), low_res.float()
+
     def _predict(
         self,
         coords: torch.Tensor | None,

@@ -170,15 +170,11 @@ class MaskGenerator:
         }  # fmt: skip
 
     def _decode(self, coords, labels, mask_input, multimask: bool):
-        """Clicks (B, 1, 2) in crop pixels -> logits (B, K, h, w) at the crop's size, IoUs (B, K), low-res logits
-        (B, K, 4E, 4E)."""
-        predictor = self.predictor
-        with predictor.model.autocast():
-            masks, ious, low_res = predictor._predict(
-                predictor._to_input_frame(coords), labels, None, mask_input, multimask, return_logits=True
-            )
-        masks = clean_small_regions(masks.float(), self.settings.min_mask_region_area, self.settings.mask_threshold)
-        return masks, ious.float(), low_res.float()
+        """Clicks (B, 1, 2) in crop pixels -> logits (B, K, h, w) at the crop's size (small regions cleaned), IoUs
+        (B, K), low-res logits (B, K, 4E, 4E)."""
+        masks, ious, low_res = self.predictor.predict_clicks(coords, labels, mask_input, multimask)
+        s = self.settings
+        return clean_small_regions(masks, s.min_mask_region_area, s.mask_threshold), ious, low_res
 
     def _refine(self, coords: torch.Tensor, low_res: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Each mask decoded again from its click and its own low-res logits as the mask prompt (one mask each)."""
