@@ -192,6 +192,7 @@ class StatusMessage(_Message):
     skipped_frames: int = 0  # frames that could not be decoded (corrupt file or packet)
     source_reconnects: int = 0
     dropped_messages: int = 0  # masks messages lost to a full buffer while the broker was away
+    discovered_objects: int = 0  # objects auto-discovery added (their masks are in the masks messages from then on)
 
 
 def json_schemas() -> dict[str, dict]:

@@ -103,10 +103,8 @@ def test_batch_on_ray_equals_track_survives_a_killed_worker_and_resumes(davis_ro
 def test_bad_batch_inputs_are_clear_errors(davis_root, tmp_path, capsys):
     annotations = davis_root / "Annotations" / "480p"
     folder = davis_root / "JPEGImages" / "480p" / "blackswan"
-    with pytest.raises(SystemExit):
-        vos.cli.main(["batch", str(folder), "--out", str(tmp_path)])
-    assert "one of the arguments --annotations --prompts is required" in capsys.readouterr().err
     cases = [
+        ([str(folder)], "--prompts FILE (JSON), or --discover"),
         ([str(tmp_path / "none.mp4"), "--annotations", str(annotations)], "no such video file or folder of frames"),
         ([str(folder), "--annotations", str(tmp_path)], "no annotation for"),
         ([str(folder), str(folder), "--annotations", str(annotations)], "two videos are named 'blackswan'"),

@@ -156,7 +156,8 @@ def test_status_announced_after_a_reconnect_has_the_current_counters(broker):
     published, [retained] = asyncio.run(main())
     assert [s["state"] for s in published[:2]] == ["online", "online"] and published[1]["frames"] == 0
     assert retained == published[-1] == {"stream": "cam", "state": "online", "detail": "", "frames": 42, "dropped_frames": 7,
-                                         "skipped_frames": 0, "source_reconnects": 0, "dropped_messages": 0}
+                                         "skipped_frames": 0, "source_reconnects": 0, "dropped_messages": 0,
+                                         "discovered_objects": 0}
 
 
 def test_prompts_above_the_packet_limit_never_reach_the_link(broker):
@@ -220,7 +221,8 @@ def test_last_will_reports_offline_when_the_engine_dies(broker):
             return sub.messages
 
         assert json.loads(asyncio.run(main())[-1][1]) == {"stream": "cam", "state": "offline", "detail": "", "frames": 0,
-                                                           "dropped_frames": 0, "skipped_frames": 0, "source_reconnects": 0, "dropped_messages": 0}
+                                                           "dropped_frames": 0, "skipped_frames": 0, "source_reconnects": 0, "dropped_messages": 0,
+                                                           "discovered_objects": 0}
 
         async def availability():
             async with Subscriber(broker.port, "t/vos/available", identifier="later") as sub:

@@ -7,6 +7,8 @@ both sides resize it, and each crop, themselves). Same masks (IoU >= 0.99 each, 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -36,15 +38,21 @@ FAST = {"points_per_side": 8, "stability_score_offset": 0.02, "stability_score_t
 
 
 @pytest.fixture(scope="module", params=[512, pytest.param(1024, marks=pytest.mark.slow)], ids=["512px", "1024px"])
-def models(request, tiny_checkpoint, tmp_path_factory):
+def models(request, segment_checkpoint):
     size = request.param
+    meta = build_meta("sam2.1_hiera_t", size, seed=None)
+    meta.load_state_dict(torch.load(segment_checkpoint, map_location="cpu", weights_only=True)["model"])
+    return meta.eval(), vos.load_model("sam2.1_hiera_t", checkpoint=segment_checkpoint, image_size=size)
+
+
+@pytest.fixture(scope="module")
+def segment_checkpoint(tiny_checkpoint, tmp_path_factory):
+    """The tiny test weights with the IoU head's bias raised: masks pass the predicted-IoU threshold."""
     sd = torch.load(tiny_checkpoint, map_location="cpu", weights_only=True)["model"]
     sd[IOU_HEAD_BIAS] += IOU_BIAS_OFFSET
     path = tmp_path_factory.mktemp("segment") / "sam2.1_hiera_tiny.pt"
     torch.save({"model": sd}, path)
-    meta = build_meta("sam2.1_hiera_t", size, seed=None)
-    meta.load_state_dict(sd)
-    return meta.eval(), vos.load_model("sam2.1_hiera_t", checkpoint=path, image_size=size)
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -157,3 +165,113 @@ def test_bad_settings_are_refused(models):
         MaskGenerator(ours, points_per_side=0)
     with pytest.raises(ValueError, match="one per crop layer"):
         MaskGenerator(ours, point_grids=[point_grid(4)], crop_n_layers=1)
+
+
+def disc_scene(h: int = 240, w: int = 320):
+    """Discs (cx, cy, r) of a synthetic scene, and a decoder for it: a click inside a disc gets that disc, its logit
+    10 at the centre falling to 1.5 at the rim (-10 outside; predicted IoU 0.95); elsewhere an empty, low-IoU mask."""
+    discs = [(80, 80, 50), (230, 150, 60), (140, 210, 14), (290, 30, 10)]  # the sparse grid misses the small two
+    yy, xx = np.mgrid[:h, :w]
+
+    def predict_clicks(coords, labels, mask_input, multimask):
+        k = 3 if multimask else 1
+        masks, ious = torch.full((len(coords), k, h, w), -10.0), torch.full((len(coords), k), 0.1)
+        for i, (x, y) in enumerate(coords[:, 0].tolist()):
+            for cx, cy, r in discs:
+                if (x - cx) ** 2 + (y - cy) ** 2 < r**2:
+                    dist = np.sqrt((xx - cx) ** 2 + (yy - cy) ** 2) / r
+                    masks[i, 0] = torch.from_numpy(np.where(dist < 1, 10 - 8.5 * dist, -10.0)).float()
+                    ious[i, 0] = 0.95
+        return masks, ious, torch.zeros(len(coords), k, 16, 16)
+
+    return np.zeros((h, w, 3), np.uint8), discs, predict_clicks
+
+
+def test_hierarchical_mode_finds_the_full_modes_objects_with_fewer_clicks(models):
+    """TinySAM's two passes on a scene whose decoder is known: the sparse grid (8 x 8 of 32 x 32) finds the large
+    discs; the dense grid runs only outside their confident cores (the rims are clicked again, their duplicates
+    removed by NMS) and finds the small discs the sparse grid missed."""
+    image, discs, predict_clicks = disc_scene()
+    found = {}
+    for hierarchical in (False, True):
+        generator = MaskGenerator(models[1], hierarchical=hierarchical)
+        generator.predictor.set_image = lambda image: None
+        generator.predictor.predict_clicks = predict_clicks
+        found[hierarchical] = (generator.generate(image), generator.points_decoded)
+    expected = sorted((cx - r + 1, cy - r + 1, 2 * r - 2, 2 * r - 2) for cx, cy, r in discs)  # XYWH, inclusive max
+    for records, _ in found.values():
+        assert sorted(tuple(round(v) for v in r["bbox"]) for r in records) == expected  # each disc once
+    (full, full_decoded), (ours, decoded) = found[False], found[True]
+    assert full_decoded == 32 * 32
+    dense = (point_grid(32) * [320, 240]).astype(int)
+    in_core = [any((x - cx) ** 2 + (y - cy) ** 2 < (1.5 / 8.5 * r) ** 2 for cx, cy, r in discs[:2]) for x, y in dense]
+    assert decoded == 8 * 8 + 32 * 32 - sum(in_core) and sum(in_core) >= 4  # logit > 8.5: the cores of the two large
+    for r in full:  # the same masks as the full mode's, not only the same boxes
+        assert any(np.array_equal(r["segmentation"], o["segmentation"]) for o in ours)
+
+
+def test_hierarchical_mode_refuses_point_grids(models):
+    with pytest.raises(ValueError, match="hierarchical"):
+        MaskGenerator(models[1], hierarchical=True, point_grids=[point_grid(4)])
+
+
+def test_segment_command_writes_what_the_api_returns(segment_checkpoint, davis_root, tmp_path, capsys):
+    """`vos segment` on an image, a folder (with an unreadable file: skipped, exit code 1) and a video: the JSON's
+    COCO RLEs decode to the API's masks, the label map holds the smallest mask per pixel; then prompts."""
+    import json
+
+    from PIL import Image
+    from pycocotools import mask as mask_utils
+
+    from tests.video_reference import write_video
+    from vos.cli import main
+    from vos.streams.label_map import read_label_map
+
+    frames = [read_frame(davis_root, "dog", i)[:240, :320] for i in (10, 2)]
+    Image.fromarray(frames[0]).save(tmp_path / "one.png")
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    for i, frame in enumerate(frames):
+        Image.fromarray(frame).save(folder / f"{i}.png")
+    (folder / "2.png").write_bytes(b"not a png")
+    write_video(tmp_path / "clip.mp4", frames)
+    fast = {**FAST, "points_per_side": 4}
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in fast.items()]
+    model = ["--checkpoint", str(segment_checkpoint), "--config", "sam2.1_hiera_t", "--image-size", "512", "--quiet"]
+    out = tmp_path / "out"
+    inputs = [str(tmp_path / "one.png"), str(folder), str(tmp_path / "clip.mp4")]
+    assert main(["segment", *inputs, "--out", str(out), "--render", *flags, *model]) == 1
+    assert "2.png" in capsys.readouterr().err
+    for name in ("one", "shots/0", "shots/1", "clip/00000", "clip/00001"):
+        expected = {f"{Path(name).name}{suffix}" for suffix in (".json", ".png", "-overlay.png")}
+        assert {p.name for p in out.glob(f"{name}*")} == expected
+
+    generator = MaskGenerator(vos.load_model("sam2.1_hiera_t", checkpoint=segment_checkpoint, image_size=512), **fast)
+
+    def assert_written(name: str, records: list[dict]) -> list[dict]:
+        annotations = json.loads((out / f"{name}.json").read_text())["annotations"]
+        assert len(annotations) == len(records) > 0
+        labels = read_label_map(out / f"{name}.png")
+        rles = [a["segmentation"] for a in annotations]
+        masks = [mask_utils.decode({**rle, "counts": rle["counts"].encode()}) for rle in rles]
+        for a, mask, record in zip(annotations, masks, records):
+            assert np.array_equal(mask.astype(bool), record["segmentation"])
+            assert a["predicted_iou"] == record["predicted_iou"] and a["bbox"] == record["bbox"]
+            assert mask[labels == a["id"]].all()  # a pixel's id names a mask on it ...
+        areas = {a["id"]: a["area"] for a in annotations}
+        for a, mask in zip(annotations, masks):  # ... the smallest one
+            assert all(areas[i] <= a["area"] for i in np.unique(labels[mask.astype(bool)]))
+        assert (labels == 0).sum() == (~np.any(masks, axis=0)).sum()
+        return annotations
+
+    assert_written("one", generator.generate(frames[0]))
+    assert main(["segment", inputs[0], "--out", str(out), "--point", "100,80", "--box", "10,10,200,150", *model]) == 0
+    prompted = assert_written("one", generator.prompted(frames[0], [(100, 80)], [(10, 10, 200, 150)]))
+    assert prompted[0]["point_coords"] == [[100, 80]] and prompted[1]["box"] == [10, 10, 200, 150]
+    assert main(["segment", inputs[0], "--out", str(out), "--box", "1,2,3", *model]) == 2
+    assert "--box takes 4 numbers" in capsys.readouterr().err
+    assert main(["segment", inputs[0], "--out", str(out), "--point", "400,10", *model]) == 2
+    assert "inside the 320x240 image" in capsys.readouterr().err
+    assert main(["segment", inputs[0], "--out", str(tmp_path), *model]) == 2  # out/one.png is the input
+    assert "would overwrite the input" in capsys.readouterr().err
+    assert (tmp_path / "one.png").read_bytes() == (folder / "0.png").read_bytes()

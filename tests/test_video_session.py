@@ -21,9 +21,9 @@ from tests.video_reference import (
     write_clip,
 )
 
-SESSION_FRAMES = 12  # a session knows its length (Meta's pointer distances are normalized by it): no 16-frame need
-PROMPT_FRAME = 6
-CORRECTION_FRAME = 9
+SESSION_FRAMES = 8  # a session knows its length (Meta's pointer distances are normalized by it): no 16-frame need
+PROMPT_FRAME = 4
+CORRECTION_FRAME = 6
 
 
 def clip_and_prompts(davis_root, folder, size: int):

@@ -25,6 +25,7 @@ _EXPORTS = {
     "available_models": "vos.config",
     "load_config": "vos.config",
     "ModelSettings": "vos.config",
+    "DiscoverySettings": "vos.config",
     "Engine": "vos.engine.engine",
     "EngineConfig": "vos.engine.settings",
     "StreamSettings": "vos.engine.settings",
@@ -34,7 +35,7 @@ _EXPORTS = {
     "VosError": "vos.errors",
     "ImagePredictor": "vos.image_predictor",
     "MaskGenerator": "vos.segment.generator",
-    "MaskGeneratorSettings": "vos.segment.generator",
+    "MaskGeneratorSettings": "vos.config",
     "Prompt": "vos.tracking.prompts",
     "TrackResult": "vos.tracking.tracker",
     "Tracker": "vos.tracking.tracker",
@@ -44,12 +45,20 @@ __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
     from vos.build import build_model, load_model
-    from vos.config import ModelConfig, ModelSettings, TrackerConfig, available_models, load_config
+    from vos.config import (
+        DiscoverySettings,
+        MaskGeneratorSettings,
+        ModelConfig,
+        ModelSettings,
+        TrackerConfig,
+        available_models,
+        load_config,
+    )
     from vos.engine.engine import Engine
     from vos.engine.settings import EngineConfig, StreamSettings
     from vos.errors import CheckpointError, ConfigError, DownloadError, VosError
     from vos.image_predictor import ImagePredictor
-    from vos.segment.generator import MaskGenerator, MaskGeneratorSettings
+    from vos.segment.generator import MaskGenerator
     from vos.tracking.prompts import Prompt
     from vos.tracking.tracker import Tracker, TrackResult
     from vos.tracking.video_session import VideoSession

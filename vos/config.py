@@ -266,6 +266,67 @@ class TrackingConfig(_Strict):
         return v
 
 
+OutputMode = Literal["binary_mask", "uncompressed_rle", "coco_rle"]
+
+
+class MaskGeneratorSettings(_Strict):
+    """How the everything mode (`vos.MaskGenerator`, `vos segment`) prompts and filters: Meta's names and defaults."""
+
+    points_per_side: int = Field(32, ge=1, le=256, description="clicks per side of the grid on the whole image")
+    points_per_batch: int = Field(64, ge=1, le=4096, description="clicks through the decoder at once (memory)")
+    pred_iou_thresh: float = Field(0.8, ge=0, le=1, description="drop masks whose predicted IoU is not above this")
+    stability_score_thresh: float = Field(0.95, ge=0, le=1, description="drop masks less stable than this")
+    stability_score_offset: float = Field(1.0, ge=0, description="logit offset of the stability score's two masks")
+    mask_threshold: float = Field(0.0, description="logit threshold of a mask")
+    box_nms_thresh: float = Field(0.7, gt=0, le=1, description="box IoU above which a crop's duplicates are dropped")
+    crop_n_layers: int = Field(0, ge=0, le=4, description="layers of crops: layer i has (2^i)^2 crops")
+    crop_nms_thresh: float = Field(0.7, gt=0, le=1, description="box IoU above which duplicates across crops go")
+    crop_overlap_ratio: float = Field(512 / 1500, ge=0, lt=1, description="overlap of neighbouring crops")
+    crop_n_points_downscale_factor: int = Field(1, ge=1, description="grid per side divided by this per layer")
+    min_mask_region_area: int = Field(
+        0, ge=0, description="holes and islands of at most this many pixels are flipped in the logits (0: off)"
+    )
+    output_mode: OutputMode = Field("binary_mask", description="segmentation as a mask, an RLE or a COCO RLE")
+    use_m2m: bool = Field(False, description="refine each mask once more, given itself as the mask prompt")
+    multimask_output: bool = Field(True, description="three masks per click (SAM's ambiguity-aware output)")
+    hierarchical: bool = Field(
+        False, description="TinySAM's two passes: a 4x sparser grid, then the full grid where no mask is confident"
+    )
+    hierarchical_logit_thresh: float = Field(
+        8.5, description="hierarchical: pixels of the sparse pass's masks above this logit get no dense click"
+    )
+
+    @model_validator(mode="after")
+    def _grid_not_empty(self) -> MaskGeneratorSettings:
+        last = int(self.points_per_side / self.crop_n_points_downscale_factor**self.crop_n_layers)
+        if last < 1:
+            raise ValueError(f"the grid of crop layer {self.crop_n_layers} would have no point: "
+                             "lower crop_n_points_downscale_factor or crop_n_layers")  # fmt: skip
+        return self
+
+
+class DiscoverySettings(_Strict):
+    """Auto-discovery (`TrackerConfig.discover`, `vos track --discover`): the everything mode on some frames of a
+    stream; its masks that are no tracked object become new objects, prompted by their mask on that frame."""
+
+    every_n_frames: int = Field(0, ge=0, description="look on frames 0, N, 2N, ... (0: only on the first frame)")
+    min_area: int = Field(64, ge=1, description="masks of fewer pixels are not added")
+    max_new_per_frame: int = Field(8, ge=1, description="objects added per look at most, the most confident first")
+    overlap_thresh: float = Field(
+        0.5, gt=0, le=1, description="a mask is a tracked object when the share of it tracked objects cover is above "
+        "this (as it is when its IoU with one of them is)",
+    )  # fmt: skip
+    everything: MaskGeneratorSettings = Field(
+        default_factory=lambda: MaskGeneratorSettings(hierarchical=True),
+        description="the everything mode's settings (here hierarchical unless set otherwise)",
+    )
+
+    @field_validator("everything", mode="before")
+    @classmethod
+    def _hierarchical_unless_said(cls, v: Any) -> Any:
+        return {"hierarchical": True, **v} if isinstance(v, dict) else v
+
+
 class TrackerConfig(_Strict):
     """Options of `vos.Tracker` and `vos.VideoSession`: post-processing and memory bounds."""
 
@@ -288,6 +349,9 @@ class TrackerConfig(_Strict):
         None, description="fp32, bf16, int8 or auto (vos.device); default: the precision the model was loaded with"
     )
     compile: bool = Field(False, description="torch.compile the model's stages (vos.tracking.compiled); the first frames compile")
+    discover: DiscoverySettings | None = Field(
+        None, description="add the new objects the everything mode finds on the stream (None: off)"
+    )
 
 
 class ModelSettings(BaseModel):

@@ -12,6 +12,17 @@ FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png")
 MAX_FRAME_PIXELS = 8192 * 8192  # larger frames are refused from their header, before decoding
 
 
+def read_frame_file(path: Path) -> np.ndarray:
+    """An image file as an HxWx3 uint8 RGB array; ValueError naming the file if it cannot be read."""
+    try:
+        with Image.open(path) as image:
+            if image.width * image.height > MAX_FRAME_PIXELS:
+                raise ValueError(f"{image.width}x{image.height} is larger than {MAX_FRAME_PIXELS} pixels")
+            return np.array(image.convert("RGB"))
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+        raise ValueError(f"cannot read frame {path}: {e}") from e
+
+
 def _frame_order(path: Path) -> tuple[int, int | str]:
     """Numeric names in numeric order (9 before 10), then the rest by name."""
     return (0, int(path.stem)) if path.stem.isdigit() else (1, path.name)
@@ -34,11 +45,4 @@ class FrameFolder(Sequence[np.ndarray]):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> np.ndarray:  # type: ignore[override]
-        path = self.paths[index]
-        try:
-            with Image.open(path) as image:
-                if image.width * image.height > MAX_FRAME_PIXELS:
-                    raise ValueError(f"{image.width}x{image.height} is larger than {MAX_FRAME_PIXELS} pixels")
-                return np.array(image.convert("RGB"))
-        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
-            raise ValueError(f"cannot read frame {path}: {e}") from e
+        return read_frame_file(self.paths[index])

@@ -13,7 +13,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from vos.config import TrackerConfig
+from vos.config import DiscoverySettings, TrackerConfig
 from vos.engine.metrics import MetricsSettings
 from vos.errors import ConfigError, plain_message, plain_problems
 from vos.viewer import WebSettings
@@ -22,8 +22,11 @@ S = TypeVar("S", bound=BaseModel)
 
 MQTT_PASSWORD_ENV = "VOS_MQTT__PASSWORD"  # the same variable as for `vos serve`
 WEB_TOKEN_ENV = "VOS_WEB__TOKEN"
-TRACKER_FLAGS = [f for f in TrackerConfig.model_fields if f not in ("precision", "clear_non_cond_mem_around_input")]
-"""Tracker settings with a flag (precision is the model's; clearing memory is `VideoSession`'s)."""
+TRACKER_FLAGS = [
+    f for f in TrackerConfig.model_fields if f not in ("precision", "clear_non_cond_mem_around_input", "discover")
+]
+"""Tracker settings with a flag (precision is the model's; clearing memory is `VideoSession`'s; discovery has its
+own flags, `add_discovery_arguments`)."""
 
 
 def _flag_type(annotation: Any) -> tuple[type, tuple | None]:
@@ -87,6 +90,28 @@ def settings_from_args(args: argparse.Namespace, settings: type[S], **values: An
         return settings(**{**given, **values})
     except ValidationError as e:
         raise ConfigError(plain_problems(e, where=lambda loc: "--" + ".".join(map(str, loc)).replace("_", "-"))) from None
+
+
+DISCOVERY_FLAGS = [f for f in DiscoverySettings.model_fields if f != "everything"]
+"""Discovery settings with a flag (`--discover-every-n-frames`, ...); the everything mode's own: YAML or Python."""
+
+
+def add_discovery_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("auto-discovery")
+    group.add_argument(
+        "--discover", action="store_true",
+        help="add the objects the everything mode (hierarchical) finds and no tracked object is: with no prompt, "
+        "every object of the first frame",
+    )  # fmt: skip
+    add_settings_arguments(group, DiscoverySettings, DISCOVERY_FLAGS, prefix="discover_")
+
+
+def tracker_from_args(args: argparse.Namespace) -> TrackerConfig:
+    """The tracker flags' settings, with `discover` from --discover and its flags."""
+    if not args.discover and settings_if_given(args, DiscoverySettings) is not None:
+        raise ConfigError("the --discover-... flags set up auto-discovery: give --discover too")
+    discover = settings_from_args(args, DiscoverySettings) if args.discover else None
+    return settings_from_args(args, TrackerConfig, discover=discover)
 
 
 def web_from_args(address: str | None, token_file: Path | None) -> WebSettings | None:

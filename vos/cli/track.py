@@ -19,11 +19,13 @@ from vos.cli.options import (
     MQTT_PASSWORD_ENV,
     TRACKER_FLAGS,
     WEB_TOKEN_ENV,
+    add_discovery_arguments,
     add_metrics_arguments,
     add_settings_arguments,
     checked,
     metrics_from_args,
     settings_from_args,
+    tracker_from_args,
     web_from_args,
 )
 from vos.config import ModelSettings, TrackerConfig
@@ -153,8 +155,11 @@ def cmd_track(args: argparse.Namespace) -> int:
     from vos.engine.engine import Engine
 
     prompts = prompts_from_args(args.mask, args.point, args.box, frame=args.prompt_frame)
-    if not prompts and not args.mqtt and not args.web:
-        raise ConfigError("nothing to track: give --mask, --point or --box, or --mqtt / --web to receive prompts")
+    tracker = tracker_from_args(args)
+    if not prompts and not args.mqtt and not args.web and tracker.discover is None:
+        raise ConfigError(
+            "nothing to track: give --mask, --point or --box, --discover, or --mqtt / --web to receive prompts"
+        )
     if args.web_wait and not args.web:
         raise ConfigError("--web-wait waits for the viewer's page: give --web PORT too")
     if not args.out and not args.mqtt and not args.render and not args.web:
@@ -175,7 +180,7 @@ def cmd_track(args: argparse.Namespace) -> int:
             secret["tls"] = tls_flags
         mqtt = checked(MqttSettings.from_url, args.mqtt, prefix=args.topic, qos=args.qos, **secret)
     config = checked(
-        EngineConfig, model=settings_from_args(args, ModelSettings), tracker=settings_from_args(args, TrackerConfig),
+        EngineConfig, model=settings_from_args(args, ModelSettings), tracker=tracker,
         mqtt=mqtt, live=settings_from_args(args, LiveSettings), max_batch=1, streams=[stream],
         web=web_from_args(args.web, args.web_token_file), metrics=metrics_from_args(args),
         overlay=settings_from_args(args, OverlayStyle),
@@ -239,6 +244,7 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_settings_arguments(p.add_argument_group("model"), ModelSettings, list(ModelSettings.model_fields))
     add_settings_arguments(p.add_argument_group("tracker"), TrackerConfig, TRACKER_FLAGS)
+    add_discovery_arguments(p)
     add_settings_arguments(p.add_argument_group("live sources"), LiveSettings, list(LiveSettings.model_fields))
     style = p.add_argument_group("overlay style (--render, --web)")
     add_settings_arguments(style, OverlayStyle, list(OverlayStyle.model_fields))

@@ -149,18 +149,28 @@ def _file_prompts(prompts_file: Path) -> dict[str, list[StreamPrompt]]:
 
 
 def jobs_from_inputs(
-    inputs: list[str | Path], annotations: str | Path | None = None, prompts_file: str | Path | None = None
+    inputs: list[str | Path],
+    annotations: str | Path | None = None,
+    prompts_file: str | Path | None = None,
+    discover: bool = False,
 ) -> list[BatchJob]:
-    """One job per video, prompted by `annotations` (ROOT/NAME/00000.png) or `prompts_file` (JSON)."""
-    if (annotations is None) == (prompts_file is None):
-        raise ConfigError("give the prompts: --annotations ROOT (ROOT/NAME/00000.png) or --prompts FILE (JSON)")
+    """One job per video, prompted by `annotations` (ROOT/NAME/00000.png) or `prompts_file` (JSON); with `discover`
+    (the tracker finds its objects itself) prompts are optional."""
+    if annotations is not None and prompts_file is not None:
+        raise ConfigError("give one of --annotations ROOT and --prompts FILE, not both")
+    if annotations is None and prompts_file is None and not discover:
+        raise ConfigError(
+            "give the prompts: --annotations ROOT (ROOT/NAME/00000.png) or --prompts FILE (JSON), or --discover"
+        )
     by_file = _file_prompts(Path(prompts_file)) if prompts_file is not None else {}
     jobs: list[BatchJob] = []
     for source in read_inputs(inputs):
         name = video_name(source)
         if any(job.name == name for job in jobs):
             raise ConfigError(f"two videos are named {name!r}; their results would share OUT/{name}")
-        if annotations is not None:
+        if annotations is None and prompts_file is None:
+            prompts = []
+        elif annotations is not None:
             first = Path(annotations) / name / "00000.png"
             if not first.is_file():
                 raise ConfigError(f"no annotation for {source}: {first} is missing")

@@ -49,6 +49,8 @@ class StreamStats:
     pending_prompts: int = 0  # waiting for the next frame
     refused_prompts: int = 0  # any channel: MQTT, the viewer, the config
     objects: int = 0  # in the last delivered frame's masks
+    discovered_objects: int = 0  # added by auto-discovery (`TrackerConfig.discover`)
+    discovery_seconds: float = 0.0  # spent looking for them
     fps: float = 0.0  # over the last `RATE_WINDOW` frames delivered (0 before two)
     published: int = 0  # MQTT messages the broker took
     dropped_messages: int = 0  # MQTT messages lost to a full buffer (or still buffered at the end: `lost_messages`)
@@ -65,6 +67,7 @@ class StreamStats:
             stream=self.stream, state=state or self.state, detail=redact(self.detail), frames=self.frames,
             dropped_frames=self.dropped_frames, skipped_frames=self.skipped_frames,
             source_reconnects=self.source_reconnects, dropped_messages=self.dropped_messages,
+            discovered_objects=self.discovered_objects,
         )  # fmt: skip
 
 
@@ -103,6 +106,8 @@ class StreamReport:
             parts.append(f"{s.source_reconnects} source reconnects")
         if s.refused_prompts:
             parts.append(f"{s.refused_prompts} prompts refused")
+        if s.discovered_objects or s.discovery_seconds:
+            parts.append(f"{s.discovered_objects} objects discovered ({s.discovery_seconds:.1f} s looking)")
         if s.published or s.lost_messages:
             parts.append(f"{s.published} MQTT messages published, {s.lost_messages} lost")
         return ", ".join(parts)
@@ -175,14 +180,15 @@ class StreamRunner:
 
     def stats(self) -> StreamStats:
         """The stream's counters as they are now."""
-        source, mqtt = self.source.stats, self.mqtt
+        source, mqtt, discoverer = self.source.stats, self.mqtt, getattr(self.tracker, "discoverer", None)
         return StreamStats(
             stream=self.stream, state=self.state, detail=self.detail, frames=self.frames,
             dropped_frames=source.dropped, skipped_frames=source.skipped, source_reconnects=source.reconnects,
             pending_prompts=len(self.inbox), refused_prompts=self.inbox.refused, objects=self.objects,
             fps=self.recent_fps, published=mqtt.stats.published if mqtt else 0,
             dropped_messages=mqtt.stats.dropped if mqtt else 0, lost_messages=mqtt.stats.lost if mqtt else 0,
-            buffered_messages=mqtt.pending if mqtt else 0,
+            buffered_messages=mqtt.pending if mqtt else 0, discovered_objects=discoverer.found if discoverer else 0,
+            discovery_seconds=discoverer.seconds if discoverer else 0.0,
         )  # fmt: skip
 
     def _status_now(self) -> StatusMessage:

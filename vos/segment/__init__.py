@@ -1,5 +1,6 @@
 """Segment everything: masks of every object in an image from a grid of clicks (`MaskGenerator`)."""
 
-from vos.segment.generator import MaskGenerator, MaskGeneratorSettings
+from vos.config import MaskGeneratorSettings
+from vos.segment.generator import MaskGenerator
 
 __all__ = ["MaskGenerator", "MaskGeneratorSettings"]

@@ -118,12 +118,13 @@ def mask_to_rle(masks: torch.Tensor) -> list[dict]:
     of zeros (pycocotools' layout)."""
     n, h, w = masks.shape
     flat = masks.permute(0, 2, 1).flatten(1)
-    change = (flat[:, 1:] ^ flat[:, :-1]).nonzero()
+    change = (flat[:, 1:] ^ flat[:, :-1]).nonzero()  # (mask, index) rows, in mask order
+    per_mask = torch.bincount(change[:, 0], minlength=n).tolist()
+    starts = flat[:, 0].tolist()
     out = []
-    for i in range(n):
-        cuts = change[change[:, 0] == i, 1] + 1
+    for i, cuts in enumerate(torch.split(change[:, 1] + 1, per_mask)):
         edges = torch.cat([torch.zeros(1, dtype=cuts.dtype), cuts, torch.tensor([h * w], dtype=cuts.dtype)])
-        counts = [] if not bool(flat[i, 0]) else [0]
+        counts = [0] if starts[i] else []
         counts.extend((edges[1:] - edges[:-1]).tolist())
         out.append({"size": [h, w], "counts": counts})
     return out

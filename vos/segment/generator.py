@@ -4,16 +4,19 @@ One image-encoder pass per crop (the whole image, then the crops of `crop_n_laye
 through the prompt encoder and mask decoder `points_per_batch` at a time; masks below the predicted-IoU and
 stability thresholds are dropped, then duplicates by box NMS (within a crop, then across crops). Settings and
 records as Meta's `SAM2AutomaticMaskGenerator` (sam2 1.1.0), which the tests compare it with.
+
+`hierarchical=True` is TinySAM's strategy: a grid 4x sparser per side first; the pixels where its kept masks are
+confident (logit above `hierarchical_logit_thresh`) get no click of the full grid, which then runs on the rest.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Sequence
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from vos.config import MaskGeneratorSettings
 from vos.image_predictor import ImagePredictor
 from vos.modeling.sam2 import SAM2Model
 from vos.segment.amg import (
@@ -26,46 +29,13 @@ from vos.segment.amg import (
     masks_to_boxes,
     near_crop_edge,
     nms,
+    point_grid,
     rle_area,
     rle_to_mask,
     stability_score,
     uncrop_masks,
     xyxy_to_xywh,
 )
-
-OutputMode = Literal["binary_mask", "uncompressed_rle", "coco_rle"]
-
-
-class MaskGeneratorSettings(BaseModel):
-    """How the everything mode prompts and filters (Meta's names and defaults)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    points_per_side: int = Field(32, ge=1, le=256, description="clicks per side of the grid on the whole image")
-    points_per_batch: int = Field(64, ge=1, le=4096, description="clicks through the decoder at once (memory)")
-    pred_iou_thresh: float = Field(0.8, ge=0, le=1, description="drop masks whose predicted IoU is not above this")
-    stability_score_thresh: float = Field(0.95, ge=0, le=1, description="drop masks less stable than this")
-    stability_score_offset: float = Field(1.0, ge=0, description="logit offset of the stability score's two masks")
-    mask_threshold: float = Field(0.0, description="logit threshold of a mask")
-    box_nms_thresh: float = Field(0.7, gt=0, le=1, description="box IoU above which a crop's duplicates are dropped")
-    crop_n_layers: int = Field(0, ge=0, le=4, description="layers of crops: layer i has (2^i)^2 crops")
-    crop_nms_thresh: float = Field(0.7, gt=0, le=1, description="box IoU above which duplicates across crops go")
-    crop_overlap_ratio: float = Field(512 / 1500, ge=0, lt=1, description="overlap of neighbouring crops")
-    crop_n_points_downscale_factor: int = Field(1, ge=1, description="grid per side divided by this per layer")
-    min_mask_region_area: int = Field(
-        0, ge=0, description="holes and islands of at most this many pixels are flipped in the logits (0: off)"
-    )
-    output_mode: OutputMode = Field("binary_mask", description="segmentation as a mask, an RLE or a COCO RLE")
-    use_m2m: bool = Field(False, description="refine each mask once more, given itself as the mask prompt")
-    multimask_output: bool = Field(True, description="three masks per click (SAM's ambiguity-aware output)")
-
-    @model_validator(mode="after")
-    def _grid_not_empty(self) -> MaskGeneratorSettings:
-        last = int(self.points_per_side / self.crop_n_points_downscale_factor**self.crop_n_layers)
-        if last < 1:
-            raise ValueError(f"the grid of crop layer {self.crop_n_layers} would have no point: "
-                             "lower crop_n_points_downscale_factor or crop_n_layers")  # fmt: skip
-        return self
 
 
 class MaskGenerator:
@@ -88,30 +58,76 @@ class MaskGenerator:
     ) -> None:
         base = settings.model_dump() if settings is not None else {}
         self.settings = s = MaskGeneratorSettings(**{**base, **fields})
+        if point_grids is not None and s.hierarchical:
+            raise ValueError("hierarchical mode builds its two grids from points_per_side: give no point_grids")
         if point_grids is not None and len(point_grids) != s.crop_n_layers + 1:
             layers = s.crop_n_layers + 1
             raise ValueError(f"point_grids needs {layers} grids (one per crop layer), got {len(point_grids)}")
         self.point_grids = point_grids or layer_point_grids(
             s.points_per_side, s.crop_n_layers, s.crop_n_points_downscale_factor
         )
+        sides = [int(s.points_per_side / s.crop_n_points_downscale_factor**i) for i in range(s.crop_n_layers + 1)]
+        self.sparse_grids = [point_grid(max(1, n // 4)) for n in sides]  # the hierarchical mode's first pass
         self.predictor = ImagePredictor(model, mask_threshold=s.mask_threshold)
+        self.points_decoded = 0  # clicks the last `generate` sent through the decoder (m2m refinements not counted)
 
     @torch.inference_mode()
     def generate(self, image: np.ndarray) -> list[dict]:
         """(H, W, 3) uint8 RGB -> one record per mask, ordered as Meta's generator orders them."""
         data = self._generate(image)
+        return [
+            self._record(rle, data["boxes"][i], data["iou_preds"][i], [data["points"][i].float().tolist()],
+                         data["stability_score"][i], data["crop_boxes"][i].tolist())
+            for i, rle in enumerate(data["rles"])
+        ]  # fmt: skip
+
+    @torch.inference_mode()
+    def prompted(self, image: np.ndarray, points: Sequence = (), boxes: Sequence = ()) -> list[dict]:
+        """Masks of given prompts instead of the grid, as Ultralytics' `SAM(...)(image, points=..., bboxes=...)`: one
+        per click (x, y) in pixels (the best of SAM's three by predicted IoU) and one per box (x0, y0, x1, y1), in
+        `generate`'s records (a box's record has "box" and no point_coords)."""
+        h, w = image.shape[:2]
+        points = np.asarray(points, dtype=np.float32).reshape(-1, 2)
+        boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+        if not (np.all((points >= 0) & (points <= [w, h])) and np.all((boxes >= 0) & (boxes <= [w, h, w, h]))):
+            raise ValueError(f"prompts must lie inside the {w}x{h} image")
+        if np.any(boxes[:, 2:] <= boxes[:, :2]):
+            raise ValueError("a box is x0,y0,x1,y1 with x1 > x0 and y1 > y0")
+        self.predictor.set_image(image)
+        try:
+            outputs = [self._prompt(point=p) for p in points] + [self._prompt(box=b) for b in boxes]
+        finally:
+            self.predictor.reset_predictor()
         records = []
-        for i, rle in enumerate(data["rles"]):
-            records.append({
-                "segmentation": self._segmentation(rle),
-                "area": rle_area(rle),
-                "bbox": xyxy_to_xywh(data["boxes"][i].float().tolist()),
-                "predicted_iou": float(data["iou_preds"][i]),
-                "point_coords": [data["points"][i].float().tolist()],
-                "stability_score": float(data["stability_score"][i]),
-                "crop_box": xyxy_to_xywh(data["crop_boxes"][i].float().tolist()),
-            })  # fmt: skip
+        for (logits, iou), prompt in zip(outputs, [*points.tolist(), *boxes.tolist()]):
+            s = self.settings
+            binary = logits > s.mask_threshold
+            stability = stability_score(logits[None], s.mask_threshold, s.stability_score_offset)[0]
+            clicks = [prompt] if len(prompt) == 2 else []
+            record = self._record(mask_to_rle(binary[None])[0], masks_to_boxes(binary[None])[0], iou, clicks,
+                                  stability, [0, 0, w, h])  # fmt: skip
+            records.append(record if clicks else {**record, "box": prompt})
         return records
+
+    def _prompt(self, point: np.ndarray | None = None, box: np.ndarray | None = None) -> tuple[torch.Tensor, float]:
+        """One prompt -> its (H, W) logits and predicted IoU."""
+        clicks = None if point is None else point[None]
+        labels = None if point is None else np.ones(1, np.int32)
+        multimask = point is not None  # one click is ambiguous: the best of three
+        logits, ious, _ = self.predictor.predict(clicks, labels, box, multimask_output=multimask, return_logits=True)
+        k = int(ious.argmax())
+        return torch.from_numpy(logits[k]), float(ious[k])
+
+    def _record(self, rle: dict, box, iou, points: list, stability, crop_box: list) -> dict:
+        return {
+            "segmentation": self._segmentation(rle),
+            "area": rle_area(rle),
+            "bbox": xyxy_to_xywh([float(v) for v in box]),
+            "predicted_iou": float(iou),
+            "point_coords": points,
+            "stability_score": float(stability),
+            "crop_box": xyxy_to_xywh([float(v) for v in crop_box]),
+        }
 
     def _segmentation(self, rle: dict):
         mode = self.settings.output_mode
@@ -119,6 +135,7 @@ class MaskGenerator:
 
     def _generate(self, image: np.ndarray) -> dict:
         hw = (image.shape[0], image.shape[1])
+        self.points_decoded = 0
         crops, layers = crop_boxes(hw, self.settings.crop_n_layers, self.settings.crop_overlap_ratio)
         data = _concat([self._crop(image, crop, layer, hw) for crop, layer in zip(crops, layers)])
         if len(crops) > 1 and len(data["rles"]):
@@ -131,9 +148,14 @@ class MaskGenerator:
         x0, y0, x1, y1 = crop
         cropped = np.ascontiguousarray(image[y0:y1, x0:x1])
         self.predictor.set_image(cropped)
-        points = self.point_grids[layer] * np.array(cropped.shape[1::-1])[None]
-        step = self.settings.points_per_batch
-        data = _concat([self._batch(points[i : i + step], crop, image_hw) for i in range(0, len(points), step)])
+        size = np.array(cropped.shape[1::-1])[None]
+        points = self.point_grids[layer] * size
+        if self.settings.hierarchical:
+            first = self._points(self.sparse_grids[layer] * size, crop, image_hw)
+            x, y = (np.minimum(points.astype(int), size - 1)).T
+            data = _concat([first, self._points(points[~first.pop("covered")[y, x].numpy()], crop, image_hw)])
+        else:
+            data = self._points(points, crop, image_hw)
         self.predictor.reset_predictor()
         if len(data["rles"]):
             data = _take(data, nms(data["boxes"], data["iou_preds"], self.settings.box_nms_thresh))
@@ -141,6 +163,20 @@ class MaskGenerator:
         data["boxes"] = data["boxes"] + offset.repeat(2)
         data["points"] = data["points"] + offset
         data["crop_boxes"] = torch.tensor([crop] * len(data["rles"]), dtype=torch.long).reshape(-1, 4)
+        return data
+
+    def _points(self, points: np.ndarray, crop: list[int], image_hw: tuple[int, int]) -> dict:
+        """(P, 2) clicks in crop pixels, `points_per_batch` at a time -> the masks that pass the filters, and
+        "covered": the (h, w) pixels where one of them is above `hierarchical_logit_thresh`."""
+        step = self.settings.points_per_batch
+        self.points_decoded += len(points)
+        empty = {"rles": [], "boxes": torch.zeros(0, 4, dtype=torch.long), "iou_preds": torch.zeros(0),
+                 "points": torch.zeros(0, 2), "stability_score": torch.zeros(0),
+                 "covered": torch.zeros(crop[3] - crop[1], crop[2] - crop[0], dtype=torch.bool)}  # fmt: skip
+        parts = [self._batch(points[i : i + step], crop, image_hw) for i in range(0, len(points), step)]
+        data = _concat([empty, *parts])
+        if self.settings.hierarchical:
+            data["covered"] = torch.stack([p["covered"] for p in [empty, *parts]]).any(0)
         return data
 
     def _batch(self, points: np.ndarray, crop: list[int], image_hw: tuple[int, int]) -> dict:
@@ -167,6 +203,7 @@ class MaskGenerator:
         return {
             "rles": mask_to_rle(uncrop_masks(binary, crop, image_hw)), "boxes": boxes, "iou_preds": ious[keep],
             "points": coords[keep], "stability_score": stability[keep],
+            **({"covered": (masks[keep] > s.hierarchical_logit_thresh).any(0)} if s.hierarchical else {}),
         }  # fmt: skip
 
     def _decode(self, coords, labels, mask_input, multimask: bool):

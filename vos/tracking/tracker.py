@@ -22,6 +22,7 @@ import torch
 from vos.config import TrackerConfig, tracker_config
 from vos.memory.memory_bank import ObjectMemory
 from vos.modeling.sam2 import SAM2Model
+from vos.tracking.discovery import Discoverer
 from vos.tracking.postprocess import non_overlapping
 from vos.tracking.prompts import Prompt
 from vos.tracking.segmenter import FrameFeatures, FrameSegmenter, ObjectRequest
@@ -34,6 +35,7 @@ class TrackResult:
     masks: dict[int, np.ndarray] = field(default_factory=dict)  # bool (H, W)
     logits: dict[int, np.ndarray] = field(default_factory=dict)  # float32 (H, W), Meta's video_res_masks
     scores: dict[int, float] = field(default_factory=dict)  # object score logits
+    new_objects: list[int] = field(default_factory=list)  # found on this frame by auto-discovery
 
     @classmethod
     def from_logits(
@@ -63,14 +65,16 @@ class TrackResult:
 class Tracker:
     """Tracks any number of objects through a stream of frames.
 
-    Options (see `vos.config.TrackerConfig`): fill_hole_area, non_overlap_masks,
-    max_cond_frames, keep_first_cond_frame, precision, compile.
+    Options (see `vos.config.TrackerConfig`): fill_hole_area, non_overlap_masks, max_objects,
+    max_cond_frames, keep_first_cond_frame, precision, compile, discover (auto-discovery of new
+    objects: `vos.tracking.discovery`; each result lists the ones found on its frame).
     """
 
     def __init__(self, model: SAM2Model, config: TrackerConfig | None = None, **options: Any) -> None:
         self.config = tracker_config(config, **options)
         self.model = model.eval()
         self.segmenter = FrameSegmenter(self.model, self.config.fill_hole_area, self.config.precision, self.config.compile)
+        self.discoverer = Discoverer(self.model, self.config.discover) if self.config.discover is not None else None
         self.reset()
 
     def reset(self) -> None:
@@ -78,6 +82,8 @@ class Tracker:
         self.frame_index = 0
         self._memories: dict[int, ObjectMemory] = {}
         self._pending: dict[int, Prompt] = {}
+        self._last_masks: dict[int, np.ndarray] = {}  # the last frame's, for auto-discovery
+        self._highest_id = 0  # the highest object id prompted since the reset
 
     @property
     def object_ids(self) -> list[int]:
@@ -105,10 +111,12 @@ class Tracker:
                 f"already {len(known)} objects, the most this tracker takes (max_objects); remove one first"
             )
         self._pending[obj_id] = prompt
+        self._highest_id = max(self._highest_id, obj_id)
 
     def remove_object(self, obj_id: int) -> None:
         self._memories.pop(obj_id, None)
         self._pending.pop(obj_id, None)
+        self._last_masks.pop(obj_id, None)
 
     def _new_memory(self) -> ObjectMemory:
         t = self.model.cfg.tracking
@@ -131,6 +139,7 @@ class Tracker:
         """
         check_rgb_image(frame)
         hw = (frame.shape[0], frame.shape[1])
+        new_objects = self._discover(frame) if self.discoverer and self.discoverer.due(self.frame_index) else []
         if self.idle:
             self.frame_index += 1
             return TrackResult(self.frame_index - 1)
@@ -154,5 +163,22 @@ class Tracker:
             self.frame_index, obj_ids, [s.low_res_logits for s in steps], [s.score for s in steps], hw,
             self.config.non_overlap_masks,
         )
+        result.new_objects = new_objects
+        self._last_masks = result.masks
         self.frame_index += 1
         return result
+
+    def _discover(self, frame: np.ndarray) -> list[int]:
+        """Prompt the objects the everything mode finds on `frame` that no tracked or prompted object is; their ids.
+        Tracked objects are known by their masks on the previous frame and their mask prompts for this one."""
+        room = self.config.max_objects - len(self.object_ids)
+        if room <= 0:
+            return []
+        known = [m for m in self._last_masks.values() if m.shape == frame.shape[:2]]
+        known += [p.mask for p in self._pending.values() if p.mask is not None and p.mask.shape == frame.shape[:2]]
+        added = []
+        for mask in self.discoverer.new_masks(frame, known, room):
+            obj_id = self._highest_id + 1  # never an id used since the reset
+            self.set_prompt(obj_id, Prompt(mask=mask))
+            added.append(obj_id)
+        return added
