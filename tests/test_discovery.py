@@ -132,3 +132,36 @@ def test_track_and_batch_discover_from_the_command_line(tiny_checkpoint, tmp_pat
     assert [job.prompts for job in jobs_from_inputs([clip], discover=True)] == [()]
     with pytest.raises(ConfigError, match="or --discover"):
         jobs_from_inputs([clip])
+
+
+def test_serve_yaml_sets_discovery_per_stream(model, tmp_path, monkeypatch):
+    """`discover:` on a stream overrides the tracker's: `false` turns it off for that stream only; the engine's
+    reports count what each stream found."""
+    import asyncio
+
+    from PIL import Image
+
+    from vos.engine.engine import Engine
+    from vos.engine.settings import load_engine_config
+
+    monkeypatch.setattr("vos.tracking.discovery.MaskGenerator", ColourGenerator)
+    clip = tmp_path / "clip"
+    clip.mkdir()
+    for t in range(2):
+        Image.fromarray(frame(t)).save(clip / f"{t:05d}.png")
+    (tmp_path / "engine.yaml").write_text(
+        "tracker: {discover: {every_n_frames: 1}}\n"
+        f"streams:\n  - {{id: a, source: {clip}}}\n  - {{id: b, source: {clip}, discover: false}}\n"
+        f"  - {{id: c, source: {clip}, discover: {{max_new_per_frame: 1}}}}\n"
+    )
+    config = load_engine_config(tmp_path / "engine.yaml")
+    assert [s.tracker_config(config.tracker).discover for s in config.streams] == [
+        DiscoverySettings(every_n_frames=1), None, DiscoverySettings(max_new_per_frame=1)
+    ]
+
+    async def run():
+        async with Engine(config, model) as engine:
+            return await engine.run()
+
+    found = [r.stats.discovered_objects for r in asyncio.run(run())]
+    assert found == [3, 0, 1]  # a: 2 on frame 0 and the bar on frame 1; b: none; c: one, on frame 0 only

@@ -127,7 +127,7 @@ class Engine:
             for spec, (source, sinks, mqtt) in zip(config.streams, opened):
                 prompts = spec.initial_prompts()
                 self.runners.append(StreamRunner(
-                    source, Tracker(model, config.tracker), self.inference, sinks, mqtt,
+                    source, Tracker(model, spec.tracker_config(config.tracker)), self.inference, sinks, mqtt,
                     initial_prompts=prompts, max_frames=spec.max_frames, progress=self.progress,
                 ))  # fmt: skip
                 self.runners[-1].metrics = self.metrics

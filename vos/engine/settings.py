@@ -9,12 +9,13 @@ Everything is validated once, at start-up (`load_engine_config`).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
-from vos.config import ModelSettings, TrackerConfig
+from vos.config import DiscoverySettings, ModelSettings, TrackerConfig
 from vos.engine.metrics import MetricsSettings
 from vos.errors import ConfigError, plain_problems
 from vos.streams.messages import AddPrompt
@@ -43,6 +44,15 @@ class StreamSettings(BaseModel):
     render: Path | None = None  # overlay video of this stream, H.264 (.mp4, .mkv, .mov)
     max_frames: int | None = Field(None, ge=1)
     prompts: list[StreamPrompt] = []
+    discover: DiscoverySettings | Literal[False] | None = Field(
+        None, description="this stream's auto-discovery: settings, or false for none (default: the tracker's `discover`)"
+    )
+
+    def tracker_config(self, tracker: TrackerConfig) -> TrackerConfig:
+        """The engine's tracker settings with this stream's `discover`."""
+        if self.discover is None:
+            return tracker
+        return tracker.model_copy(update={"discover": self.discover or None})
 
     def initial_prompts(self) -> dict[int, list[AddPrompt]]:
         by_frame: dict[int, list[AddPrompt]] = {}
