@@ -45,7 +45,7 @@ class StreamSettings(BaseModel):
     max_frames: int | None = Field(None, ge=1)
     prompts: list[StreamPrompt] = []
     discover: DiscoverySettings | Literal[False] | None = Field(
-        None, description="this stream's auto-discovery: settings, or false for none (default: the tracker's `discover`)"
+        None, description="this stream's auto-discovery: settings, or false for none (default: the tracker's)"
     )
 
     def tracker_config(self, tracker: TrackerConfig) -> TrackerConfig:
