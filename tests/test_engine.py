@@ -171,9 +171,13 @@ def test_serve_runs_streams_with_a_batched_image_encoder(clip, tracking_checkpoi
     by_stream = {name: [MaskMessage.model_validate_json(p) for t, p in messages if t == f"srv/{name}/masks"] for name in "ab"}
     for name, got in by_stream.items():
         assert [m.frame_index for m in got] == list(range(frames)) and all([o.id for o in m.objects] == [3] for m in got)
-    assert [m.objects for m in by_stream["a"]] == [m.objects for m in by_stream["b"]]  # same frames, same masks
+    # Same frames, same masks: up to float rounding, which depends on which frames shared an encoder batch.
+    for a, b in zip(by_stream["a"], by_stream["b"]):
+        for x, y in zip(a.objects, b.objects):
+            assert abs(x.score - y.score) < 1e-3 and (x.mask.to_mask() != y.mask.to_mask()).mean() < 1e-3
     for i in range(frames):
-        np.testing.assert_array_equal(read_label_map(tmp_path / "a" / f"{i:05d}.png"), read_label_map(tmp_path / "b" / f"{i:05d}.png"))
+        labels = [read_label_map(tmp_path / name / f"{i:05d}.png") for name in "ab"]
+        assert (labels[0] != labels[1]).mean() < 1e-3
     batches = re.search(r"image-encoder batches: (.*)", log).group(1)
     assert "of 2" in batches, log
 

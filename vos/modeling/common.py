@@ -54,3 +54,9 @@ class LayerNorm2d(nn.Module):
         var = (x - mean).pow(2).mean(1, keepdim=True)
         x = (x - mean) / torch.sqrt(var + self.eps)
         return self.weight[:, None, None] * x + self.bias[:, None, None]
+
+
+def exporting() -> bool:
+    """Whether the model is being traced for export (ONNX, `torch.export`): code with Python loops over tensors
+    takes its plain-tensor path then."""
+    return torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export()

@@ -79,18 +79,23 @@ class MaskDecoder(nn.Module):
             image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings,
             repeat_image, high_res_features,
         )
+        return DecoderOutput(*self.select_outputs(masks, iou_pred, mask_tokens_out, multimask_output), object_score_logits)
+
+    def select_outputs(
+        self, masks: torch.Tensor, iou_pred: torch.Tensor, tokens: torch.Tensor, multimask_output: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """All 4 masks (B, 4, 4E, 4E), IoUs (B, 4) and per-token rows (B, 4, ...) -> what `forward` returns: the 3
+        multimask candidates, or the single mask (the best candidate instead when it is unstable, SAM 2.1), with the
+        rows object pointers come from (those of the candidates when asked for, else the single-mask token's)."""
         if multimask_output:
-            masks, iou_pred = masks[:, 1:], iou_pred[:, 1:]
+            out_masks, out_ious = masks[:, 1:], iou_pred[:, 1:]
         elif self.cfg.dynamic_multimask_via_stability and not self.training:
-            masks, iou_pred = self._dynamic_multimask_via_stability(masks, iou_pred)
+            out_masks, out_ious = self._dynamic_multimask_via_stability(masks, iou_pred)
         else:
-            masks, iou_pred = masks[:, 0:1], iou_pred[:, 0:1]
-        # The object pointer comes from the single-mask token unless multimask tokens are asked for.
+            out_masks, out_ious = masks[:, 0:1], iou_pred[:, 0:1]
         if multimask_output and self.cfg.use_multimask_token_for_obj_ptr:
-            sam_tokens = mask_tokens_out[:, 1:]
-        else:
-            sam_tokens = mask_tokens_out[:, 0:1]
-        return DecoderOutput(masks, iou_pred, sam_tokens, object_score_logits)
+            return out_masks, out_ious, tokens[:, 1:]
+        return out_masks, out_ious, tokens[:, 0:1]
 
     def predict_masks(
         self,

@@ -31,6 +31,7 @@ from torch import nn
 
 from vos.config import MemoryAttentionConfig
 from vos.modeling.attention import Attention
+from vos.modeling.common import exporting
 from vos.modeling.rope import apply_rope, axial_rope_tables
 
 POS_ENC_AT_INPUT_SCALE = 0.1
@@ -187,7 +188,7 @@ class RoPEAttention(Attention):
     ) -> torch.Tensor:
         """Cross-attention: per-head queries (B, heads, N, D), keys (B, heads, M, D), the values' input tokens
         (B, M, C_kv) and an (M,) logit bias or None -> (B, N, C)."""
-        if queries.device.type != "cpu":
+        if queries.device.type != "cpu" or exporting():  # mix_tokens' Python loops do not trace to a graph
             values = self.split_heads(self.v_proj(tokens))
             if bias is None:
                 return self.attend(queries, keys, values)

@@ -82,6 +82,15 @@ class SamHeadsOutput(NamedTuple):
     object_score_logits: torch.Tensor  # (B, 1)
 
 
+class DecoderCandidates(NamedTuple):
+    """The mask decoder's output for all its mask tokens (K = 4: the single mask, then 3 candidates)."""
+
+    masks: torch.Tensor  # (B, K, 4E, 4E) mask logits
+    ious: torch.Tensor  # (B, K) predicted IoUs
+    obj_ptrs: torch.Tensor  # (B, K, C) each mask token's object pointer (before gating)
+    object_score_logits: torch.Tensor  # (B, 1)
+
+
 class SAM2Model(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -229,30 +238,51 @@ class SAM2Model(nn.Module):
         (B, 1, H, W) logits or binary, resized to the decoder's mask-input size when needed.
         Masks of frames whose object score is negative are replaced by NO_OBJ_SCORE.
         """
-        b = backbone_features.shape[0]
-        device = backbone_features.device
         if point_coords is None:
-            point_coords = torch.zeros(b, 1, 2, device=device)
-            point_labels = torch.full((b, 1), LABEL_PAD, dtype=torch.int32, device=device)
-        sam_mask_prompt = None
-        if mask_inputs is not None:
-            sam_mask_prompt = mask_inputs
-            if mask_inputs.shape[-2:] != self.sam_prompt_encoder.mask_input_size:
-                sam_mask_prompt = F.interpolate(
-                    mask_inputs.float(), size=self.sam_prompt_encoder.mask_input_size,
-                    mode="bilinear", align_corners=False, antialias=True,
-                )
-        sparse, dense = self.sam_prompt_encoder(points=(point_coords, point_labels), boxes=None, masks=sam_mask_prompt)
-        out = self.sam_mask_decoder(
-            image_embeddings=backbone_features,
-            image_pe=self.sam_prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=multimask_output,
-            repeat_image=False,
-            high_res_features=high_res_features,
+            point_coords, point_labels = self.no_points(backbone_features.shape[0], backbone_features.device)
+        if mask_inputs is not None and mask_inputs.shape[-2:] != self.sam_prompt_encoder.mask_input_size:
+            mask_inputs = self.resize_mask_input(mask_inputs)
+        raw = self.decode(backbone_features, point_coords, point_labels, mask_inputs, high_res_features)
+        return self.select_heads(raw, multimask_output)
+
+    def no_points(self, b: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The prompt of a frame without clicks: one padding point per object, (B, 1, 2) and (B, 1)."""
+        return torch.zeros(b, 1, 2, device=device), torch.full((b, 1), LABEL_PAD, dtype=torch.int32, device=device)
+
+    def resize_mask_input(self, mask_inputs: torch.Tensor) -> torch.Tensor:
+        """(B, 1, H, W) mask logits -> (B, 1, 4E, 4E), the decoder's mask-input size (antialiased)."""
+        return F.interpolate(
+            mask_inputs.float(), size=self.sam_prompt_encoder.mask_input_size,
+            mode="bilinear", align_corners=False, antialias=True,
+        )  # fmt: skip
+
+    def decode(
+        self,
+        backbone_features: torch.Tensor,
+        point_coords: torch.Tensor,
+        point_labels: torch.Tensor,
+        mask_inputs: torch.Tensor | None,
+        high_res_features: list[torch.Tensor] | None,
+    ) -> DecoderCandidates:
+        """Prompt encoder + mask decoder, before any choice between the decoder's outputs.
+
+        point_coords (B, P, 2) with labels (B, P) (a padding point is appended); mask_inputs (B, 1, 4E, 4E) or None.
+        """
+        sparse, dense = self.sam_prompt_encoder(points=(point_coords, point_labels), boxes=None, masks=mask_inputs)
+        masks, ious, tokens, object_score_logits = self.sam_mask_decoder.predict_masks(
+            backbone_features, self.sam_prompt_encoder.get_dense_pe(), sparse, dense,
+            repeat_image=False, high_res_features=high_res_features,
+        )  # fmt: skip
+        return DecoderCandidates(masks, ious, self.obj_ptr_proj(tokens), object_score_logits)
+
+    def select_heads(self, raw: DecoderCandidates, multimask_output: bool) -> SamHeadsOutput:
+        """The decoder's candidates -> the frame's output: the chosen mask(s) (NO_OBJ_SCORE where the object is
+        judged absent), upsampled to S x S, and the object pointer gated by the object's presence."""
+        low_res_multimasks, ious, ptrs = self.sam_mask_decoder.select_outputs(
+            raw.masks, raw.ious, raw.obj_ptrs, multimask_output
         )
-        low_res_multimasks, ious, sam_tokens, object_score_logits = out
+        object_score_logits = raw.object_score_logits
+        b, device = ious.shape[0], ious.device
         pred_obj_scores = self.cfg.mask_decoder.pred_obj_scores
         if pred_obj_scores:
             is_obj = object_score_logits > 0
@@ -262,18 +292,18 @@ class SAM2Model(nn.Module):
         high_res_multimasks = F.interpolate(
             low_res_multimasks, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False
         )
-        sam_token = sam_tokens[:, 0]
+        obj_ptr = ptrs[:, 0]
         if multimask_output:
             best = torch.argmax(ious, dim=-1)
             rows = torch.arange(b, device=device)
             low_res_masks = low_res_multimasks[rows, best].unsqueeze(1)
             high_res_masks = high_res_multimasks[rows, best].unsqueeze(1)
-            if sam_tokens.shape[1] > 1:
-                sam_token = sam_tokens[rows, best]
+            if ptrs.shape[1] > 1:
+                obj_ptr = ptrs[rows, best]
         else:
             low_res_masks, high_res_masks = low_res_multimasks, high_res_multimasks
 
-        obj_ptr = self.obj_ptr_proj(sam_token).float()
+        obj_ptr = obj_ptr.float()
         if pred_obj_scores:
             presence = object_score_logits.sigmoid() if self.cfg.tracking.soft_no_obj_ptr else is_obj.float()
             obj_ptr = self._gate_obj_ptr(obj_ptr, presence)
@@ -436,17 +466,22 @@ class SAM2Model(nn.Module):
 
     def _project_pointers(self, pointers: list[tuple[int, torch.Tensor]], max_ptr_distance: int) -> ProjectedMemory:
         """(temporal distance, (B, C)) object pointers -> projected pointer tokens (C / C_mem tokens each)."""
-        t, c = self.cfg.tracking, self.hidden_dim
         distances, ptrs = zip(*pointers)
-        ptrs = torch.stack(ptrs, dim=1).float()  # (B, len(pointers), C)
-        b = ptrs.shape[0]
+        positions = torch.tensor(distances, device=ptrs[0].device, dtype=torch.float32) / max_ptr_distance
+        tokens, pos = self.pointer_tokens(torch.stack(ptrs, dim=1), positions)
+        return self.memory_attention.project_memory(tokens, pos[None], rotate=False)
+
+    def pointer_tokens(self, ptrs: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Object pointers (B, P, C) at temporal positions (P,) (distance / the largest distance) -> memory tokens
+        (B, P', C_mem) and their key position encodings (P', C_mem); each pointer is C / C_mem tokens."""
+        t, c = self.cfg.tracking, self.hidden_dim
+        ptrs = ptrs.float()
         if t.add_tpos_enc_to_obj_ptrs:
-            dist = torch.tensor(distances, device=ptrs.device, dtype=torch.float32) / max_ptr_distance
-            ptr_pos = self.obj_ptr_tpos_proj(sine_encoding_1d(dist, c if t.proj_tpos_enc_in_obj_ptrs else self.mem_dim))
+            ptr_pos = self.obj_ptr_tpos_proj(sine_encoding_1d(positions, c if t.proj_tpos_enc_in_obj_ptrs else self.mem_dim))
         else:
-            ptr_pos = ptrs.new_zeros(len(distances), self.mem_dim)
-        if self.mem_dim < c:  # a pointer becomes C / C_mem tokens
+            ptr_pos = ptrs.new_zeros(positions.shape[0], self.mem_dim)
+        if self.mem_dim < c:
             split = c // self.mem_dim
-            ptrs = ptrs.reshape(b, -1, self.mem_dim)
+            ptrs = ptrs.reshape(ptrs.shape[0], -1, self.mem_dim)
             ptr_pos = ptr_pos.repeat_interleave(split, dim=0)
-        return self.memory_attention.project_memory(ptrs, ptr_pos[None].float(), rotate=False)
+        return ptrs, ptr_pos.float()
