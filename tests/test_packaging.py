@@ -100,6 +100,12 @@ def test_wheel_holds_vos_and_its_configs_only(wheel: Path):
     )
     modules = wheel_modules(wheel)
     assert {"vos.streams.messages", "vos.memory.memory_bank", "vos.configs", "vos.evaluation.davis"} <= set(modules)
+    folders = {"vos": "vos", "streams": "vos.streams", "memory": "vos.memory", "configs": "vos.configs"}
+    sources = {
+        ".".join((name, *p.relative_to(REPO / folder).with_suffix("").parts)).removesuffix(".__init__")
+        for folder, name in folders.items() for p in (REPO / folder).rglob("*.py")
+    }  # fmt: skip
+    assert sources - set(modules) == set(), "modules of the checkout missing from the wheel (pyproject's packages)"
 
 
 def test_installed_wheel_loads_models_without_the_checkout(site: Path, tiny_checkpoint: Path):

@@ -61,9 +61,9 @@ class MaskDecoderGraph(nn.Module):
         self.model = model
 
     def forward(
-        self, image_embed: torch.Tensor, point_coords: torch.Tensor, point_labels: torch.Tensor, mask_input: torch.Tensor,
-        has_mask_input: torch.Tensor, no_memory: torch.Tensor, high_res_0: torch.Tensor | None = None,
-        high_res_1: torch.Tensor | None = None,
+        self, image_embed: torch.Tensor, point_coords: torch.Tensor, point_labels: torch.Tensor,
+        mask_input: torch.Tensor, has_mask_input: torch.Tensor, no_memory: torch.Tensor,
+        high_res_0: torch.Tensor | None = None, high_res_1: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
         m = self.model
         high_res = None if high_res_0 is None else [high_res_0, high_res_1]
@@ -94,7 +94,11 @@ class MemoryEncoderGraph(nn.Module):
         self.model = model
 
     def forward(
-        self, image_embed: torch.Tensor, mask_logits: torch.Tensor, object_score_logits: torch.Tensor, binarize: torch.Tensor
+        self,
+        image_embed: torch.Tensor,
+        mask_logits: torch.Tensor,
+        object_score_logits: torch.Tensor,
+        binarize: torch.Tensor,
     ) -> torch.Tensor:
         return self.model.encode_memory(image_embed, mask_logits, object_score_logits, binarize > 0)[0]
 
@@ -150,7 +154,9 @@ def unsupported(model: SAM2Model) -> str | None:
     return None
 
 
-def graph_specs(model: SAM2Model, objects: int = 3, frames: int = 2, pointers: int = 5, points: int = 5) -> list[GraphSpec]:
+def graph_specs(
+    model: SAM2Model, objects: int = 3, frames: int = 2, pointers: int = 5, points: int = 5
+) -> list[GraphSpec]:
     """The graphs of `model` with example inputs of these sizes (each becomes a variable axis; no two of a graph's
     sizes may be equal, nor equal to a fixed size of its inputs, or the tracer takes them for one)."""
     reason = unsupported(model)
@@ -177,29 +183,57 @@ def graph_specs(model: SAM2Model, objects: int = 3, frames: int = 2, pointers: i
     )  # fmt: skip
     specs = [
         GraphSpec(
-            "image_encoder", ImageEncoderGraph(model), ("image",), ("image_embed", "image_pos", *hr_names),
-            (rand(2, 3, s, s),), {"image": {0: "images"}},
+            "image_encoder",
+            ImageEncoderGraph(model),
+            ("image",),
+            ("image_embed", "image_pos", *hr_names),
+            (rand(2, 3, s, s),),
+            {"image": {0: "images"}},
         ),
         GraphSpec(
-            "mask_decoder", MaskDecoderGraph(model),
+            "mask_decoder",
+            MaskDecoderGraph(model),
             ("image_embed", "point_coords", "point_labels", "mask_input", "has_mask_input", "no_memory", *hr_names),
-            ("masks", "ious", "obj_ptrs", "object_score_logits"), decoder_in,
-            {"image_embed": b, **{n: b for n in hr_names}, "point_coords": {0: "objects", 1: "points"},
-             "point_labels": {0: "objects", 1: "points"}, "mask_input": b, "has_mask_input": b, "no_memory": b},
-        ),  # fmt: skip
+            ("masks", "ious", "obj_ptrs", "object_score_logits"),
+            decoder_in,
+            {
+                "image_embed": b,
+                **{n: b for n in hr_names},
+                "point_coords": {0: "objects", 1: "points"},
+                "point_labels": {0: "objects", 1: "points"},
+                "mask_input": b,
+                "has_mask_input": b,
+                "no_memory": b,
+            },
+        ),
         GraphSpec(
-            "memory_encoder", MemoryEncoderGraph(model), ("image_embed", "mask_logits", "object_score_logits", "binarize"),
-            ("memory",), (embed, rand(objects, 1, 4 * e, 4 * e), rand(objects, 1), torch.arange(objects).remainder(2).float()),
+            "memory_encoder",
+            MemoryEncoderGraph(model),
+            ("image_embed", "mask_logits", "object_score_logits", "binarize"),
+            ("memory",),
+            (embed, rand(objects, 1, 4 * e, 4 * e), rand(objects, 1), torch.arange(objects).remainder(2).float()),
             {"mask_logits": b, "object_score_logits": b, "binarize": b},
-        ),  # fmt: skip
+        ),
         GraphSpec(
-            "memory_attention", MemoryAttentionGraph(model),
-            ("image_embed", "image_pos", "memory", "memory_slots", "obj_ptrs", "ptr_positions"), ("conditioned",),
-            (embed, pos, rand(objects, frames, c_mem, e, e), torch.arange(frames, dtype=torch.int64),
-             rand(objects, pointers, c), torch.linspace(0, 1, pointers)),
-            {"memory": {0: "objects", 1: "frames"}, "memory_slots": {0: "frames"}, "obj_ptrs": {0: "objects", 1: "pointers"},
-             "ptr_positions": {0: "pointers"}},
-        ),  # fmt: skip
+            "memory_attention",
+            MemoryAttentionGraph(model),
+            ("image_embed", "image_pos", "memory", "memory_slots", "obj_ptrs", "ptr_positions"),
+            ("conditioned",),
+            (
+                embed,
+                pos,
+                rand(objects, frames, c_mem, e, e),
+                torch.arange(frames, dtype=torch.int64),
+                rand(objects, pointers, c),
+                torch.linspace(0, 1, pointers),
+            ),
+            {
+                "memory": {0: "objects", 1: "frames"},
+                "memory_slots": {0: "frames"},
+                "obj_ptrs": {0: "objects", 1: "pointers"},
+                "ptr_positions": {0: "pointers"},
+            },
+        ),
     ]
     if cfg.tracking.use_obj_ptrs_in_encoder:
         specs.insert(2, GraphSpec(

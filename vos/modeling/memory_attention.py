@@ -58,6 +58,10 @@ class ProjectedMemory:
         index = slice(index, index + 1) if isinstance(index, int) else index
         return ProjectedMemory([k[index] for k in self.keys], self.tokens[index], self.bias)
 
+    def __iter__(self):
+        """Each object's memory (slicing alone would never end an iteration)."""
+        return (self[i] for i in range(self.tokens.shape[0]))
+
 
 def _score_buffer(rows: int, cols: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """A (rows, cols) scratch matrix of this thread, grown when needed and kept (no page faults per call)."""

@@ -1,0 +1,185 @@
+"""`vos export onnx`: the graphs pass `onnx.checker`, the manifest describes them, and ONNX Runtime computes what
+the PyTorch model computes in the tracker (≤ 1e-4), for sizes other than the ones traced.
+
+SAM 2.1-T with random weights (the object-score bias shifted, as in the tracker tests) at 512 px.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import vos
+from vos.checkpoints import file_sha256
+from vos.errors import ConfigError
+from vos.export.onnx import MANIFEST, read_manifest
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+TOLERANCE = 1e-4  # of the output's largest magnitude (at least 1)
+
+
+@pytest.fixture(scope="module")
+def model(tracking_checkpoint):
+    return vos.load_model("sam2.1_hiera_t", checkpoint=tracking_checkpoint, image_size=512)
+
+
+@pytest.fixture(scope="module")
+def exported(tracking_checkpoint, tmp_path_factory, model):
+    """The export folder, written by the command line."""
+    from vos.cli import main
+
+    out = tmp_path_factory.mktemp("onnx") / "tiny-512"
+    args = ["export", "onnx", "sam2.1_hiera_t", "--checkpoint", str(tracking_checkpoint), "--image-size", "512"]
+    assert main([*args, "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+class Graphs:
+    def __init__(self, folder) -> None:
+        self.folder = folder
+        self.sessions = {}
+
+    def __call__(self, name: str, **inputs: torch.Tensor) -> list[torch.Tensor]:
+        if name not in self.sessions:
+            self.sessions[name] = ort.InferenceSession(
+                str(self.folder / f"{name}.onnx"), providers=["CPUExecutionProvider"]
+            )
+        return [torch.from_numpy(x) for x in self.sessions[name].run(None, {k: v.numpy() for k, v in inputs.items()})]
+
+
+def assert_close(got: torch.Tensor, want: torch.Tensor, what: str) -> None:
+    assert got.shape == want.shape, (what, got.shape, want.shape)
+    scale = max(1.0, float(want.abs().max()))
+    assert float((got - want.float()).abs().max()) <= TOLERANCE * scale, what
+
+
+def test_manifest_describes_checked_graphs(exported, tracking_checkpoint):
+    manifest = json.loads((exported / MANIFEST).read_text())
+    assert manifest["model"] == "sam2.1_hiera_t" and manifest["image_size"] == 512 and manifest["precision"] == "fp32"
+    assert manifest["checkpoint_sha256"] == file_sha256(tracking_checkpoint)
+    assert set(manifest["graphs"]) == {
+        "image_encoder",
+        "mask_decoder",
+        "mask_prompt",
+        "memory_encoder",
+        "memory_attention",
+    }
+    for name, graph in manifest["graphs"].items():
+        onnx.checker.check_model(str(exported / graph["file"]), full_check=True)
+        inputs = [i.name for i in ort.InferenceSession(str(exported / graph["file"])).get_inputs()]
+        assert inputs == [i["name"] for i in graph["inputs"]], name
+    attention = {i["name"]: i["shape"] for i in manifest["graphs"]["memory_attention"]["inputs"]}
+    assert attention["memory"] == ["objects", "frames", 64, 32, 32] and attention["obj_ptrs"] == [
+        "objects",
+        "pointers",
+        256,
+    ]
+
+
+def test_a_graph_folder_of_another_model_or_size_is_refused(exported, tmp_path):
+    assert read_manifest(exported, "sam2.1_hiera_t", 512).image_size == 512
+    with pytest.raises(
+        ConfigError, match="take 512-px images, not 1024: export the model again with --image-size 1024"
+    ):
+        read_manifest(exported, image_size=1024)
+    with pytest.raises(ConfigError, match="of model sam2.1_hiera_t, not sam2.1_hiera_s"):
+        read_manifest(exported, "sam2.1_hiera_s")
+    with pytest.raises(ConfigError, match="not a folder written by `vos export onnx`"):
+        read_manifest(tmp_path)
+    (tmp_path / MANIFEST).write_text((exported / MANIFEST).read_text())
+    with pytest.raises(ConfigError, match="image_encoder graph's file image_encoder.onnx is missing"):
+        read_manifest(tmp_path)
+
+
+@torch.inference_mode()
+def test_onnxruntime_computes_what_the_tracker_computes(exported, model):
+    """Each graph against the model code the tracker runs, at sizes the export did not trace: 2 images, 1 and 2
+    objects, 1 to 7 memory frames, 1 to 16 pointers, clicks and mask inputs."""
+    graphs = Graphs(exported)
+    gen = torch.Generator().manual_seed(1)
+    images = torch.randn(2, 3, 512, 512, generator=gen)
+    embed, pos, hr0, hr1 = graphs("image_encoder", image=images)
+    out = model.forward_image(images)
+    for got, want, what in zip(
+        (embed, hr0, hr1), (out.features[2], out.features[0], out.features[1]), ("embed", "s0", "s1")
+    ):
+        assert_close(got, want, what)
+    assert_close(pos, out.pos[2][:1], "pos")
+    embed, pos, high_res = out.features[2][:1], out.pos[2][:1], [f[:1] for f in out.features[:2]]
+
+    for b, points in ((1, 1), (2, 3)):  # the decoder: tracked (no clicks), prompted first frames, corrections
+        coords = torch.rand(b, points, 2, generator=gen) * 512
+        labels = torch.randint(0, 4, (b, points), generator=gen, dtype=torch.int32)
+        mask_input = torch.randn(b, 1, 128, 128, generator=gen) * 5
+        has_mask, no_memory = torch.tensor([1.0, 0.0][:b]), torch.tensor([1.0, 1.0][:b])
+        feats = embed.expand(b, -1, -1, -1)
+        got = graphs(
+            "mask_decoder", image_embed=feats, point_coords=coords, point_labels=labels, mask_input=mask_input,
+            has_mask_input=has_mask, no_memory=no_memory, high_res_0=high_res[0].expand(b, -1, -1, -1),
+            high_res_1=high_res[1].expand(b, -1, -1, -1),
+        )  # fmt: skip
+        for i in range(b):
+            hr = [f.expand(1, -1, -1, -1) for f in high_res]
+            masked = mask_input[i : i + 1] if has_mask[i] else None
+            want = model.decode(model.add_no_mem_embed(embed), coords[i : i + 1], labels[i : i + 1], masked, hr)
+            for g, w, what in zip(got, want, ("masks", "ious", "obj_ptrs", "object_score_logits")):
+                assert_close(g[i : i + 1], w, f"decoder {what}, {b} objects")
+    mask = (torch.rand(2, 1, 512, 512, generator=gen) > 0.5).float()
+    assert_close(graphs("mask_prompt", mask=mask)[0], model.mask_downsample(mask), "mask prompt")
+
+    logits = torch.randn(2, 1, 128, 128, generator=gen) * 8
+    scores, binarize = torch.tensor([[3.0], [-2.0]]), torch.tensor([1.0, 0.0])
+    [memory] = graphs(
+        "memory_encoder", image_embed=embed, mask_logits=logits, object_score_logits=scores, binarize=binarize
+    )
+    assert_close(memory, model.encode_memory(embed, logits, scores, binarize > 0)[0], "memory encoder")
+
+    for b, slots, distances in ((1, [0], [1]), (2, [0, 0, 1, 3, 4, 5, 6], list(range(1, 17)))):
+        memory = torch.randn(b, len(slots), 64, 32, 32, generator=gen).bfloat16().float()  # stored in bf16
+        ptrs = torch.randn(b, len(distances), 256, generator=gen)
+        max_distance = 15
+        projected = [model.project_memory(memory[:, f]) for f in range(len(slots))]
+        spatial = [(t, [projected[f][i] for i in range(b)]) for f, t in enumerate(slots)]
+        pointers = [(d, ptrs[:, k]) for k, d in enumerate(distances)]
+        want = model.condition_on_memory(embed, pos, spatial, pointers, max_distance)
+        got = graphs(
+            "memory_attention", image_embed=embed, image_pos=pos, memory=memory, memory_slots=torch.tensor(slots),
+            obj_ptrs=ptrs, ptr_positions=torch.tensor(distances, dtype=torch.float32) / max_distance,
+        )[0]  # fmt: skip
+        assert_close(got, want, f"memory attention, {b} objects, {len(slots)} frames")
+
+
+def test_int8_graphs_agree_with_fp32(exported, tmp_path):
+    """ONNX Runtime's dynamic int8 quantization of a graph: smaller, outputs correlated with fp32 (r >= 0.98)."""
+    import shutil
+
+    from vos.export.onnx import _quantize
+
+    graphs, quantized = Graphs(exported), Graphs(tmp_path)
+    shutil.copy(exported / "memory_attention.onnx", tmp_path / "memory_attention.onnx")
+    _quantize(tmp_path / "memory_attention.onnx")
+    assert (tmp_path / "memory_attention.onnx").stat().st_size < 0.5 * (
+        exported / "memory_attention.onnx"
+    ).stat().st_size
+    gen = torch.Generator().manual_seed(2)
+    inputs = dict(
+        image_embed=torch.randn(1, 256, 32, 32, generator=gen), image_pos=torch.randn(1, 256, 32, 32, generator=gen),
+        memory=torch.randn(2, 3, 64, 32, 32, generator=gen), memory_slots=torch.tensor([0, 5, 6]),
+        obj_ptrs=torch.randn(2, 4, 256, generator=gen), ptr_positions=torch.tensor([0.1, 0.2, 0.3, 0.4]),
+    )  # fmt: skip
+    fp32, int8 = graphs("memory_attention", **inputs)[0], quantized("memory_attention", **inputs)[0]
+    r = np.corrcoef(fp32.flatten().numpy(), int8.flatten().numpy())[0, 1]
+    assert 0.98 <= r < 1.0, r  # close, and not the same graph
+
+
+def test_models_whose_memory_the_graphs_do_not_cover_are_refused():
+    from vos.build import build_model
+    from vos.export.graphs import graph_specs
+
+    with pytest.raises(ConfigError, match="perceiver"):
+        graph_specs(build_model("edgetam", image_size=512))

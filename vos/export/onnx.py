@@ -1,0 +1,243 @@
+"""`vos export onnx`: the model's graphs (`vos.export.graphs`) as ONNX files with a manifest.
+
+A folder holds one model at one image size: a `.onnx` file per graph and `manifest.json`, which names the model,
+its config, the image size, the checkpoint's SHA-256 and each graph's inputs and outputs (names, shapes with the
+variable axes named, dtypes). Every file passes `onnx.checker`; with `simplify`, a graph is slimmed by onnxslim
+and kept slimmed only where ONNX Runtime gives the same outputs as before (within `SIMPLIFY_TOLERANCE`). int8
+quantizes the weights of the matrix products (ONNX Runtime's dynamic quantization).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import shutil
+import tempfile
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from vos.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+MANIFEST_FORMAT = 1
+SIMPLIFY_TOLERANCE = 1e-5  # largest output change a simplification may make, relative to the output's scale
+DTYPES = {1: "float32", 6: "int32", 7: "int64", 9: "bool", 10: "float16"}
+
+
+class OnnxExportSettings(BaseModel):
+    """How `vos export onnx` writes the graphs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    opset: int = Field(18, ge=18, le=23, description="ONNX opset of the graphs")
+    precision: Literal["fp32", "int8"] = Field(
+        "fp32",
+        description="fp32, or int8: the weights of matrix products quantized (ONNX Runtime dynamic quantization)",
+    )
+    simplify: bool = Field(
+        True, description="slim the graphs with onnxslim where that leaves ONNX Runtime's outputs the same"
+    )
+
+
+class TensorInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    shape: list[int | str]  # fixed sizes as numbers, variable axes by name ("objects", "frames", ...)
+    dtype: str
+
+
+class GraphInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    file: str
+    inputs: list[TensorInfo]
+    outputs: list[TensorInfo]
+    simplified: bool
+
+
+class OnnxManifest(BaseModel):
+    """What `manifest.json` records about an exported model."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    format: int = MANIFEST_FORMAT
+    vos_version: str
+    model: str  # the config's name
+    image_size: int
+    checkpoint_sha256: str | None  # None: the model's weights came from no file
+    opset: int
+    precision: Literal["fp32", "int8"]
+    config: dict[str, Any]  # the full model config (`vos.config.ModelConfig`)
+    graphs: dict[str, GraphInfo]
+
+    def check_fits(self, model: str | None = None, image_size: int | None = None) -> None:
+        """ConfigError unless these graphs are of `model` at `image_size` (None: any)."""
+        if model is not None and model != self.model:
+            raise ConfigError(
+                f"these ONNX graphs are of model {self.model}, not {model}: export {model} to its own folder"
+            )
+        if image_size is not None and image_size != self.image_size:
+            raise ConfigError(
+                f"these ONNX graphs take {self.image_size}-px images, not {image_size}: export the model again with "
+                f"--image-size {image_size}"
+            )
+
+
+def read_manifest(folder: Path, model: str | None = None, image_size: int | None = None) -> OnnxManifest:
+    """The manifest of an export folder, checked to be of `model` at `image_size` when given."""
+    path = Path(folder) / MANIFEST
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{folder} holds no {MANIFEST}: it is not a folder written by `vos export onnx`") from None
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{path} cannot be read as JSON: {e}") from None
+    if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
+        raise ConfigError(f"{path} is not a vos ONNX manifest of format {MANIFEST_FORMAT}: export the model again")
+    manifest = OnnxManifest.model_validate(data)
+    manifest.check_fits(model, image_size)
+    for name, graph in manifest.graphs.items():
+        if not (Path(folder) / graph.file).is_file():
+            raise ConfigError(f"{folder}: the {name} graph's file {graph.file} is missing: export the model again")
+    return manifest
+
+
+def export_onnx(
+    model,
+    out: Path,
+    settings: OnnxExportSettings | None = None,
+    checkpoint: Path | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> OnnxManifest:
+    """Write `model`'s graphs to the folder `out` (made if missing; files of an earlier export replaced).
+
+    `checkpoint`: the file the weights came from, recorded by its SHA-256. `progress` is told each graph's name
+    before it is exported (each takes seconds to a minute).
+    """
+    onnx = _require("onnx")
+
+    from vos import __version__
+    from vos.checkpoints import file_sha256
+    from vos.export.graphs import graph_specs
+
+    settings = settings or OnnxExportSettings()
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file: give a folder for the graphs")
+    out.mkdir(parents=True, exist_ok=True)
+    graphs = {}
+    for spec in graph_specs(model.eval()):
+        if progress is not None:
+            progress(spec.name)
+        path = out / f"{spec.name}.onnx"
+        with tempfile.TemporaryDirectory() as tmp:
+            raw = Path(tmp) / path.name
+            _export(spec, raw, settings.opset)
+            simplified = settings.simplify and _simplify(raw, spec)
+            if settings.precision == "int8":
+                _quantize(raw)
+            onnx.checker.check_model(str(raw), full_check=True)
+            shutil.move(raw, path)
+        graph = onnx.load(str(path), load_external_data=False).graph
+        graphs[spec.name] = GraphInfo(
+            file=path.name, inputs=[_tensor_info(v) for v in graph.input],
+            outputs=[_tensor_info(v) for v in graph.output], simplified=simplified,
+        )  # fmt: skip
+    manifest = OnnxManifest(
+        vos_version=__version__, model=model.cfg.name, image_size=model.image_size,
+        checkpoint_sha256=file_sha256(Path(checkpoint)) if checkpoint is not None else None, opset=settings.opset,
+        precision=settings.precision, config=model.cfg.model_dump(mode="json"), graphs=graphs,
+    )  # fmt: skip
+    (out / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n")
+    return manifest
+
+
+def _require(name: str):
+    """Import a module of the `onnx` extra, or say how to install it."""
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        raise ConfigError(f"ONNX export needs {name}: pip install 'vos[onnx]'") from None
+
+
+def _export(spec, path: Path, opset: int) -> None:
+    """Trace one graph to an ONNX file (torch's dynamo-based exporter; variable axes from `spec.dynamic`)."""
+    import torch
+    from torch.export import Dim
+
+    dims: dict[str, Dim] = {}
+    shapes = tuple(
+        {axis: dims.setdefault(name, Dim(name, min=1, max=2**16)) for axis, name in spec.dynamic.get(i, {}).items()}
+        or None
+        for i in spec.inputs
+    )
+    torch_log = logging.getLogger("torch")
+    level = torch_log.level
+    torch_log.setLevel(logging.ERROR)  # the exporter's notes on operators of packages vos does not use
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                spec.module, spec.example, dynamic_shapes=shapes, input_names=list(spec.inputs),
+                output_names=list(spec.outputs), dynamo=True, opset_version=opset, verbose=False,
+            )  # fmt: skip
+    finally:
+        torch_log.setLevel(level)
+    program.save(str(path))
+
+
+def run_graph(path: Path, spec) -> list[np.ndarray]:
+    """ONNX Runtime's outputs of the graph file on `spec`'s example inputs (CPU)."""
+    ort = _require("onnxruntime")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(list(spec.outputs), {n: x.numpy() for n, x in zip(spec.inputs, spec.example)})
+
+
+def _simplify(path: Path, spec) -> bool:
+    """Slim the graph file in place if onnxslim leaves its outputs as they were; whether it did."""
+    onnxslim = _require("onnxslim")
+    before = run_graph(path, spec)
+    slim = path.with_name("slim-" + path.name)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # its table of operator counts
+            onnxslim.slim(str(path), str(slim))
+        after = run_graph(slim, spec)
+    except Exception as e:  # a tool failing on a graph leaves the graph as exported
+        log.warning("%s: onnxslim failed (%s); the graph stays as exported", spec.name, e)
+        return False
+    same = all(
+        a.shape == b.shape and np.abs(a - b).max(initial=0) <= SIMPLIFY_TOLERANCE * max(1.0, np.abs(b).max(initial=0))
+        for a, b in zip(after, before)
+    )
+    if same:
+        slim.replace(path)
+    else:
+        log.warning("%s: onnxslim changed the outputs; the graph stays as exported", spec.name)
+    return same
+
+
+def _quantize(path: Path) -> None:
+    """int8 weights for the matrix products (MatMul, Gemm), activations quantized per call."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantized = path.with_name("int8-" + path.name)
+    quantize_dynamic(str(path), str(quantized), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
+    quantized.replace(path)
+
+
+def _tensor_info(value) -> TensorInfo:
+    t = value.type.tensor_type
+    shape = [d.dim_param if d.dim_param else d.dim_value for d in t.shape.dim]
+    return TensorInfo(name=value.name, shape=shape, dtype=DTYPES.get(t.elem_type, str(t.elem_type)))
