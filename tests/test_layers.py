@@ -22,7 +22,7 @@ LAYERS: list[tuple[str, list[str]]] = [
                            "vos.streams.overlay", "vos.streams.prompt_inbox", "vos.tracking.transforms",
                            "vos.tracking.postprocess", "vos.memory"]),
     ("model", ["vos.modeling"]),
-    ("loading", ["vos.checkpoints", "vos.build"]),
+    ("loading", ["vos.checkpoints", "vos.build", "vos.export"]),
     ("tracking", ["vos.tracking", "vos.image_predictor", "vos.segment"]),
     ("sinks", ["vos.streams.sinks", "vos.streams.results", "vos.streams", "vos.segment.files"]),
     ("viewer and engine settings", ["vos.viewer", "vos.engine.metrics", "vos.engine.settings"]),

@@ -183,3 +183,25 @@ def test_models_whose_memory_the_graphs_do_not_cover_are_refused():
 
     with pytest.raises(ConfigError, match="perceiver"):
         graph_specs(build_model("edgetam", image_size=512))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["sam2_hiera_t", "efficienttam_ti"])
+@torch.inference_mode()
+def test_other_families_export_and_run_in_onnxruntime(name, tmp_path):
+    """SAM 2.0 (no pointer positions) and a one-map trunk (no high-resolution features): every graph in ONNX
+    Runtime equals its PyTorch module at sizes other than the traced ones."""
+    from vos.build import build_model
+    from vos.export.graphs import graph_specs
+    from vos.export.onnx import export_onnx
+
+    torch.manual_seed(0)
+    model = build_model(name, image_size=512).eval()
+    manifest = export_onnx(model, tmp_path)
+    graphs = Graphs(tmp_path)
+    for spec in graph_specs(model, objects=1, frames=7, pointers=16, points=1):
+        assert [i.name for i in manifest.graphs[spec.name].inputs] == list(spec.inputs)
+        got = graphs(spec.name, **dict(zip(spec.inputs, spec.example)))
+        want = spec.module(*spec.example)
+        for g, w in zip(got, want if isinstance(want, tuple) else (want,)):
+            assert_close(g, w, f"{name} {spec.name}")

@@ -126,7 +126,6 @@ def export_onnx(
     """
     onnx = _require("onnx")
 
-    from vos import __version__
     from vos.checkpoints import file_sha256
     from vos.export.graphs import graph_specs
 
@@ -154,12 +153,21 @@ def export_onnx(
             outputs=[_tensor_info(v) for v in graph.output], simplified=simplified,
         )  # fmt: skip
     manifest = OnnxManifest(
-        vos_version=__version__, model=model.cfg.name, image_size=model.image_size,
+        vos_version=_vos_version(), model=model.cfg.name, image_size=model.image_size,
         checkpoint_sha256=file_sha256(Path(checkpoint)) if checkpoint is not None else None, opset=settings.opset,
         precision=settings.precision, config=model.cfg.model_dump(mode="json"), graphs=graphs,
     )  # fmt: skip
     (out / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n")
     return manifest
+
+
+def _vos_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("vos")
+    except PackageNotFoundError:  # run from a checkout that is not installed
+        return "unknown"
 
 
 def _require(name: str):
@@ -213,6 +221,10 @@ def _simplify(path: Path, spec) -> bool:
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # its table of operator counts
             onnxslim.slim(str(path), str(slim))
+        kept = [v.name for v in _require("onnx").load(str(slim), load_external_data=False).graph.input]
+        if kept != list(spec.inputs):  # it drops inputs a model does not use (SAM 2.0: pointer positions)
+            log.info("%s: onnxslim would drop inputs; the graph stays as exported, inputs as documented", spec.name)
+            return False
         after = run_graph(slim, spec)
     except Exception as e:  # a tool failing on a graph leaves the graph as exported
         log.warning("%s: onnxslim failed (%s); the graph stays as exported", spec.name, e)
@@ -233,7 +245,13 @@ def _quantize(path: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     quantized = path.with_name("int8-" + path.name)
-    quantize_dynamic(str(path), str(quantized), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # its advice to pre-process the graph (for static quantization) on every call
+    try:
+        quantize_dynamic(str(path), str(quantized), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
+    finally:
+        root.setLevel(level)
     quantized.replace(path)
 
 
