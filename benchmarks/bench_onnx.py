@@ -102,8 +102,9 @@ def main() -> None:
             for p, f in folders.items()
             for name in ("image_encoder", "memory_attention", "mask_decoder", "memory_encoder")
         }
-        print(f"machine: {cpu_description()}; {threads} threads; fp32 GEMM {gemm_rate(torch.float32, 'cpu'):.0f} GFLOP/s")
-        print(f"SAM 2.1-T, {args.image_size} px, {args.objects} object(s); median of {args.repeats} calls after 2 warm-up")
+        gemm = gemm_rate(torch.float32, "cpu")
+        print(f"machine: {cpu_description()}; {threads} threads; fp32 GEMM {gemm:.0f} GFLOP/s")
+        print(f"SAM 2.1-T, {args.image_size} px, {args.objects} object(s); median of {args.repeats} calls, 2 warm-up")
         for stage, (torch_call, graph, inputs) in stage_inputs(model, args.objects).items():
             feeds = {k: v.numpy() for k, v in inputs.items()}
             calls = {
@@ -119,7 +120,8 @@ def main() -> None:
                         if i >= 2:
                             times[name].append(seconds)
             base = statistics.median(times["PyTorch eager"])
-            cells = [f"{k} {statistics.median(v) * 1e3:7.1f} ms ({base / statistics.median(v):.2f}x)" for k, v in times.items()]
+            medians = {k: statistics.median(v) for k, v in times.items()}
+            cells = [f"{k} {m * 1e3:7.1f} ms ({base / m:.2f}x)" for k, m in medians.items()]
             print(f"{stage:17s} " + " | ".join(cells))
 
 

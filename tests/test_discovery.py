@@ -165,3 +165,14 @@ def test_serve_yaml_sets_discovery_per_stream(model, tmp_path, monkeypatch):
 
     found = [r.stats.discovered_objects for r in asyncio.run(run())]
     assert found == [3, 0, 1]  # a: 2 on frame 0 and the bar on frame 1; b: none; c: one, on frame 0 only
+
+
+def test_a_result_is_not_changed_by_later_prompts(model):
+    """The engine encodes a frame's result in another thread while the next frame's prompts apply: removing an
+    object must not change the masks of a result already returned (the tracker keeps its own copy)."""
+    tracker = vos.Tracker(model, discover=DiscoverySettings())
+    tracker.discoverer.generator.generate = colour_regions
+    result = tracker.step(frame(0))
+    ids = sorted(result.masks)
+    tracker.remove_object(ids[0])
+    assert sorted(result.masks) == ids and ids[0] not in tracker.object_ids

@@ -20,7 +20,7 @@ from vos.streams.messages import MaskMessage, Rle
 from vos.streams.prompt_inbox import MAX_PENDING_PROMPTS
 
 MESSAGES = 1000
-FRAMES = 6000  # more than any run needs (faster machines track more frames while the prompts arrive); stopped early
+FRAMES = 1000  # more than the run needs; it is stopped once every prompt is applied
 HEIGHT, WIDTH = 48, 64
 OBJECT_IDS = (1, 2, 3)  # few objects: frames stay fast and far from max_objects (16)
 WARM_UP = 3  # frames tracked (three objects) before RSS is first read

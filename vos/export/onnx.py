@@ -249,7 +249,9 @@ def _quantize(path: Path) -> None:
     level = root.level
     root.setLevel(logging.ERROR)  # its advice to pre-process the graph (for static quantization) on every call
     try:
-        quantize_dynamic(str(path), str(quantized), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
+        quantize_dynamic(
+            str(path), str(quantized), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"]
+        )
     finally:
         root.setLevel(level)
     quantized.replace(path)

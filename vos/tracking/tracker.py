@@ -164,7 +164,7 @@ class Tracker:
             self.config.non_overlap_masks,
         )
         result.new_objects = new_objects
-        self._last_masks = result.masks
+        self._last_masks = dict(result.masks)  # a copy: the result goes to other threads, removals change this one
         self.frame_index += 1
         return result
 
