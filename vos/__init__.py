@@ -34,6 +34,8 @@ _EXPORTS = {
     "DownloadError": "vos.errors",
     "VosError": "vos.errors",
     "ImagePredictor": "vos.image_predictor",
+    "export_onnx": "vos.export.onnx",
+    "OnnxExportSettings": "vos.export.onnx",
     "MaskGenerator": "vos.segment.generator",
     "MaskGeneratorSettings": "vos.config",
     "Prompt": "vos.tracking.prompts",
@@ -57,6 +59,7 @@ if TYPE_CHECKING:
     from vos.engine.engine import Engine
     from vos.engine.settings import EngineConfig, StreamSettings
     from vos.errors import CheckpointError, ConfigError, DownloadError, VosError
+    from vos.export.onnx import OnnxExportSettings, export_onnx
     from vos.image_predictor import ImagePredictor
     from vos.segment.generator import MaskGenerator
     from vos.tracking.prompts import Prompt
