@@ -57,6 +57,6 @@ class LayerNorm2d(nn.Module):
 
 
 def exporting() -> bool:
-    """Whether the model is being traced for export (ONNX, `torch.export`): code with Python loops over tensors
-    takes its plain-tensor path then."""
-    return torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export()
+    """Whether the model is being traced by `torch.export` (also under `vos export onnx`): code with Python loops
+    over tensors takes its plain-tensor path then."""
+    return torch.compiler.is_exporting()

@@ -164,7 +164,8 @@ class Tracker:
             self.config.non_overlap_masks,
         )
         result.new_objects = new_objects
-        self._last_masks = dict(result.masks)  # a copy: the result goes to other threads, removals change this one
+        if self.discoverer is not None:  # a copy: the result goes to other threads, removals change this one
+            self._last_masks = dict(result.masks)
         self.frame_index += 1
         return result
 
