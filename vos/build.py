@@ -18,6 +18,7 @@ from vos.checkpoints import (
 from vos.config import (
     DEFAULT_CONFIG,
     DEFAULT_PRECISION,
+    Backend,
     ModelConfig,
     ModelSettings,
     Precision,
@@ -25,7 +26,7 @@ from vos.config import (
     load_config,
 )
 from vos.device import check_device, resolve_precision, set_threads
-from vos.errors import CheckpointError
+from vos.errors import CheckpointError, ConfigError
 from vos.modeling.sam2 import SAM2Model
 
 
@@ -69,6 +70,8 @@ def load_model(
     download: bool = True,
     precision: Precision = DEFAULT_PRECISION,
     fuse: bool = True,
+    backend: Backend = "pytorch",
+    onnx_dir: str | Path | None = None,
 ) -> SAM2Model:
     """Build `config` (a name such as "sam2.1_hiera_t", or a YAML path) and load its weights strictly.
 
@@ -79,9 +82,15 @@ def load_model(
     `vos.device`) is what trackers and predictors built on the model run in; bf16 stores the
     linear and convolution weights in bfloat16 (`SAM2Model.set_precision`). `fuse` folds batch norms
     and parallel branches into single convolutions after loading (`SAM2Model.fuse`; EdgeTAM's RepViT).
+
+    `backend="onnxruntime"`: trackers on the model run the graphs `vos export onnx` wrote to `onnx_dir` for this
+    config, image size and checkpoint (`vos.tracking.onnx_stages`); the model itself stays fp32, and `precision` is
+    the graphs' ("fp32" or "int8"; "auto": whichever they are).
     """
+    if (onnx_dir is not None) != (backend == "onnxruntime"):
+        raise ConfigError("backend='onnxruntime' reads its graphs from onnx_dir: give both or neither")
     dev = check_device(device)
-    chosen = resolve_precision(precision, dev)
+    chosen = resolve_precision(precision, dev) if backend == "pytorch" else "fp32"
     state_dict = None
     if config is None and checkpoint is not None:
         state_dict = read_state_dict(checkpoint)
@@ -93,12 +102,31 @@ def load_model(
             )
         config = pick_config(fits, checkpoint, image_size)
     model = build_model(config or DEFAULT_CONFIG, image_size=image_size)
-    load_weights(model, resolve_checkpoint(model.cfg, checkpoint, download=download), state_dict)
+    weights = resolve_checkpoint(model.cfg, checkpoint, download=download)
+    load_weights(model, weights, state_dict)
     model = model.to(dev).eval()
     if fuse:
         model.fuse()
     model.set_precision(chosen)
+    if backend == "onnxruntime":
+        model.onnx_graphs = _onnx_graphs(model, Path(onnx_dir), weights, precision, str(dev))
     return model
+
+
+def _onnx_graphs(model: SAM2Model, folder: Path, weights: Path | None, precision: Precision, device: str):
+    """The ONNX Runtime sessions of `folder`, checked to be of `model`'s config, image size and weights."""
+    from vos.checkpoints import file_sha256
+    from vos.export.onnx import read_manifest
+    from vos.export.runtime import OnnxGraphs
+
+    manifest = read_manifest(folder, model.cfg.name, model.image_size)
+    manifest.check_weights(model.cfg.model_dump(mode="json"), file_sha256(weights) if weights is not None else None)
+    if precision not in ("auto", manifest.precision):
+        raise ConfigError(
+            f"the ONNX graphs in {folder} are {manifest.precision}, not {precision}: give precision "
+            f"{manifest.precision} (or auto), or export the model again with --precision {precision}"
+        )
+    return OnnxGraphs(folder, manifest, device, threads=torch.get_num_threads())
 
 
 def load_from_settings(settings: ModelSettings) -> SAM2Model:
@@ -106,5 +134,5 @@ def load_from_settings(settings: ModelSettings) -> SAM2Model:
     set_threads(settings.threads)
     return load_model(
         settings.config, checkpoint=settings.checkpoint, image_size=settings.image_size, device=settings.device,
-        precision=settings.precision,
+        precision=settings.precision, backend=settings.backend, onnx_dir=settings.onnx_dir,
     )  # fmt: skip

@@ -93,6 +93,22 @@ class OnnxManifest(BaseModel):
             )
 
 
+    def check_weights(self, config: dict[str, Any], checkpoint_sha256: str | None) -> None:
+        """ConfigError unless the graphs were exported from this model config and checkpoint (by SHA-256; when
+        either side does not know its checkpoint, only the config is compared)."""
+        if json.dumps(config, sort_keys=True) != json.dumps(self.config, sort_keys=True):
+            raise ConfigError(
+                f"these ONNX graphs were exported from another {self.model} config than the model's: export them "
+                "again from this model"
+            )
+        recorded = self.checkpoint_sha256
+        if recorded is not None and checkpoint_sha256 is not None and recorded != checkpoint_sha256:
+            raise ConfigError(
+                f"these ONNX graphs were exported from other weights (checkpoint SHA-256 {recorded[:12]}...) than "
+                f"this checkpoint ({checkpoint_sha256[:12]}...): export them again with --checkpoint set to it"
+            )
+
+
 def read_manifest(folder: Path, model: str | None = None, image_size: int | None = None) -> OnnxManifest:
     """The manifest of an export folder, checked to be of `model` at `image_size` when given."""
     path = Path(folder) / MANIFEST
@@ -124,7 +140,7 @@ def export_onnx(
     `checkpoint`: the file the weights came from, recorded by its SHA-256. `progress` is told each graph's name
     before it is exported (each takes seconds to a minute).
     """
-    onnx = _require("onnx")
+    onnx = require_extra("onnx")
 
     from vos.checkpoints import file_sha256
     from vos.export.graphs import graph_specs
@@ -170,7 +186,7 @@ def _vos_version() -> str:
         return "unknown"
 
 
-def _require(name: str):
+def require_extra(name: str):
     """Import a module of the `onnx` extra, or say how to install it."""
     import importlib
 
@@ -208,20 +224,20 @@ def _export(spec, path: Path, opset: int) -> None:
 
 def run_graph(path: Path, spec) -> list[np.ndarray]:
     """ONNX Runtime's outputs of the graph file on `spec`'s example inputs (CPU)."""
-    ort = _require("onnxruntime")
+    ort = require_extra("onnxruntime")
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return session.run(list(spec.outputs), {n: x.numpy() for n, x in zip(spec.inputs, spec.example)})
 
 
 def _simplify(path: Path, spec) -> bool:
     """Slim the graph file in place if onnxslim leaves its outputs as they were; whether it did."""
-    onnxslim = _require("onnxslim")
+    onnxslim = require_extra("onnxslim")
     before = run_graph(path, spec)
     slim = path.with_name("slim-" + path.name)
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # its table of operator counts
             onnxslim.slim(str(path), str(slim))
-        kept = [v.name for v in _require("onnx").load(str(slim), load_external_data=False).graph.input]
+        kept = [v.name for v in require_extra("onnx").load(str(slim), load_external_data=False).graph.input]
         if kept != list(spec.inputs):  # it drops inputs a model does not use (SAM 2.0: pointer positions)
             log.info("%s: onnxslim would drop inputs; the graph stays as exported, inputs as documented", spec.name)
             return False

@@ -141,6 +141,9 @@ class SAM2Model(nn.Module):
         self.obj_ptr_tpos_proj = nn.Linear(d, self.mem_dim) if t.proj_tpos_enc_in_obj_ptrs else nn.Identity()
         self._slot_key_cache: tuple[tuple, list[torch.Tensor] | None] | None = None
         self.precision = "fp32"  # what trackers and predictors on this model run in (`vos.load_model` sets it)
+        # ONNX Runtime sessions (`vos.export.runtime.OnnxGraphs`) its trackers run instead of these modules:
+        # `vos.load_model(backend="onnxruntime")` sets them.
+        self.onnx_graphs = None
 
     @property
     def device(self) -> torch.device:
@@ -324,6 +327,17 @@ class SAM2Model(nn.Module):
 
         The object pointer still comes from the decoder, prompted with the downsampled mask.
         """
+        obj_ptr = None
+        if self.cfg.tracking.use_obj_ptrs_in_encoder:
+            obj_ptr = self.forward_sam_heads(
+                backbone_features, mask_inputs=self.mask_downsample(mask_inputs.float()),
+                high_res_features=high_res_features,
+            ).obj_ptr  # fmt: skip
+        return self.mask_as_output(mask_inputs, obj_ptr)
+
+    def mask_as_output(self, mask_inputs: torch.Tensor, obj_ptr: torch.Tensor | None) -> SamHeadsOutput:
+        """`use_mask_as_output` given the decoder's (B, C) pointer for the downsampled mask (None: the model uses no
+        pointers); the mask, not the decoder, decides whether the object is present."""
         mask = mask_inputs.float()
         high_res = mask * MASK_AS_OUTPUT_SCALE + MASK_AS_OUTPUT_BIAS
         low_res = F.interpolate(
@@ -331,13 +345,8 @@ class SAM2Model(nn.Module):
             mode="bilinear", align_corners=False, antialias=True,
         )
         ious = mask.new_ones(mask.shape[0], 1)
-        if self.cfg.tracking.use_obj_ptrs_in_encoder:
-            obj_ptr = self.forward_sam_heads(
-                backbone_features, mask_inputs=self.mask_downsample(mask), high_res_features=high_res_features
-            ).obj_ptr
-        else:
+        if obj_ptr is None:
             obj_ptr = torch.zeros(mask.shape[0], self.hidden_dim, device=mask.device)
-        # The prompt, not the decoder, decides whether the object is present.
         presence = torch.any(mask.flatten(1) > 0.0, dim=1, keepdim=True).float()
         object_score_logits = MASK_AS_OUTPUT_SCALE * presence + MASK_AS_OUTPUT_BIAS
         if self.cfg.mask_decoder.pred_obj_scores:

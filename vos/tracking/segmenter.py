@@ -27,9 +27,9 @@ from vos.memory.memory_bank import FrameMemory, MemoryReader
 from vos.modeling.memory_attention import ProjectedMemory
 from vos.modeling.prompt_encoder import prepend_box
 from vos.modeling.sam2 import SAM2Model, SamHeadsOutput
-from vos.tracking.compiled import stages
 from vos.tracking.postprocess import fill_holes
 from vos.tracking.prompts import Prompt
+from vos.tracking.stages import stages
 from vos.tracking.transforms import check_rgb_image, preprocess_video_frame, to_input_frame
 
 MEMORY_DTYPE = torch.bfloat16  # stored memory features, as Meta's video predictor stores them
@@ -41,8 +41,9 @@ PREV_LOGITS_CLAMP = 32.0  # Meta clamps the logits it feeds back with a correcti
 class FrameFeatures:
     """The image encoder's output for one frame."""
 
-    features: list[torch.Tensor]  # [(1, C/8, 4E, 4E), (1, C/4, 2E, 2E), (1, C, E, E)]
-    pos: list[torch.Tensor]  # sine encodings of the same sizes
+    features: list[torch.Tensor]  # [(1, C/8, 4E, 4E), (1, C/4, 2E, 2E), (1, C, E, E)] (the last alone without
+    # high-resolution features)
+    pos: torch.Tensor  # (1, C, E, E) the sine encoding of the last
     size: tuple[int, int]  # the frame's H, W
 
 
@@ -70,7 +71,7 @@ class ObjectStep:
     obj_ptr: torch.Tensor  # (C,)
     memory_features: torch.Tensor  # (C_mem, E, E) or (L, C_mem) perceiver latents, in MEMORY_DTYPE
     conditioning: bool  # prompted: kept as a conditioning frame
-    projected: ProjectedMemory  # memory_features as memory attention reads them
+    projected: ProjectedMemory | None  # memory_features as memory attention reads them (None: read unprojected)
 
     @property
     def memory(self) -> FrameMemory:
@@ -82,7 +83,7 @@ class FrameSegmenter:
     """Runs SAM 2's per-frame video step for any number of objects."""
 
     def __init__(self, model: SAM2Model, fill_hole_area: int = 0, precision: str | None = None, compile: bool = False) -> None:
-        """`precision`: "fp32", "bf16" or "auto" (`vos.device`), None: the model's; `compile`: `vos.tracking.compiled`."""
+        """`precision`: "fp32", "bf16" or "auto" (`vos.device`), None: the model's; `compile`: `vos.tracking.stages`."""
         self.model = model.eval()
         self.fill_hole_area = fill_hole_area
         chosen = model.precision if precision is None else resolve_precision(precision, model.device)
@@ -99,11 +100,8 @@ class FrameSegmenter:
             check_rgb_image(frame)
         images = torch.cat([preprocess_video_frame(f, self.model.image_size, self.model.device) for f in frames])
         with self.model.autocast(self.precision):
-            out = self.stages.forward_image(images)
-        return [
-            FrameFeatures([x[i : i + 1] for x in out.features], [p[i : i + 1] for p in out.pos], (f.shape[0], f.shape[1]))
-            for i, f in enumerate(frames)
-        ]
+            features, pos = self.stages.encode_images(images)
+        return [FrameFeatures([x[i : i + 1] for x in features], pos, (f.shape[0], f.shape[1])) for i, f in enumerate(frames)]
 
     def run(
         self,
@@ -155,26 +153,13 @@ class FrameSegmenter:
         for i, (spatial, pointers) in enumerate(reads):
             groups.setdefault((tuple(p for p, _ in spatial), tuple(d for d, _ in pointers)), []).append(i)
         out: list[torch.Tensor | None] = [None] * len(memories)
-        top, top_pos = ff.features[-1], ff.pos[-1]
         for (t_pos, distances), members in groups.items():
             frames = [[reads[i][0][k][1] for i in members] for k in range(len(t_pos))]
-            self._project([m for ms in frames for m in ms])
             pointers = [(d, torch.stack([reads[i][1][k][1] for i in members])) for k, d in enumerate(distances)]
-            pix = self.model.condition_on_memory(
-                top, top_pos, [(p, [m.projected for m in ms]) for p, ms in zip(t_pos, frames)], pointers,
-                max_ptr_distance=max_ptrs - 1, attention=self.stages.memory_attention,
-            )
+            pix = self.stages.condition(ff.features[-1], ff.pos, list(zip(t_pos, frames)), pointers, max_ptrs - 1)
             for j, i in enumerate(members):
                 out[i] = pix[j : j + 1]
         return out
-
-    def _project(self, memories: list[FrameMemory]) -> None:
-        """Give every memory its projections (`FrameMemory.projected`), those still missing in one batch."""
-        missing = list({id(m): m for m in memories if m.projected is None}.values())
-        if missing:
-            projected = self.model.project_memory(torch.stack([m.features for m in missing]))
-            for i, m in enumerate(missing):
-                m.projected = projected[i]
 
     def _prompt_tensors(self, ff: FrameFeatures, prompt: Prompt) -> tuple[torch.Tensor, torch.Tensor]:
         """Clicks and box corners -> (1, P, 2) coordinates in the model's input frame and (1, P) labels."""
@@ -195,13 +180,30 @@ class FrameSegmenter:
             if mask.shape[-2:] != (s, s):
                 mask = F.interpolate(mask, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
                 mask = (mask >= MASK_PROMPT_THRESHOLD).float()
-            return self.model.use_mask_as_output(feats[-1], feats[:-1], mask)
+            return self._mask_as_output(ff, mask)
         coords, labels = self._prompt_tensors(ff, prompt)
-        return self.model.forward_sam_heads(
-            self.model.add_no_mem_embed(feats[-1]), coords, labels, mask_inputs=self._clamped(prev_logits),
-            high_res_features=feats[:-1],
-            multimask_output=self.model.use_multimask(prompt.num_points, is_init_cond_frame=True),
-        )
+        multimask = self.model.use_multimask(prompt.num_points, is_init_cond_frame=True)
+        return self._heads(feats[-1], coords, labels, self._clamped(prev_logits), feats[:-1], multimask, no_memory=True)
+
+    def _mask_as_output(self, ff: FrameFeatures, mask: torch.Tensor) -> SamHeadsOutput:
+        """A (1, 1, S, S) binary mask prompt as the output; its object pointer from the decoder given the mask."""
+        m, feats = self.model, ff.features
+        obj_ptr = None
+        if m.cfg.tracking.use_obj_ptrs_in_encoder:
+            coords, labels = m.no_points(1, mask.device)
+            mask_input = self.stages.mask_prompt(mask)
+            obj_ptr = self._heads(feats[-1], coords, labels, mask_input, feats[:-1], False, no_memory=False).obj_ptr
+        return m.mask_as_output(mask, obj_ptr)
+
+    def _heads(
+        self, features: torch.Tensor, coords: torch.Tensor, labels: torch.Tensor, mask_input: torch.Tensor | None,
+        high_res: list[torch.Tensor], multimask: bool, no_memory: bool,
+    ) -> SamHeadsOutput:  # fmt: skip
+        """The decoder on (1, C, E, E) features with clicks and an optional mask input, then its heads chosen."""
+        if mask_input is not None and mask_input.shape[-2:] != self.model.sam_prompt_encoder.mask_input_size:
+            mask_input = self.model.resize_mask_input(mask_input)
+        raw = self.stages.decode(features, coords, labels, mask_input, high_res, no_memory)
+        return self.model.select_heads(raw, multimask)
 
     def _decode_tracked(self, ff: FrameFeatures, pix: torch.Tensor, r: ObjectRequest) -> SamHeadsOutput:
         """A tracked frame, and a correction on it when the request has clicks."""
@@ -213,10 +215,8 @@ class FrameSegmenter:
                 return out
             prev = fill_holes(out.low_res_masks, self.fill_hole_area)
         coords, labels = self._prompt_tensors(ff, r.prompt)
-        return self.model.forward_sam_heads(
-            pix, coords, labels, mask_inputs=self._clamped(prev), high_res_features=high_res,
-            multimask_output=self.model.use_multimask(r.prompt.num_points, is_init_cond_frame=False),
-        )
+        multimask = self.model.use_multimask(r.prompt.num_points, is_init_cond_frame=False)
+        return self._heads(pix, coords, labels, self._clamped(prev), high_res, multimask, no_memory=False)
 
     @staticmethod
     def _clamped(logits: torch.Tensor | None) -> torch.Tensor | None:
@@ -234,11 +234,10 @@ class FrameSegmenter:
         filled = fill_holes(raw, self.fill_hole_area)
         prompted = torch.tensor([r.prompt is not None for r in requests], device=raw.device)
         scores = torch.cat([o.object_score_logits for o in outs])
-        mem_feats, _ = self.stages.encode_memory(
+        mem_feats = self.stages.encode_memory(
             ff.features[-1], torch.where(prompted.view(-1, 1, 1, 1), filled, raw), scores, prompted
-        )
-        mem_feats = mem_feats.to(MEMORY_DTYPE)
-        projected = self.model.project_memory(mem_feats)
+        ).to(MEMORY_DTYPE)
+        projected = self.stages.project(mem_feats) or [None] * len(requests)
         return [
             ObjectStep(filled[i : i + 1], scores[i : i + 1], o.obj_ptr[0], mem_feats[i], r.prompt is not None, projected[i])
             for i, (r, o) in enumerate(zip(requests, outs))

@@ -1,5 +1,6 @@
-"""`vos export onnx`: the graphs pass `onnx.checker`, the manifest describes them, and ONNX Runtime computes what
-the PyTorch model computes in the tracker (≤ 1e-4), for sizes other than the ones traced.
+"""`vos export onnx` and the ONNX Runtime backend: the graphs pass `onnx.checker`, the manifest describes them,
+ONNX Runtime computes what the PyTorch model computes in the tracker (≤ 1e-4) for sizes other than the ones traced,
+and trackers and sessions on a model loaded with `backend="onnxruntime"` give the PyTorch tracker's masks.
 
 SAM 2.1-T with random weights (the object-score bias shifted, as in the tracker tests) at 512 px.
 """
@@ -16,6 +17,7 @@ import vos
 from vos.checkpoints import file_sha256
 from vos.errors import ConfigError
 from vos.export.onnx import MANIFEST, read_manifest
+from tests.conftest import read_frame
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -39,6 +41,13 @@ def exported(tracking_checkpoint, tmp_path_factory, model):
     return out
 
 
+@pytest.fixture(scope="module")
+def ort_model(tracking_checkpoint, exported):
+    return vos.load_model(
+        "sam2.1_hiera_t", checkpoint=tracking_checkpoint, image_size=512, backend="onnxruntime", onnx_dir=exported
+    )
+
+
 class Graphs:
     def __init__(self, folder) -> None:
         self.folder = folder
@@ -52,10 +61,11 @@ class Graphs:
         return [torch.from_numpy(x) for x in self.sessions[name].run(None, {k: v.numpy() for k, v in inputs.items()})]
 
 
-def assert_close(got: torch.Tensor, want: torch.Tensor, what: str) -> None:
+def assert_close(got: torch.Tensor, want: torch.Tensor, what: str, tolerance: float = TOLERANCE) -> None:
     assert got.shape == want.shape, (what, got.shape, want.shape)
     scale = max(1.0, float(want.abs().max()))
-    assert float((got - want.float()).abs().max()) <= TOLERANCE * scale, what
+    error = float((got - want.float()).abs().max())
+    assert error <= tolerance * scale, f"{what}: |error| {error:.2e}, scale {scale:.2e}"
 
 
 def test_manifest_describes_checked_graphs(exported, tracking_checkpoint):
@@ -183,6 +193,135 @@ def test_models_whose_memory_the_graphs_do_not_cover_are_refused():
 
     with pytest.raises(ConfigError, match="perceiver"):
         graph_specs(build_model("edgetam", image_size=512))
+
+
+@torch.inference_mode()
+def test_onnxruntime_stages_compute_what_the_pytorch_stages_compute(model, ort_model):
+    """The backend's calls as the segmenter makes them. Pointers are scaled up 40 times: at their own scale, with
+    random weights, normalizing their temporal distances by 16 instead of 15 changes the conditioned features by
+    less than 1e-4 of their scale; at 40 times, by 1e-2 of it, while the two runtimes' attention (peakier at that
+    scale) differs by 1e-4 of it: checked within 5e-4."""
+    from vos.memory.memory_bank import FrameMemory
+    from vos.tracking.stages import stages
+
+    pt, ox = stages(model), stages(ort_model)
+    gen = torch.Generator().manual_seed(3)
+    images = torch.randn(2, 3, 512, 512, generator=gen)
+    (feats, pos), (ort_feats, ort_pos) = pt.encode_images(images), ox.encode_images(images)
+    for got, want in zip([*ort_feats, ort_pos], [*feats, pos], strict=True):
+        assert_close(got, want, "image features")
+    top, high_res = feats[-1][:1], [f[:1] for f in feats[:-1]]
+    b = 2
+    spatial = [
+        (t, [FrameMemory(torch.randn(64, 32, 32, generator=gen).bfloat16(), None) for _ in range(b)])
+        for t in (0, 4, 6)
+    ]
+    pointers = [(d, torch.randn(b, 256, generator=gen) * 40) for d in (-3, 1, 2, 5)]
+    want = pt.condition(top, pos, spatial, pointers, 15)
+    assert_close(ox.condition(top, pos, spatial, pointers, 15), want, "memory attention", tolerance=5e-4)
+    coords, labels = torch.rand(1, 2, 2, generator=gen) * 512, torch.tensor([[1, 0]], dtype=torch.int32)
+    for mask_input, no_memory in ((None, True), (torch.randn(1, 1, 128, 128, generator=gen) * 8, False)):
+        want = pt.decode(top, coords, labels, mask_input, high_res, no_memory)
+        for g, w in zip(ox.decode(top, coords, labels, mask_input, high_res, no_memory), want, strict=True):
+            assert_close(g, w, f"decoder, no_memory {no_memory}")
+    mask = (torch.rand(1, 1, 512, 512, generator=gen) > 0.5).float()
+    assert_close(ox.mask_prompt(mask), pt.mask_prompt(mask), "mask prompt")
+    logits, scores = torch.randn(b, 1, 128, 128, generator=gen) * 8, torch.tensor([[2.0], [-1.0]])
+    binarize = torch.tensor([True, False])
+    want = pt.encode_memory(top, logits, scores, binarize)
+    assert_close(ox.encode_memory(top, logits, scores, binarize), want, "memory encoder")
+    assert ox.project(want) is None and len(pt.project(want)) == b
+
+
+def track(model, frames: list[np.ndarray]) -> list:
+    """Object 1 from a click and object 2 from a mask on frame 0, a correction of object 1 on frame 2 (a click
+    added, negative), object 3 from a box on frame 4; native-size frames."""
+    h, w = frames[0].shape[:2]
+    mask = np.zeros((h, w), bool)
+    mask[h // 3 : h // 2, w // 3 : w // 2] = True
+    tracker = vos.Tracker(model)
+    results = []
+    for i, frame in enumerate(frames):
+        if i == 0:
+            tracker.add_prompt(1, points=[[w * 0.6, h * 0.7]], labels=[1])
+            tracker.add_prompt(2, mask=mask)
+        if i == 2:
+            tracker.add_prompt(1, points=[[w * 0.6, h * 0.7], [w * 0.2, h * 0.3]], labels=[1, 0])
+        if i == 4:
+            tracker.add_prompt(3, box=[20, 30, 300, 200])
+        results.append(tracker.step(frame))
+    return results
+
+
+def assert_same_results(got: list, want: list) -> None:
+    """Logits within 1e-4 of their scale and scores within 1e-4 on every frame, for every object."""
+    for g, w in zip(got, want, strict=True):
+        assert g.logits.keys() == w.logits.keys()
+        for o in w.logits:
+            assert_close(torch.from_numpy(g.logits[o]), torch.from_numpy(w.logits[o]), f"frame {w.frame_index} {o}")
+            assert abs(g.scores[o] - w.scores[o]) <= TOLERANCE * max(1.0, abs(w.scores[o])), (w.frame_index, o)
+
+
+def test_onnxruntime_tracker_gives_the_pytorch_trackers_masks(davis_root, model, ort_model):
+    frames = [read_frame(davis_root, "car-shadow", i) for i in range(7)]
+    want, got = track(model, frames), track(ort_model, frames)
+    assert_same_results(got, want)
+    assert [sorted(r.masks) for r in got] == [[1, 2]] * 4 + [[1, 2, 3]] * 3
+    last = got[-1]
+    assert all(last.scores[o] > 0 and last.masks[o].any() for o in (1, 2, 3))  # tracked, not judged absent
+
+
+def test_onnxruntime_session_propagates_both_ways_as_pytorch_does(davis_root, model, ort_model, tmp_path):
+    """`VideoSession`: prompts on a middle frame, forward then reverse propagation (pointer distances normalized
+    by the clip's length)."""
+    from PIL import Image
+
+    for i in range(5):
+        Image.fromarray(read_frame(davis_root, "car-shadow", i)).save(tmp_path / f"{i:05d}.jpg", quality=95)
+    runs = []
+    for m in (model, ort_model):
+        with vos.VideoSession(m, tmp_path, store_dir=tmp_path) as session:
+            session.add_prompt(2, 1, points=[[500, 300]], labels=[1])
+            session.add_prompt(2, 2, box=[50, 50, 300, 250])
+            runs.append([*session.propagate(2), *session.propagate(2, reverse=True)])
+    assert [r.frame_index for r in runs[1]] == [2, 3, 4, 2, 1, 0]
+    assert_same_results(runs[1], runs[0])
+
+
+def test_the_onnxruntime_backend_refuses_graphs_it_cannot_pair(tracking_checkpoint, tiny_checkpoint, exported):
+    load = vos.load_model
+    with pytest.raises(ConfigError, match="exported from other weights .* export them again with --checkpoint"):
+        load("sam2.1_hiera_t", checkpoint=tiny_checkpoint, image_size=512, backend="onnxruntime", onnx_dir=exported)
+    with pytest.raises(ConfigError, match="take 512-px images, not 1024"):
+        load("sam2.1_hiera_t", checkpoint=tracking_checkpoint, backend="onnxruntime", onnx_dir=exported)
+    with pytest.raises(ConfigError, match="are fp32, not int8: give precision fp32"):
+        load(checkpoint=tracking_checkpoint, image_size=512, precision="int8", backend="onnxruntime", onnx_dir=exported)
+    with pytest.raises(ConfigError, match="give both or neither"):
+        load(checkpoint=tracking_checkpoint, image_size=512, onnx_dir=exported)
+    with pytest.raises(ValueError, match="give both or neither"):
+        vos.ModelSettings(backend="onnxruntime")
+
+
+def test_track_runs_on_onnxruntime_from_the_command_line(davis_root, tracking_checkpoint, exported, ort_model, tmp_path):
+    """`vos track --backend onnxruntime --onnx-dir DIR`: the masks the Python API gives; --compile is refused."""
+    from PIL import Image
+
+    from vos.cli import main
+
+    clip = tmp_path / "clip"
+    clip.mkdir()
+    frames = [read_frame(davis_root, "car-shadow", i) for i in range(3)]
+    for i, frame in enumerate(frames):
+        Image.fromarray(frame).save(clip / f"{i:05d}.png")
+    flags = ["--checkpoint", str(tracking_checkpoint), "--image-size", "512", "--backend", "onnxruntime",
+             "--onnx-dir", str(exported), "--point", "1=500,300", "--quiet"]  # fmt: skip
+    assert main(["track", str(clip), "--out", str(tmp_path / "out"), *flags]) == 0
+    lines = [json.loads(line) for line in (tmp_path / "out" / "masks.jsonl").read_text().splitlines()]
+    tracker = vos.Tracker(ort_model)
+    tracker.add_prompt(1, points=[[500, 300]], labels=[1])
+    for line, frame in zip(lines, frames, strict=True):
+        assert line["objects"][0]["area"] == int(tracker.step(frame).masks[1].sum())
+    assert main(["track", str(clip), "--out", str(tmp_path / "x"), "--compile", *flags]) == 2
 
 
 @pytest.mark.slow
