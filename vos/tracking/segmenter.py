@@ -23,13 +23,15 @@ import torch
 import torch.nn.functional as F
 
 from vos.device import resolve_precision
+from vos.errors import ConfigError
 from vos.memory.memory_bank import FrameMemory, MemoryReader
 from vos.modeling.memory_attention import ProjectedMemory
 from vos.modeling.prompt_encoder import prepend_box
 from vos.modeling.sam2 import SAM2Model, SamHeadsOutput
 from vos.tracking.postprocess import fill_holes
 from vos.tracking.prompts import Prompt
-from vos.tracking.stages import stages
+from vos.tracking.onnx_stages import onnx_stages
+from vos.tracking.stages import Stages, stages
 from vos.tracking.transforms import check_rgb_image, preprocess_video_frame, to_input_frame
 
 MEMORY_DTYPE = torch.bfloat16  # stored memory features, as Meta's video predictor stores them
@@ -79,6 +81,15 @@ class ObjectStep:
         return FrameMemory(self.memory_features, self.obj_ptr, self.projected)
 
 
+def _stages(model: SAM2Model, compile: bool) -> Stages:
+    """The model's ONNX Runtime stages when it was loaded with them, else its PyTorch ones."""
+    if model.onnx_graphs is None:
+        return stages(model, compile)
+    if compile:
+        raise ConfigError("compile is for the PyTorch backend: this model runs its ONNX Runtime graphs")
+    return onnx_stages(model)
+
+
 class FrameSegmenter:
     """Runs SAM 2's per-frame video step for any number of objects."""
 
@@ -88,7 +99,7 @@ class FrameSegmenter:
         self.fill_hole_area = fill_hole_area
         chosen = model.precision if precision is None else resolve_precision(precision, model.device)
         self.precision = model.check_precision(chosen)
-        self.stages = stages(model, compile)
+        self.stages = _stages(model, compile)
 
     def encode_image(self, frame: np.ndarray) -> FrameFeatures:
         """HxWx3 uint8 RGB -> the frame's features."""

@@ -21,7 +21,6 @@ from collections.abc import Callable
 
 import torch
 
-from vos.errors import ConfigError
 from vos.memory.memory_bank import FrameMemory
 from vos.modeling.memory_attention import ProjectedMemory
 from vos.modeling.sam2 import DecoderCandidates, SAM2Model, SamHeadsOutput
@@ -131,14 +130,7 @@ _compiled: weakref.WeakKeyDictionary[SAM2Model, Stages] = weakref.WeakKeyDiction
 
 
 def stages(model: SAM2Model, compile: bool = False) -> Stages:
-    """The model's stages: its ONNX Runtime graphs when it was loaded with them, else its modules, compiled or
-    not; one set per model, shared by its trackers."""
-    if model.onnx_graphs is not None:
-        if compile:
-            raise ConfigError("compile is for the PyTorch backend: this model runs its ONNX Runtime graphs")
-        from vos.tracking.onnx_stages import onnx_stages
-
-        return onnx_stages(model)
+    """The model's PyTorch stages, compiled or not; one set per model, shared by its trackers."""
     cache, cls = (_compiled, CompiledStages) if compile else (_eager, Stages)
     if model not in cache:
         cache[model] = cls(model)
