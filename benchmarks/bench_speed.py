@@ -33,7 +33,7 @@ import vos  # noqa: E402
 from tests.conftest import DEFAULT_DAVIS, OBJECT_SCORE_BIAS_OFFSET, build_meta  # noqa: E402
 from tests.video_reference import ground_truth, meta_video_predictor, write_clip  # noqa: E402
 from vos.device import native_bf16  # noqa: E402
-from vos.tracking.compiled import stages  # noqa: E402
+from vos.tracking.stages import stages  # noqa: E402
 
 SEQUENCE = "car-shadow"
 
@@ -87,7 +87,7 @@ def sdpa_rate(dtype: torch.dtype, device: str, batch: int, n_q: int, n_k: int, d
 # -- stage timing --------------------------------------------------------------------------------
 @dataclass
 class StageClock:
-    """Wall time per stage of a vos tracker step (wrapping the stages its segmenter calls, `vos.tracking.compiled.Stages`)."""
+    """Wall time per stage of a vos tracker step (wrapping the stages its segmenter calls, `vos.tracking.stages.Stages`)."""
 
     device: str
     seconds: dict[str, list[float]] = field(default_factory=dict)

@@ -8,16 +8,17 @@ SAM 2.1-T with random weights (the object-score bias shifted, as in the tracker 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 import vos
+from tests.conftest import read_frame
 from vos.checkpoints import file_sha256
 from vos.errors import ConfigError
 from vos.export.onnx import MANIFEST, read_manifest
-from tests.conftest import read_frame
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -302,7 +303,9 @@ def test_the_onnxruntime_backend_refuses_graphs_it_cannot_pair(tracking_checkpoi
         vos.ModelSettings(backend="onnxruntime")
 
 
-def test_track_runs_on_onnxruntime_from_the_command_line(davis_root, tracking_checkpoint, exported, ort_model, tmp_path):
+def test_track_runs_on_onnxruntime_from_the_command_line(
+    davis_root, tracking_checkpoint, exported, ort_model, tmp_path
+):
     """`vos track --backend onnxruntime --onnx-dir DIR`: the masks the Python API gives; --compile is refused."""
     from PIL import Image
 
@@ -322,6 +325,65 @@ def test_track_runs_on_onnxruntime_from_the_command_line(davis_root, tracking_ch
     for line, frame in zip(lines, frames, strict=True):
         assert line["objects"][0]["area"] == int(tracker.step(frame).masks[1].sum())
     assert main(["track", str(clip), "--out", str(tmp_path / "x"), "--compile", *flags]) == 2
+
+
+def torch_free_python(venv) -> Path:
+    """A venv whose Python has numpy, Pillow and ONNX Runtime (this interpreter's, linked in) and nothing else."""
+    import subprocess
+    import sys
+    import sysconfig
+
+    import numpy
+    import onnxruntime
+    import PIL
+
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    purelib = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], check=True, capture_output=True,
+        text=True,
+    ).stdout.strip()  # fmt: skip
+    site = Path(sysconfig.get_paths()["purelib"])
+    for module in (numpy, onnxruntime, PIL):
+        package = Path(module.__file__).parent
+        for linked in [package, *site.glob(f"{package.name.lower()}*.libs"), *site.glob("pillow*.libs")]:
+            target = Path(purelib) / linked.name
+            if not target.exists():
+                target.symlink_to(linked)
+    return python
+
+
+def test_the_torch_free_example_tracks_as_vos_does(davis_root, tracking_checkpoint, exported, ort_model, tmp_path):
+    """examples/onnx_track.py in a venv without torch: the masks and object scores of vos's tracker (without hole
+    filling) on native-size frames, two objects, one with two clicks."""
+    import subprocess
+
+    from PIL import Image
+
+    python = torch_free_python(tmp_path / "venv")
+    assert subprocess.run([python, "-c", "import torch"], capture_output=True).returncode != 0
+    clip = tmp_path / "clip"
+    clip.mkdir()
+    frames = [read_frame(davis_root, "car-shadow", i) for i in range(4)]
+    for i, frame in enumerate(frames):
+        Image.fromarray(frame).save(clip / f"{i:05d}.png")
+    example = Path(__file__).resolve().parents[1] / "examples" / "onnx_track.py"
+    run = subprocess.run(
+        [python, example, exported, clip, "--point", "1=500,300", "--point", "2=150,100", "--point", "2=600,400,0",
+         "--out", tmp_path / "out"], capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    printed = [dict(item.split(":") for item in line.split()[1:]) for line in run.stdout.splitlines()]
+    tracker = vos.Tracker(ort_model, fill_hole_area=0)
+    tracker.add_prompt(1, points=[[500, 300]], labels=[1])
+    tracker.add_prompt(2, points=[[150, 100], [600, 400]], labels=[1, 0])
+    for i, frame in enumerate(frames):
+        want = tracker.step(frame)
+        for obj_id in (1, 2):
+            got = np.asarray(Image.open(tmp_path / "out" / f"{i:05d}_{obj_id}.png")) > 0
+            assert np.mean(got != want.masks[obj_id]) <= 1e-4, (i, obj_id)
+            assert abs(float(printed[i][str(obj_id)]) - want.scores[obj_id]) <= 0.01, (i, obj_id)
+        assert want.masks[1].any() and want.masks[2].any()
 
 
 @pytest.mark.slow

@@ -350,7 +350,7 @@ class TrackerConfig(_Strict):
     precision: Precision | None = Field(
         None, description="fp32, bf16, int8 or auto (vos.device); default: the precision the model was loaded with"
     )
-    compile: bool = Field(False, description="torch.compile the model's stages (vos.tracking.compiled); the first frames compile")
+    compile: bool = Field(False, description="torch.compile the model's stages (vos.tracking.stages); the first frames compile")
     discover: DiscoverySettings | None = Field(
         None, description="add the new objects the everything mode finds on the stream (None: off)"
     )

@@ -79,6 +79,9 @@ class OnnxManifest(BaseModel):
     precision: Literal["fp32", "int8"]
     config: dict[str, Any]  # the full model config (`vos.config.ModelConfig`)
     graphs: dict[str, GraphInfo]
+    # (C,) the learned pointer of an object judged absent (`SAM2Model.select_heads` blends pointers with it); None:
+    # the model has none
+    no_obj_ptr: list[float] | None = None
 
     def check_fits(self, model: str | None = None, image_size: int | None = None) -> None:
         """ConfigError unless these graphs are of `model` at `image_size` (None: any)."""
@@ -172,6 +175,7 @@ def export_onnx(
         vos_version=_vos_version(), model=model.cfg.name, image_size=model.image_size,
         checkpoint_sha256=file_sha256(Path(checkpoint)) if checkpoint is not None else None, opset=settings.opset,
         precision=settings.precision, config=model.cfg.model_dump(mode="json"), graphs=graphs,
+        no_obj_ptr=model.no_obj_ptr.detach().float().flatten().tolist() if hasattr(model, "no_obj_ptr") else None,
     )  # fmt: skip
     (out / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n")
     return manifest

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from vos.errors import ConfigError
-from vos.export.onnx import OnnxManifest, require_extra, read_manifest
+from vos.export.onnx import OnnxManifest, read_manifest, require_extra
 
 
 def providers(device: str) -> list:

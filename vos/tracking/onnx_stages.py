@@ -41,8 +41,8 @@ class OnnxStages(Stages):
         return [*high_res, embed], pos
 
     def condition(
-        self, top: torch.Tensor, top_pos: torch.Tensor, spatial: SpatialMemory, pointers: list[tuple[int, torch.Tensor]],
-        max_ptr_distance: int,
+        self, top: torch.Tensor, top_pos: torch.Tensor, spatial: SpatialMemory,
+        pointers: list[tuple[int, torch.Tensor]], max_ptr_distance: int,
     ) -> torch.Tensor:  # fmt: skip
         b = len(spatial[0][1]) if spatial else pointers[0][1].shape[0]
         memory = np.stack([np.stack([_np(m.features) for m in mems]) for _, mems in spatial], axis=1)

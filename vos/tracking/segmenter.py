@@ -28,9 +28,9 @@ from vos.memory.memory_bank import FrameMemory, MemoryReader
 from vos.modeling.memory_attention import ProjectedMemory
 from vos.modeling.prompt_encoder import prepend_box
 from vos.modeling.sam2 import SAM2Model, SamHeadsOutput
+from vos.tracking.onnx_stages import onnx_stages
 from vos.tracking.postprocess import fill_holes
 from vos.tracking.prompts import Prompt
-from vos.tracking.onnx_stages import onnx_stages
 from vos.tracking.stages import Stages, stages
 from vos.tracking.transforms import check_rgb_image, preprocess_video_frame, to_input_frame
 
@@ -112,7 +112,9 @@ class FrameSegmenter:
         images = torch.cat([preprocess_video_frame(f, self.model.image_size, self.model.device) for f in frames])
         with self.model.autocast(self.precision):
             features, pos = self.stages.encode_images(images)
-        return [FrameFeatures([x[i : i + 1] for x in features], pos, (f.shape[0], f.shape[1])) for i, f in enumerate(frames)]
+        return [
+            FrameFeatures([x[i : i + 1] for x in features], pos, (f.shape[0], f.shape[1])) for i, f in enumerate(frames)
+        ]
 
     def run(
         self,

@@ -46,8 +46,8 @@ class Stages:
         return out.features, out.pos[-1][:1]
 
     def condition(
-        self, top: torch.Tensor, top_pos: torch.Tensor, spatial: SpatialMemory, pointers: list[tuple[int, torch.Tensor]],
-        max_ptr_distance: int,
+        self, top: torch.Tensor, top_pos: torch.Tensor, spatial: SpatialMemory,
+        pointers: list[tuple[int, torch.Tensor]], max_ptr_distance: int,
     ) -> torch.Tensor:  # fmt: skip
         """Memory attention for B objects whose memories have one layout: (1, C, E, E) -> (B, C, E, E).
 
