@@ -1,11 +1,12 @@
 """Each graph of `vos export onnx` in ONNX Runtime (fp32 and int8) vs the PyTorch code the tracker runs for the same
 stage, side by side in one process on the same inputs, runs alternating call by call.
 
-Stages of one tracked frame: the image encoder (one image), memory attention at steady state (a full bank: 7
-memory frames, 16 object pointers; PyTorch reads each frame's keys projected once, `ProjectedMemory`, ONNX
-Runtime projects them in the graph on every call), the mask decoder without prompts, and the memory encoder; B
-objects. Random SAM 2.1-T weights (speed does not depend on them). Prints the median seconds per call and the
-ratio to PyTorch, with the machine.
+Stages of one tracked frame as `backend="auto"` measures them (`vos.export.stage_timing.stage_calls`): the image
+encoder (one image), memory attention at steady state (a full bank: 7 memory frames, 16 object pointers; PyTorch
+reads each frame's keys projected once, ONNX Runtime projects them in the graph on every call), the mask decoder
+without prompts, and the memory encoder; B objects. Random SAM 2.1-T weights, fused as `vos.load_model` fuses them
+(speed does not depend on the weights). Prints the median seconds per call and the ratio to PyTorch, with the
+machine.
 
     python benchmarks/bench_onnx.py                           # 512 px, 1 object
     python benchmarks/bench_onnx.py --image-size 1024 --objects 2 --repeats 5
@@ -28,54 +29,7 @@ from bench_speed import cpu_description, gemm_rate, timed  # noqa: E402
 
 from vos.build import build_model  # noqa: E402
 from vos.export.onnx import OnnxExportSettings, export_onnx  # noqa: E402
-
-
-def stage_inputs(model, b: int) -> dict[str, tuple]:
-    """Per stage: (PyTorch call, ONNX graph name, ONNX inputs)."""
-    gen = torch.Generator().manual_seed(0)
-    s, e = model.image_size, model.cfg.image_embedding_size
-    image = torch.randn(1, 3, s, s, generator=gen)
-    with torch.inference_mode():
-        out = model.forward_image(image)
-    embed, pos, hr = out.features[2], out.pos[2][:1], out.features[:2]
-    memory = torch.randn(b, 7, model.mem_dim, e, e, generator=gen).bfloat16().float()
-    slots, distances = [0, 1, 2, 3, 4, 5, 6], list(range(1, 17))
-    ptrs = torch.randn(b, 16, model.hidden_dim, generator=gen)
-    with torch.inference_mode():
-        projected = [model.project_memory(memory[:, f]) for f in range(7)]
-    spatial = [(t, [projected[f][i] for i in range(b)]) for f, t in enumerate(slots)]
-    pointers = [(d, ptrs[:, k]) for k, d in enumerate(distances)]
-    pix = embed.expand(b, -1, -1, -1).contiguous()
-    coords, labels = model.no_points(b, "cpu")
-    logits = torch.randn(b, 1, 4 * e, 4 * e, generator=gen)
-    scores = torch.ones(b, 1)
-    hr_b = [f.expand(b, -1, -1, -1).contiguous() for f in hr]
-    zeros = torch.zeros(b)
-    return {
-        "image encoder": (lambda: model.forward_image(image), "image_encoder", {"image": image}),
-        "memory attention": (
-            lambda: model.condition_on_memory(embed, pos, spatial, pointers, 15),
-            "memory_attention",
-            {
-                "image_embed": embed, "image_pos": pos, "memory": memory, "memory_slots": torch.tensor(slots),
-                "obj_ptrs": ptrs, "ptr_positions": torch.tensor(distances, dtype=torch.float32) / 15,
-            },
-        ),  # fmt: skip
-        "mask decoder": (
-            lambda: model.decode(pix, coords, labels, None, hr_b),
-            "mask_decoder",
-            {
-                "image_embed": pix, "point_coords": coords, "point_labels": labels,
-                "mask_input": torch.zeros(b, 1, 4 * e, 4 * e), "has_mask_input": zeros, "no_memory": zeros,
-                "high_res_0": hr_b[0], "high_res_1": hr_b[1],
-            },
-        ),  # fmt: skip
-        "memory encoder": (
-            lambda: model.encode_memory(embed, logits, scores, torch.zeros(b, dtype=torch.bool)),
-            "memory_encoder",
-            {"image_embed": embed, "mask_logits": logits, "object_score_logits": scores, "binarize": zeros},
-        ),
-    }
+from vos.export.stage_timing import stage_calls  # noqa: E402
 
 
 def main() -> None:
@@ -89,6 +43,7 @@ def main() -> None:
 
     torch.manual_seed(0)
     model = build_model("sam2.1_hiera_t", image_size=args.image_size).eval()
+    model.fuse()  # as `vos.load_model` loads it
     with tempfile.TemporaryDirectory() as tmp:
         folders = {"fp32": args.onnx_dir or Path(tmp) / "fp32", "int8": Path(tmp) / "int8"}
         for precision, folder in folders.items():
@@ -105,8 +60,7 @@ def main() -> None:
         gemm = gemm_rate(torch.float32, "cpu")
         print(f"machine: {cpu_description()}; {threads} threads; fp32 GEMM {gemm:.0f} GFLOP/s")
         print(f"SAM 2.1-T, {args.image_size} px, {args.objects} object(s); median of {args.repeats} calls, 2 warm-up")
-        for stage, (torch_call, graph, inputs) in stage_inputs(model, args.objects).items():
-            feeds = {k: v.numpy() for k, v in inputs.items()}
+        for graph, (torch_call, feeds) in stage_calls(model, args.objects).items():
             calls = {
                 "PyTorch eager": torch_call,
                 "ORT fp32": lambda g=graph: sessions[("fp32", g)].run(None, feeds),
@@ -122,7 +76,7 @@ def main() -> None:
             base = statistics.median(times["PyTorch eager"])
             medians = {k: statistics.median(v) for k, v in times.items()}
             cells = [f"{k} {m * 1e3:7.1f} ms ({base / m:.2f}x)" for k, m in medians.items()]
-            print(f"{stage:17s} " + " | ".join(cells))
+            print(f"{graph:17s} " + " | ".join(cells))
 
 
 if __name__ == "__main__":

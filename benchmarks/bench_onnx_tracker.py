@@ -1,5 +1,5 @@
-"""The tracker on ONNX Runtime (fp32 and int8 graphs) vs PyTorch eager (and compiled, `--compile`), side by side in
-one process: the same native-size DAVIS frames, the trackers stepped in turn, frame by frame.
+"""The tracker on ONNX Runtime (fp32 and int8 graphs), with `backend="auto"` (per stage the faster runtime, as
+measured at load), vs PyTorch eager (and compiled, `--compile`), side by side in one process: the same native-size DAVIS frames, the trackers stepped in turn, frame by frame.
 
 Prints, per run, the median seconds per frame once the memory bank is full (frames after `--warmup`), the
 milliseconds per frame of each stage (image encoder, memory attention, decoder, memory encoder; not for compiled
@@ -102,6 +102,11 @@ def main() -> None:
             "ORT fp32": vos.Tracker(load(backend="onnxruntime", onnx_dir=folders["fp32"])),
             "ORT int8": vos.Tracker(load(backend="onnxruntime", onnx_dir=folders["int8"], precision="int8")),
         }
+        start = time.perf_counter()
+        auto = load(backend="auto", onnx_dir=folders["fp32"])
+        used = sorted(auto.onnx_graphs.used) if auto.onnx_graphs is not None else []
+        print(f"auto measured in {time.perf_counter() - start:.0f} s; ONNX Runtime runs: {', '.join(used) or 'nothing'}")
+        runs["auto (fp32)"] = vos.Tracker(auto)
         if args.compile:
             runs["PyTorch compiled"] = vos.Tracker(load(), compile=True)
         stage_totals = {name: defaultdict(float) for name in runs}

@@ -289,6 +289,38 @@ def test_onnxruntime_session_propagates_both_ways_as_pytorch_does(davis_root, mo
     assert_same_results(runs[1], runs[0])
 
 
+@pytest.mark.parametrize(
+    "used", [{"image_encoder", "memory_encoder"}, {"memory_attention", "mask_decoder", "mask_prompt"}], ids=str
+)
+def test_stages_split_between_the_runtimes_give_the_pytorch_trackers_masks(
+    davis_root, model, tracking_checkpoint, exported, used
+):
+    """What `backend="auto"` may choose: some stages on ONNX Runtime, the others on PyTorch (memories projected for
+    PyTorch's memory attention, unprojected for the graph's)."""
+    mixed = vos.load_model(
+        "sam2.1_hiera_t", checkpoint=tracking_checkpoint, image_size=512, backend="onnxruntime", onnx_dir=exported
+    )
+    mixed.onnx_graphs.used = frozenset(used)
+    frames = [read_frame(davis_root, "car-shadow", i) for i in range(5)]
+    assert_same_results(track(mixed, frames), track(model, frames))
+
+
+def test_auto_runs_on_onnxruntime_only_the_stages_it_measured_faster(tracking_checkpoint, exported, caplog):
+    from vos.export.stage_timing import faster_on_onnxruntime
+
+    times = {"image_encoder": (1.0, 0.9), "memory_attention": (1.0, 0.97), "mask_decoder": (0.02, 0.01),
+             "memory_encoder": (0.02, 0.03)}  # fmt: skip
+    graphs = {"image_encoder", "mask_decoder", "mask_prompt", "memory_encoder", "memory_attention"}
+    assert faster_on_onnxruntime(times, graphs) == {"image_encoder", "mask_decoder", "mask_prompt"}
+    with caplog.at_level("INFO", logger="vos.build"):
+        auto = vos.load_model(checkpoint=tracking_checkpoint, image_size=512, backend="auto", onnx_dir=exported)
+    (message,) = [r.getMessage() for r in caplog.records if "backend auto" in r.getMessage()]
+    for stage in ("image_encoder", "memory_attention", "mask_decoder", "memory_encoder"):
+        assert f"{stage} " in message
+    used = auto.onnx_graphs.used if auto.onnx_graphs is not None else frozenset()
+    assert used <= graphs and message.endswith(", ".join(sorted(used)) or "nothing")
+
+
 def test_the_onnxruntime_backend_refuses_graphs_it_cannot_pair(tracking_checkpoint, tiny_checkpoint, exported):
     load = vos.load_model
     with pytest.raises(ConfigError, match="exported from other weights .* export them again with --checkpoint"):

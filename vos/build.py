@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
@@ -28,6 +29,8 @@ from vos.config import (
 from vos.device import check_device, resolve_precision, set_threads
 from vos.errors import CheckpointError, ConfigError
 from vos.modeling.sam2 import SAM2Model
+
+log = logging.getLogger(__name__)
 
 
 def build_model(config: str | Path | ModelConfig, image_size: int | None = None) -> SAM2Model:
@@ -85,10 +88,13 @@ def load_model(
 
     `backend="onnxruntime"`: trackers on the model run the graphs `vos export onnx` wrote to `onnx_dir` for this
     config, image size and checkpoint (`vos.tracking.onnx_stages`); the model itself stays fp32, and `precision` is
-    the graphs' ("fp32" or "int8"; "auto": whichever they are).
+    the graphs' ("fp32" or "int8"; "auto": whichever they are). `backend="auto"`: the same, but each stage runs
+    on ONNX Runtime only where it ran faster than PyTorch at load (`vos.export.stage_timing`: seconds at 512 px,
+    half a minute at 1024 on two cores), else on the model's PyTorch modules.
     """
-    if (onnx_dir is not None) != (backend == "onnxruntime"):
-        raise ConfigError("backend='onnxruntime' reads its graphs from onnx_dir: give both or neither")
+    if (onnx_dir is not None) != (backend != "pytorch"):
+        raise ConfigError(f"backend={backend!r} goes with onnx_dir only when it runs ONNX graphs (onnxruntime or "
+                          "auto): give both or neither")  # fmt: skip
     dev = check_device(device)
     chosen = resolve_precision(precision, dev) if backend == "pytorch" else "fp32"
     state_dict = None
@@ -108,9 +114,24 @@ def load_model(
     if fuse:
         model.fuse()
     model.set_precision(chosen)
-    if backend == "onnxruntime":
-        model.onnx_graphs = _onnx_graphs(model, Path(onnx_dir), weights, precision, str(dev))
+    if backend != "pytorch":
+        graphs = _onnx_graphs(model, Path(onnx_dir), weights, precision, str(dev))
+        if backend == "auto":
+            graphs.used = _faster_graphs(model, graphs)
+        model.onnx_graphs = graphs if graphs.used else None
     return model
+
+
+def _faster_graphs(model: SAM2Model, graphs) -> frozenset[str]:
+    """The graphs ONNX Runtime ran faster than PyTorch here (`vos.export.stage_timing`), logged with the times."""
+    from vos.export.stage_timing import faster_on_onnxruntime, measure
+
+    times = measure(model, graphs)
+    used = faster_on_onnxruntime(times, set(graphs.manifest.graphs))
+    table = ", ".join(f"{name} {pt * 1e3:.0f} / {ox * 1e3:.0f} ms" for name, (pt, ox) in times.items())
+    log.info("backend auto: PyTorch / ONNX Runtime per stage: %s; ONNX Runtime runs: %s", table,
+             ", ".join(sorted(used)) or "nothing")  # fmt: skip
+    return used
 
 
 def _onnx_graphs(model: SAM2Model, folder: Path, weights: Path | None, precision: Precision, device: str):

@@ -23,8 +23,9 @@ DEFAULT_CONFIG = "sam2.1_hiera_t"  # the model used when neither a config nor a 
 Precision = Literal["fp32", "bf16", "int8", "auto"]
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "int8", "auto")
 DEFAULT_PRECISION: Precision = "fp32"
-Backend = Literal["pytorch", "onnxruntime"]
-"""What runs the tracker's stages: the model's PyTorch modules, or the ONNX graphs of `vos export onnx`."""
+Backend = Literal["pytorch", "onnxruntime", "auto"]
+"""What runs the tracker's stages: the model's PyTorch modules, the ONNX graphs of `vos export onnx` (ONNX Runtime),
+or per stage whichever of the two ran it faster at load (auto)."""
 
 
 class _Strict(BaseModel):
@@ -372,16 +373,19 @@ class ModelSettings(BaseModel):
     )
     threads: int | None = Field(None, ge=1, description="torch intra-op threads (default: one per core)")
     backend: Backend = Field(
-        "pytorch", description="what runs the tracker: pytorch, or onnxruntime (the graphs in --onnx-dir)"
+        "pytorch",
+        description="what runs the tracker: pytorch, onnxruntime (the graphs in --onnx-dir), or auto: per stage the "
+        "faster of the two, measured at load",
     )
     onnx_dir: Path | None = Field(
-        None, description="backend onnxruntime: the folder `vos export onnx` wrote for this model and checkpoint"
+        None, description="backend onnxruntime or auto: the folder `vos export onnx` wrote for this model and checkpoint"
     )
 
     @model_validator(mode="after")
     def _onnx_dir_with_its_backend(self) -> ModelSettings:
-        if (self.onnx_dir is not None) != (self.backend == "onnxruntime"):
-            raise ValueError("backend onnxruntime reads its graphs from onnx_dir: give both or neither")
+        if (self.onnx_dir is not None) != (self.backend != "pytorch"):
+            raise ValueError(f"backend {self.backend} goes with onnx_dir only when it runs ONNX graphs (onnxruntime or "
+                             "auto): give both or neither")  # fmt: skip
         return self
 
     @field_validator("image_size")

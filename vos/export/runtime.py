@@ -41,6 +41,8 @@ class OnnxGraphs:
         options = ort.SessionOptions()
         if threads is not None:
             options.intra_op_num_threads = threads
+        # Idle threads sleep rather than spin between calls: the PyTorch code between the graphs needs the cores.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         chosen = providers(device)
         self._sessions = {}
         for name, graph in manifest.graphs.items():
@@ -53,6 +55,7 @@ class OnnxGraphs:
                     f"ONNX Runtime cannot load {self.folder / graph.file} ({e}): export the model again"
                 ) from None
         self._outputs = {name: [t.name for t in graph.outputs] for name, graph in manifest.graphs.items()}
+        self.used = frozenset(manifest.graphs)  # the graphs trackers run; PyTorch runs the others' stages
 
     @classmethod
     def open(

@@ -1,8 +1,9 @@
 """The segmenter's stages run by ONNX Runtime: the graphs of `vos export onnx` (`vos.export.graphs`) in place of
-the model's modules, for a model loaded with `backend="onnxruntime"`.
+the model's modules, for a model loaded with `backend="onnxruntime"`; with `backend="auto"`, only the graphs that
+ran faster than PyTorch at load (`OnnxGraphs.used`), PyTorch running the other stages.
 
-Tensors cross to numpy and back on the CPU. Memories are read unprojected (the memory attention graph projects
-and rotates their keys itself), so nothing is kept beside them. What stays PyTorch: pre-processing, choosing
+Tensors cross to numpy and back on the CPU. With memory attention on ONNX Runtime, memories are read unprojected
+(the graph projects and rotates their keys itself), so nothing is kept beside them. What stays PyTorch: pre-processing, choosing
 among the decoder's candidates (`SAM2Model.select_heads`), hole filling and the memory bank.
 """
 
@@ -15,6 +16,7 @@ import torch
 
 from vos.errors import ConfigError
 from vos.export.graphs import unsupported
+from vos.modeling.memory_attention import ProjectedMemory
 from vos.modeling.sam2 import DecoderCandidates, SAM2Model
 from vos.tracking.stages import SpatialMemory, Stages
 
@@ -36,7 +38,12 @@ class OnnxStages(Stages):
     def _torch(self, x: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(x).to(self.model.device)
 
+    def _runs(self, graph: str) -> bool:
+        return graph in self.graphs.used
+
     def encode_images(self, images: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        if not self._runs("image_encoder"):
+            return super().encode_images(images)
         embed, pos, *high_res = (self._torch(x) for x in self.graphs.run("image_encoder", image=_np(images)))
         return [*high_res, embed], pos
 
@@ -44,6 +51,8 @@ class OnnxStages(Stages):
         self, top: torch.Tensor, top_pos: torch.Tensor, spatial: SpatialMemory,
         pointers: list[tuple[int, torch.Tensor]], max_ptr_distance: int,
     ) -> torch.Tensor:  # fmt: skip
+        if not self._runs("memory_attention"):
+            return super().condition(top, top_pos, spatial, pointers, max_ptr_distance)
         b = len(spatial[0][1]) if spatial else pointers[0][1].shape[0]
         memory = np.stack([np.stack([_np(m.features) for m in mems]) for _, mems in spatial], axis=1)
         if not self.model.cfg.tracking.use_obj_ptrs_in_encoder:
@@ -63,6 +72,8 @@ class OnnxStages(Stages):
         self, features: torch.Tensor, coords: torch.Tensor, labels: torch.Tensor, mask_input: torch.Tensor | None,
         high_res: list[torch.Tensor], no_memory: bool,
     ) -> DecoderCandidates:  # fmt: skip
+        if not self._runs("mask_decoder"):
+            return super().decode(features, coords, labels, mask_input, high_res, no_memory)
         b = features.shape[0]
         flags = np.ones(b, np.float32)
         has_mask = mask_input is not None
@@ -78,19 +89,23 @@ class OnnxStages(Stages):
         return DecoderCandidates(*(self._torch(x) for x in self.graphs.run("mask_decoder", **inputs)))
 
     def mask_prompt(self, mask: torch.Tensor) -> torch.Tensor:
+        if not self._runs("mask_prompt"):
+            return super().mask_prompt(mask)
         return self._torch(self.graphs.run("mask_prompt", mask=_np(mask))[0])
 
     def encode_memory(
         self, top: torch.Tensor, masks: torch.Tensor, scores: torch.Tensor, binarize: torch.Tensor
     ) -> torch.Tensor:
+        if not self._runs("memory_encoder"):
+            return super().encode_memory(top, masks, scores, binarize)
         (memory,) = self.graphs.run(
             "memory_encoder", image_embed=_np(top), mask_logits=_np(masks), object_score_logits=_np(scores),
             binarize=_np(binarize),
         )  # fmt: skip
         return self._torch(memory)
 
-    def project(self, memory: torch.Tensor) -> None:
-        return None
+    def project(self, memory: torch.Tensor) -> list[ProjectedMemory] | None:
+        return None if self._runs("memory_attention") else super().project(memory)
 
 
 _stages: weakref.WeakKeyDictionary[SAM2Model, OnnxStages] = weakref.WeakKeyDictionary()
