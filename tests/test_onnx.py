@@ -192,8 +192,8 @@ def test_models_whose_memory_the_graphs_do_not_cover_are_refused():
     from vos.build import build_model
     from vos.export.graphs import graph_specs
 
-    with pytest.raises(ConfigError, match="perceiver"):
-        graph_specs(build_model("edgetam", image_size=512))
+    with pytest.raises(ConfigError, match="pools memories"):
+        graph_specs(build_model("efficienttam_ti_1", image_size=512))
 
 
 @torch.inference_mode()
@@ -203,9 +203,11 @@ def test_onnxruntime_stages_compute_what_the_pytorch_stages_compute(model, ort_m
     less than 1e-4 of their scale; at 40 times, by 1e-2 of it, while the two runtimes' attention (peakier at that
     scale) differs by 1e-4 of it: checked within 5e-4."""
     from vos.memory.memory_bank import FrameMemory
+    from vos.tracking.onnx_stages import OnnxStages, onnx_stages
     from vos.tracking.stages import stages
 
-    pt, ox = stages(model), stages(ort_model)
+    pt, ox = stages(model), onnx_stages(ort_model)
+    assert isinstance(ox, OnnxStages) and ox.graphs.used == set(ox.graphs.manifest.graphs)
     gen = torch.Generator().manual_seed(3)
     images = torch.randn(2, 3, 512, 512, generator=gen)
     (feats, pos), (ort_feats, ort_pos) = pt.encode_images(images), ox.encode_images(images)
@@ -419,11 +421,11 @@ def test_the_torch_free_example_tracks_as_vos_does(davis_root, tracking_checkpoi
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["sam2_hiera_t", "efficienttam_ti"])
+@pytest.mark.parametrize("name", ["sam2_hiera_t", "efficienttam_ti", "edgetam"])
 @torch.inference_mode()
 def test_other_families_export_and_run_in_onnxruntime(name, tmp_path):
-    """SAM 2.0 (no pointer positions) and a one-map trunk (no high-resolution features): every graph in ONNX
-    Runtime equals its PyTorch module at sizes other than the traced ones."""
+    """SAM 2.0 (no pointer positions), a one-map trunk (no high-resolution features) and EdgeTAM (perceiver
+    latents as memory): every graph in ONNX Runtime equals its PyTorch module at sizes other than the traced ones."""
     from vos.build import build_model
     from vos.export.graphs import graph_specs
     from vos.export.onnx import export_onnx
@@ -438,3 +440,20 @@ def test_other_families_export_and_run_in_onnxruntime(name, tmp_path):
         want = spec.module(*spec.example)
         for g, w in zip(got, want if isinstance(want, tuple) else (want,)):
             assert_close(g, w, f"{name} {spec.name}")
+
+
+def test_edgetam_tracks_on_onnxruntime_as_on_pytorch(davis_root, tmp_path):
+    """EdgeTAM's memory is its perceiver's latents (global ones unrotated, 2-D ones on their own grid): the ONNX
+    Runtime tracker gives the PyTorch tracker's masks (a click, a mask prompt, a correction, a box)."""
+    from vos.build import save_random_checkpoint
+    from vos.export.onnx import export_onnx
+
+    checkpoint = save_random_checkpoint("edgetam", tmp_path / "edgetam.pt")
+    model = vos.load_model("edgetam", checkpoint=checkpoint, image_size=512)
+    export_onnx(model, tmp_path / "onnx", checkpoint=checkpoint)
+    on_ort = vos.load_model("edgetam", checkpoint=checkpoint, image_size=512, backend="onnxruntime",
+                            onnx_dir=tmp_path / "onnx")  # fmt: skip
+    frames = [read_frame(davis_root, "car-shadow", i) for i in range(6)]
+    got, want = track(on_ort, frames), track(model, frames)
+    assert_same_results(got, want)
+    assert all(got[-1].scores[o] > 0 and got[-1].masks[o].any() for o in (1, 2, 3))

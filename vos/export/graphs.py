@@ -12,8 +12,9 @@ become inputs, and the decoder returns all its candidates for the caller to choo
                       -> masks (B, 4, 4E, 4E), ious (B, 4), obj_ptrs (B, 4, C), object_score_logits (B, 1)
     mask_prompt       mask (B, 1, S, S) -> mask_input (B, 1, 4E, 4E): a mask prompt as the decoder reads it
     memory_encoder    image_embed (1, C, E, E), mask_logits (B, 1, 4E, 4E), object_score_logits (B, 1),
-                      binarize (B,) -> memory (B, C_mem, E, E)
-    memory_attention  image_embed (1, C, E, E), image_pos (1, C, E, E), memory (B, F, C_mem, E, E),
+                      binarize (B,) -> memory (B, C_mem, E, E) (EdgeTAM: its perceiver's latents (B, L, C_mem))
+    memory_attention  image_embed (1, C, E, E), image_pos (1, C, E, E), memory (B, F, C_mem, E, E) (EdgeTAM:
+                      (B, F, L, C_mem)),
                       memory_slots (F,), obj_ptrs (B, P', C), ptr_positions (P',) -> conditioned (B, C, E, E)
 """
 
@@ -26,7 +27,6 @@ from torch import nn
 
 from vos.errors import ConfigError
 from vos.modeling.memory_attention import ProjectedMemory
-from vos.modeling.rope import apply_rope
 from vos.modeling.sam2 import SAM2Model
 
 
@@ -106,9 +106,10 @@ class MemoryEncoderGraph(nn.Module):
 class MemoryAttentionGraph(nn.Module):
     """Memory attention from unprojected memories: the graph projects and rotates every frame's keys itself.
 
-    memory_slots (F,) int64: each frame's temporal slot (0: a conditioning frame, 1 .. T-1: recent frames, the
-    oldest first; `SAM2Model.condition_on_memory`'s t_pos); ptr_positions (P',): each pointer's temporal distance
-    divided by the largest distance a pointer may have.
+    memory: (B, F, C_mem, E, E) memory maps, or (B, F, L, C_mem) perceiver latents (EdgeTAM); memory_slots (F,)
+    int64: each frame's temporal slot (0: a conditioning frame, 1 .. T-1: recent frames, the oldest first;
+    `SAM2Model.condition_on_memory`'s t_pos); ptr_positions (P',): each pointer's temporal distance divided by the
+    largest distance a pointer may have.
     """
 
     def __init__(self, model: SAM2Model) -> None:
@@ -121,10 +122,8 @@ class MemoryAttentionGraph(nn.Module):
     ) -> torch.Tensor:  # fmt: skip
         m = self.model
         attention = m.memory_attention
-        b, f, c_mem, e, _ = memory.shape
-        n = e * e
-        tokens = memory.flatten(3).transpose(2, 3)  # (B, F, N, C_mem)
-        pos = m.memory_encoder.position_encoding.encoding(e, e, memory.device).flatten(1).t()  # (N, C_mem)
+        tokens, pos = self._tokens(memory)  # (B, F, N, C_mem), (N, C_mem)
+        b, f, n, c_mem = tokens.shape
         num_slots = m.cfg.tracking.num_maskmem
         slot = m.maskmem_tpos_enc.view(num_slots, c_mem)[num_slots - 1 - memory_slots]  # (F, C_mem)
         ptr_tokens, ptr_pos = m.pointer_tokens(obj_ptrs, ptr_positions)
@@ -135,18 +134,25 @@ class MemoryAttentionGraph(nn.Module):
         for layer in attention.layers:
             attn = layer.cross_attn_image
             k = attn.k_proj(spatial_in).unflatten(-1, (attn.num_heads, -1)).permute(0, 3, 1, 2, 4)  # (B, h, F, N, D)
-            k = apply_rope(k, attn.rope_cos, attn.rope_sin).flatten(2, 3)
-            keys.append(torch.cat((k, attn.split_heads(attn.k_proj(ptr_in))), dim=2))
+            keys.append(torch.cat((attn.rotate_frame(k).flatten(2, 3), attn.split_heads(attn.k_proj(ptr_in))), dim=2))
         values_in = torch.cat((tokens.reshape(b, f * n, c_mem), ptr_tokens), dim=1)
+        e = image_embed.shape[-1]
         curr = image_embed.flatten(2).transpose(1, 2)
         out = attention(curr, image_pos.flatten(2).transpose(1, 2), ProjectedMemory(keys, values_in))
         return out.transpose(1, 2).reshape(b, -1, e, e)
 
+    def _tokens(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Memory frames as tokens (B, F, N, C_mem) with their key positions (N, C_mem)."""
+        m = self.model
+        if m.spatial_perceiver is not None:
+            return memory, m.spatial_perceiver.positions(memory.device)[0]
+        e = memory.shape[-1]
+        pos = m.memory_encoder.position_encoding.encoding(e, e, memory.device).flatten(1).t()
+        return memory.flatten(3).transpose(2, 3), pos
+
 
 def unsupported(model: SAM2Model) -> str | None:
     """Why this model's tracking cannot be exported yet, or None."""
-    if model.spatial_perceiver is not None:
-        return "its memory is compressed by a perceiver (EdgeTAM)"
     if model.cfg.memory_attention.memory_pool > 1:
         return "its memory attention pools memories (EfficientTAM's _1 / _2 models)"
     if model.precision != "fp32":
@@ -166,6 +172,8 @@ def graph_specs(
     e, c, c_mem = cfg.image_embedding_size, model.hidden_dim, model.mem_dim
     high_res = cfg.tracking.use_high_res_features_in_sam
     gen = torch.Generator().manual_seed(0)
+    perceiver = model.spatial_perceiver
+    memory_shape = (perceiver.cfg.num_latents + perceiver.cfg.grid**2, c_mem) if perceiver else (c_mem, e, e)
 
     def rand(*shape: int) -> torch.Tensor:
         return torch.randn(*shape, generator=gen)
@@ -222,7 +230,7 @@ def graph_specs(
             (
                 embed,
                 pos,
-                rand(objects, frames, c_mem, e, e),
+                rand(objects, frames, *memory_shape),
                 torch.arange(frames, dtype=torch.int64),
                 rand(objects, pointers, c),
                 torch.linspace(0, 1, pointers),

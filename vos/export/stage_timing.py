@@ -33,7 +33,10 @@ def stage_calls(model: SAM2Model, objects: int = 1) -> dict[str, tuple[Callable[
     with torch.inference_mode():
         out = model.forward_image(image)
         embed, pos, high_res = out.features[-1], out.pos[-1][:1], out.features[:-1]
-        memory = torch.randn(b, frames, model.mem_dim, e, e, generator=gen).bfloat16().float()
+        perceiver = model.spatial_perceiver
+        latents = perceiver.cfg.num_latents + perceiver.cfg.grid**2 if perceiver else 0
+        shape = (latents, model.mem_dim) if perceiver else (model.mem_dim, e, e)
+        memory = torch.randn(b, frames, *shape, generator=gen).bfloat16().float()
         projected = [model.project_memory(memory[:, f]) for f in range(frames)]
     slots, distances = list(range(frames)), list(range(1, num_ptrs + 1))
     ptrs = torch.randn(b, num_ptrs, model.hidden_dim, generator=gen)
