@@ -1,14 +1,16 @@
 """The tracker on ONNX Runtime (fp32 and int8 graphs), with `backend="auto"` (per stage the faster runtime, as
-measured at load), vs PyTorch eager (and compiled, `--compile`), side by side in one process: the same native-size DAVIS frames, the trackers stepped in turn, frame by frame.
+measured at load), vs PyTorch eager (and compiled, `--compile`), side by side in one process: the same
+native-size DAVIS frames, the trackers stepped in turn, frame by frame.
 
 Prints, per run, the median seconds per frame once the memory bank is full (frames after `--warmup`), the
 milliseconds per frame of each stage (image encoder, memory attention, decoder, memory encoder; not for compiled
 runs), and how each run's masks agree with PyTorch fp32's: the largest logit difference, the per-frame Pearson r of
-the logits (lowest frame) and the mask IoU (lowest frame). Random SAM 2.1-T weights with the object-score bias
-shifted (objects stay present; speed does not depend on the weights).
+the logits (lowest frame) and the mask IoU (lowest frame). Random weights (SAM 2.1-T unless `--model`) with the
+object-score bias shifted (objects stay present; speed does not depend on the weights).
 
     python benchmarks/bench_onnx_tracker.py                            # 512 px, 1 object
     python benchmarks/bench_onnx_tracker.py --image-size 1024 --objects 2 --work /tmp/onnx-bench
+    python benchmarks/bench_onnx_tracker.py --model edgetam
 """
 
 from __future__ import annotations
@@ -59,9 +61,9 @@ def time_stages(tracker: vos.Tracker, totals: dict[str, float]) -> None:
         setattr(stages, name, timed)
 
 
-def export(checkpoint: Path, image_size: int, folder: Path, precision: str) -> Path:
+def export(name: str, checkpoint: Path, image_size: int, folder: Path, precision: str) -> Path:
     if not (folder / "manifest.json").is_file():
-        model = vos.load_model("sam2.1_hiera_t", checkpoint=checkpoint, image_size=image_size)
+        model = vos.load_model(name, checkpoint=checkpoint, image_size=image_size)
         start = time.perf_counter()
         export_onnx(model, folder, OnnxExportSettings(precision=precision), checkpoint=checkpoint)
         print(f"exported {precision} in {time.perf_counter() - start:.0f} s", flush=True)
@@ -74,6 +76,7 @@ def pearson(a: np.ndarray, b: np.ndarray) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="sam2.1_hiera_t", help="a config ONNX export covers (edgetam, ...)")
     parser.add_argument("--image-size", type=int, default=512)
     parser.add_argument("--objects", type=int, default=1)
     parser.add_argument("--frames", type=int, default=16)
@@ -88,14 +91,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        checkpoint = work / "sam2.1_hiera_t-random.pt"
+        checkpoint = work / f"{args.model}-random.pt"
         if not checkpoint.is_file():
-            save_random_checkpoint("sam2.1_hiera_t", checkpoint)
+            save_random_checkpoint(args.model, checkpoint)
         size = args.image_size
-        folders = {p: export(checkpoint, size, work / f"onnx-{size}-{p}", p) for p in ("fp32", "int8")}
+        folders = {
+            p: export(args.model, checkpoint, size, work / f"onnx-{args.model}-{size}-{p}", p) for p in ("fp32", "int8")
+        }
 
         def load(**kw):
-            return vos.load_model("sam2.1_hiera_t", checkpoint=checkpoint, image_size=size, **kw)
+            return vos.load_model(args.model, checkpoint=checkpoint, image_size=size, **kw)
 
         runs = {
             "PyTorch eager": vos.Tracker(load()),
@@ -105,7 +110,8 @@ def main() -> None:
         start = time.perf_counter()
         auto = load(backend="auto", onnx_dir=folders["fp32"])
         used = sorted(auto.onnx_graphs.used) if auto.onnx_graphs is not None else []
-        print(f"auto measured in {time.perf_counter() - start:.0f} s; ONNX Runtime runs: {', '.join(used) or 'nothing'}")
+        chosen = ", ".join(used) or "nothing"
+        print(f"auto measured in {time.perf_counter() - start:.0f} s; ONNX Runtime runs: {chosen}")
         runs["auto (fp32)"] = vos.Tracker(auto)
         if args.compile:
             runs["PyTorch compiled"] = vos.Tracker(load(), compile=True)
@@ -131,7 +137,8 @@ def main() -> None:
     timed_frames = args.frames - args.warmup
     print(f"machine: {cpu_description()}; {torch.get_num_threads()} threads; "
           f"fp32 GEMM {gemm_rate(torch.float32, 'cpu'):.0f} GFLOP/s")  # fmt: skip
-    print(f"SAM 2.1-T, {size} px, {args.objects} object(s), {args.sequence} {w}x{h}; median of {timed_frames} frames "
+    print(f"{args.model}, {size} px, {args.objects} object(s), {args.sequence} {w}x{h}; median of {timed_frames} "
+          f"frames "
           f"after {args.warmup}; runs stepped in turn")  # fmt: skip
     base = statistics.median(seconds["PyTorch eager"])
     want = results["PyTorch eager"]
