@@ -457,3 +457,17 @@ def test_edgetam_tracks_on_onnxruntime_as_on_pytorch(davis_root, tmp_path):
     got, want = track(on_ort, frames), track(model, frames)
     assert_same_results(got, want)
     assert all(got[-1].scores[o] > 0 and got[-1].masks[o].any() for o in (1, 2, 3))
+
+
+@pytest.mark.slow
+def test_onnxruntime_tracker_gives_the_pytorch_trackers_masks_at_1024(davis_root, tracking_checkpoint, tmp_path):
+    from vos.export.onnx import export_onnx
+
+    model = vos.load_model("sam2.1_hiera_t", checkpoint=tracking_checkpoint, image_size=1024)
+    export_onnx(model, tmp_path, checkpoint=tracking_checkpoint)
+    on_ort = vos.load_model("sam2.1_hiera_t", checkpoint=tracking_checkpoint, image_size=1024, backend="onnxruntime",
+                            onnx_dir=tmp_path)  # fmt: skip
+    frames = [read_frame(davis_root, "car-shadow", i) for i in range(6)]
+    got, want = track(on_ort, frames), track(model, frames)
+    assert_same_results(got, want)
+    assert all(got[-1].scores[o] > 0 and got[-1].masks[o].any() for o in (1, 2, 3))
