@@ -15,6 +15,8 @@ from PIL import Image
 import vos
 from tests.conftest import read_frame
 from tests.meta_reference import meta_image_features, meta_predict
+from vos.tracking.prompts import Prompt
+from vos.tracking.segmenter import FrameSegmenter, ObjectRequest
 from vos.tracking.transforms import preprocess_image, upscale_logits
 
 FEATURE_TOL = 1e-4
@@ -194,16 +196,17 @@ def video_case(davis_root, tiny_checkpoint, size, tmp_path_factory):
 
 def _our_prompted_frame(model, image, points=None, labels=None, mask=None):
     s = model.image_size
+    if mask is not None:  # as the tracker takes a mask prompt (the frame is S x S: no resampling either way)
+        segmenter = FrameSegmenter(model)
+        (step,) = segmenter.run(segmenter.encode_image(image), [ObjectRequest(Prompt.make(mask=mask))], 0)
+        return upscale_logits(step.low_res_logits, image.shape[:2]), step.obj_ptr[None], step.score
     feats = model.forward_image(preprocess_image(image, s)).features
-    if mask is not None:
-        out = model.use_mask_as_output(feats[-1], feats[:2], torch.from_numpy(mask)[None, None].float())
-    else:
-        coords = torch.as_tensor(points, dtype=torch.float)[None] / torch.tensor([image.shape[1], image.shape[0]]) * s
-        lab = torch.as_tensor(labels, dtype=torch.int32)[None]
-        multimask = len(labels) == 1  # SAM 2.1 configs: multimask for the first click only
-        out = model.forward_sam_heads(
-            model.add_no_mem_embed(feats[-1]), coords, lab, high_res_features=feats[:2], multimask_output=multimask
-        )
+    coords = torch.as_tensor(points, dtype=torch.float)[None] / torch.tensor([image.shape[1], image.shape[0]]) * s
+    lab = torch.as_tensor(labels, dtype=torch.int32)[None]
+    multimask = len(labels) == 1  # SAM 2.1 configs: multimask for the first click only
+    out = model.forward_sam_heads(
+        model.add_no_mem_embed(feats[-1]), coords, lab, high_res_features=feats[:2], multimask_output=multimask
+    )
     return upscale_logits(out.low_res_masks, image.shape[:2]), out.obj_ptr, out.object_score_logits
 
 

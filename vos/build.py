@@ -24,6 +24,7 @@ from vos.config import (
     ModelSettings,
     Precision,
     available_models,
+    check_backend,
     load_config,
 )
 from vos.device import check_device, resolve_precision, set_threads
@@ -92,9 +93,10 @@ def load_model(
     on ONNX Runtime only where it ran faster than PyTorch at load (`vos.export.stage_timing`: seconds at 512 px,
     half a minute at 1024 on two cores), else on the model's PyTorch modules.
     """
-    if (onnx_dir is not None) != (backend != "pytorch"):
-        raise ConfigError(f"backend={backend!r} goes with onnx_dir only when it runs ONNX graphs (onnxruntime or "
-                          "auto): give both or neither")  # fmt: skip
+    try:
+        check_backend(backend, onnx_dir)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     dev = check_device(device)
     chosen = resolve_precision(precision, dev) if backend == "pytorch" else "fp32"
     state_dict = None

@@ -28,6 +28,13 @@ Backend = Literal["pytorch", "onnxruntime", "auto"]
 or per stage whichever of the two ran it faster at load (auto)."""
 
 
+def check_backend(backend: str, onnx_dir: object) -> None:
+    """ValueError unless an ONNX folder is given exactly when the backend runs ONNX graphs."""
+    if (onnx_dir is not None) != (backend != "pytorch"):
+        raise ValueError(f"backend {backend} goes with onnx_dir only when it runs ONNX graphs (onnxruntime or auto): "
+                         "give both or neither")  # fmt: skip
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -378,14 +385,13 @@ class ModelSettings(BaseModel):
         "faster of the two, measured at load",
     )
     onnx_dir: Path | None = Field(
-        None, description="backend onnxruntime or auto: the folder `vos export onnx` wrote for this model and checkpoint"
+        None,
+        description="backend onnxruntime or auto: the folder `vos export onnx` wrote for this model and checkpoint",
     )
 
     @model_validator(mode="after")
     def _onnx_dir_with_its_backend(self) -> ModelSettings:
-        if (self.onnx_dir is not None) != (self.backend != "pytorch"):
-            raise ValueError(f"backend {self.backend} goes with onnx_dir only when it runs ONNX graphs (onnxruntime or "
-                             "auto): give both or neither")  # fmt: skip
+        check_backend(self.backend, self.onnx_dir)
         return self
 
     @field_validator("image_size")

@@ -95,7 +95,6 @@ class OnnxManifest(BaseModel):
                 f"--image-size {image_size}"
             )
 
-
     def check_weights(self, config: dict[str, Any], checkpoint_sha256: str | None) -> None:
         """ConfigError unless the graphs were exported from this model config and checkpoint (by SHA-256; when
         either side does not know its checkpoint, only the config is compared)."""
@@ -191,13 +190,13 @@ def _vos_version() -> str:
 
 
 def require_extra(name: str):
-    """Import a module of the `onnx` extra, or say how to install it."""
+    """Import a module of the `onnx` extra (export, the ONNX Runtime backend), or say how to install it."""
     import importlib
 
     try:
         return importlib.import_module(name)
     except ImportError:
-        raise ConfigError(f"ONNX export needs {name}: pip install 'vos[onnx]'") from None
+        raise ConfigError(f"vos's ONNX support needs {name}: pip install 'vos[onnx]'") from None
 
 
 def _export(spec, path: Path, opset: int) -> None:

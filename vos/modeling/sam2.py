@@ -320,24 +320,11 @@ class SAM2Model(nn.Module):
             obj_ptr = presence * obj_ptr
         return obj_ptr + (1 - presence) * self.no_obj_ptr
 
-    def use_mask_as_output(
-        self, backbone_features: torch.Tensor, high_res_features: list[torch.Tensor], mask_inputs: torch.Tensor
-    ) -> SamHeadsOutput:
-        """A (B, 1, S, S) binary mask prompt becomes the output directly (logits -10/+10).
-
-        The object pointer still comes from the decoder, prompted with the downsampled mask.
-        """
-        obj_ptr = None
-        if self.cfg.tracking.use_obj_ptrs_in_encoder:
-            obj_ptr = self.forward_sam_heads(
-                backbone_features, mask_inputs=self.mask_downsample(mask_inputs.float()),
-                high_res_features=high_res_features,
-            ).obj_ptr  # fmt: skip
-        return self.mask_as_output(mask_inputs, obj_ptr)
-
     def mask_as_output(self, mask_inputs: torch.Tensor, obj_ptr: torch.Tensor | None) -> SamHeadsOutput:
-        """`use_mask_as_output` given the decoder's (B, C) pointer for the downsampled mask (None: the model uses no
-        pointers); the mask, not the decoder, decides whether the object is present."""
+        """A (B, 1, S, S) binary mask prompt becomes the output directly (logits -10/+10), as Meta's
+        `_use_mask_as_output`. obj_ptr (B, C): the decoder's pointer for the mask given as its mask input
+        (`mask_downsample`), None when the model uses no pointers; the mask, not the decoder, decides whether the
+        object is present."""
         mask = mask_inputs.float()
         high_res = mask * MASK_AS_OUTPUT_SCALE + MASK_AS_OUTPUT_BIAS
         low_res = F.interpolate(
