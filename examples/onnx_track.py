@@ -11,8 +11,9 @@ vos's `Tracker` with `fill_hole_area=0` does (no hole filling here): the same ma
 Per frame, per object (names are the manifest's graph inputs and outputs):
 1. `image_encoder`: the frame resized to S x S (PIL bicubic), /255, ImageNet-normalized.
 2. The prompted frame: `mask_decoder` on `image_embed` with the clicks (scaled to S x S), `no_memory` 1.
-   A tracked frame: `memory_attention` on the object's memory, then `mask_decoder` on `conditioned` with one
-   padding point (label -1) and `no_memory` 0.
+   A tracked frame: `memory_attention` on the object's memory (`memory_attention_pooled` where the folder has it
+   and the memory holds two frames or more), then `mask_decoder` on `conditioned` with one padding point
+   (label -1) and `no_memory` 0.
 3. Choosing among the decoder's 4 outputs (`choose`), then `memory_encoder` on the chosen mask (binarized on the
    prompted frame); the memory is rounded to bfloat16, as vos stores it.
 """
@@ -163,8 +164,9 @@ class OnnxTracker:
         pointers += [(d, memory.tracked[i - d][1]) for d in range(1, max_ptrs) if i - d in memory.tracked]
         if not t["use_obj_ptrs_in_encoder"]:
             pointers = []
+        pooled = len(frames) > 1 and "memory_attention_pooled" in self.g.sessions  # EfficientTAM's _1 / _2
         out = self.g(
-            "memory_attention", image_embed=embed, image_pos=pos,
+            "memory_attention_pooled" if pooled else "memory_attention", image_embed=embed, image_pos=pos,
             memory=np.stack([f for _, f in frames])[None], memory_slots=np.array([s for s, _ in frames], np.int64),
             obj_ptrs=np.asarray([p for _, p in pointers], np.float32).reshape(1, len(pointers), self.ptr_dim),
             ptr_positions=np.array([d for d, _ in pointers], np.float32) / np.float32(max_ptrs - 1),

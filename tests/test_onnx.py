@@ -188,14 +188,6 @@ def test_int8_graphs_agree_with_fp32(exported, tmp_path):
     assert 0.98 <= r < 1.0, r  # close, and not the same graph
 
 
-def test_models_whose_memory_the_graphs_do_not_cover_are_refused():
-    from vos.build import build_model
-    from vos.export.graphs import graph_specs
-
-    with pytest.raises(ConfigError, match="pools memories"):
-        graph_specs(build_model("efficienttam_ti_1", image_size=512))
-
-
 @torch.inference_mode()
 def test_onnxruntime_stages_compute_what_the_pytorch_stages_compute(model, ort_model):
     """The backend's calls as the segmenter makes them. Pointers are scaled up 40 times: at their own scale, with
@@ -234,6 +226,27 @@ def test_onnxruntime_stages_compute_what_the_pytorch_stages_compute(model, ort_m
     want = pt.encode_memory(top, logits, scores, binarize)
     assert_close(ox.encode_memory(top, logits, scores, binarize), want, "memory encoder")
     assert ox.project(want) is None and len(pt.project(want)) == b
+
+
+@torch.inference_mode()
+def assert_memory_attention_alike(model, on_ort) -> None:
+    """The conditioned features of both runtimes for one memory frame and for three (pooled by EfficientTAM _1 /
+    _2), two objects."""
+    from vos.memory.memory_bank import FrameMemory
+    from vos.tracking.onnx_stages import onnx_stages
+    from vos.tracking.stages import stages
+
+    gen = torch.Generator().manual_seed(4)
+    perceiver, e = model.spatial_perceiver, model.cfg.image_embedding_size
+    shape = (perceiver.cfg.num_latents + perceiver.cfg.grid**2, model.mem_dim) if perceiver else (model.mem_dim, e, e)
+    (feats, pos) = stages(model).encode_images(torch.randn(1, 3, 512, 512, generator=gen))
+    pointers = [(d, torch.randn(2, model.hidden_dim, generator=gen)) for d in (1, 2)]
+    for slots in ((0,), (0, 5, 6)):
+        memory = [[FrameMemory(torch.randn(*shape, generator=gen).bfloat16(), None) for _ in range(2)] for _ in slots]
+        spatial = list(zip(slots, memory))
+        want = stages(model).condition(feats[-1], pos, spatial, pointers, 15)
+        got = onnx_stages(on_ort).condition(feats[-1], pos, spatial, pointers, 15)
+        assert_close(got, want, f"memory attention on {len(slots)} frame(s)")
 
 
 def track(model, frames: list[np.ndarray]) -> list:
@@ -387,9 +400,13 @@ def torch_free_python(venv) -> Path:
     return python
 
 
-def test_the_torch_free_example_tracks_as_vos_does(davis_root, tracking_checkpoint, exported, ort_model, tmp_path):
+def test_the_torch_free_example_tracks_as_vos_does(davis_root, exported, ort_model, tmp_path):
     """examples/onnx_track.py in a venv without torch: the masks and object scores of vos's tracker (without hole
     filling) on native-size frames, two objects, one with two clicks."""
+    assert_example_tracks_as_vos(exported, ort_model, davis_root, tmp_path)
+
+
+def assert_example_tracks_as_vos(folder: Path, model, davis_root: Path, tmp_path: Path) -> None:
     import subprocess
 
     from PIL import Image
@@ -403,12 +420,12 @@ def test_the_torch_free_example_tracks_as_vos_does(davis_root, tracking_checkpoi
         Image.fromarray(frame).save(clip / f"{i:05d}.png")
     example = Path(__file__).resolve().parents[1] / "examples" / "onnx_track.py"
     run = subprocess.run(
-        [python, example, exported, clip, "--point", "1=500,300", "--point", "2=150,100", "--point", "2=600,400,0",
+        [python, example, folder, clip, "--point", "1=500,300", "--point", "2=150,100", "--point", "2=600,400,0",
          "--out", tmp_path / "out"], capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
     printed = [dict(item.split(":") for item in line.split()[1:]) for line in run.stdout.splitlines()]
-    tracker = vos.Tracker(ort_model, fill_hole_area=0)
+    tracker = vos.Tracker(model, fill_hole_area=0)
     tracker.add_prompt(1, points=[[500, 300]], labels=[1])
     tracker.add_prompt(2, points=[[150, 100], [600, 400]], labels=[1, 0])
     for i, frame in enumerate(frames):
@@ -442,21 +459,28 @@ def test_other_families_export_and_run_in_onnxruntime(name, tmp_path):
             assert_close(g, w, f"{name} {spec.name}")
 
 
-def test_edgetam_tracks_on_onnxruntime_as_on_pytorch(davis_root, tmp_path):
-    """EdgeTAM's memory is its perceiver's latents (global ones unrotated, 2-D ones on their own grid): the ONNX
-    Runtime tracker gives the PyTorch tracker's masks (a click, a mask prompt, a correction, a box)."""
+@pytest.mark.parametrize(
+    "name", ["edgetam", "efficienttam_ti_1", pytest.param("efficienttam_ti_2", marks=pytest.mark.slow)]
+)
+def test_efficient_trackers_track_on_onnxruntime_as_on_pytorch(name, davis_root, tmp_path):
+    """EdgeTAM's memory is its perceiver's latents (global ones unrotated, 2-D ones on their own grid); EfficientTAM
+    _1 / _2 pool two memory frames or more (a logit bias, a key shift): the ONNX Runtime tracker gives the PyTorch
+    tracker's masks (a click, a mask prompt, a correction, a box), and so does the torch-free example."""
     from vos.build import save_random_checkpoint
     from vos.export.onnx import export_onnx
 
-    checkpoint = save_random_checkpoint("edgetam", tmp_path / "edgetam.pt")
-    model = vos.load_model("edgetam", checkpoint=checkpoint, image_size=512)
-    export_onnx(model, tmp_path / "onnx", checkpoint=checkpoint)
-    on_ort = vos.load_model("edgetam", checkpoint=checkpoint, image_size=512, backend="onnxruntime",
+    checkpoint = save_random_checkpoint(name, tmp_path / f"{name}.pt")
+    model = vos.load_model(name, checkpoint=checkpoint, image_size=512)
+    manifest = export_onnx(model, tmp_path / "onnx", checkpoint=checkpoint)
+    assert ("memory_attention_pooled" in manifest.graphs) == name.startswith("efficienttam")
+    on_ort = vos.load_model(name, checkpoint=checkpoint, image_size=512, backend="onnxruntime",
                             onnx_dir=tmp_path / "onnx")  # fmt: skip
+    assert_memory_attention_alike(model, on_ort)
     frames = [read_frame(davis_root, "car-shadow", i) for i in range(6)]
     got, want = track(on_ort, frames), track(model, frames)
     assert_same_results(got, want)
     assert all(got[-1].scores[o] > 0 and got[-1].masks[o].any() for o in (1, 2, 3))
+    assert_example_tracks_as_vos(tmp_path / "onnx", on_ort, davis_root, tmp_path)
 
 
 @pytest.mark.slow

@@ -16,6 +16,9 @@ become inputs, and the decoder returns all its candidates for the caller to choo
     memory_attention  image_embed (1, C, E, E), image_pos (1, C, E, E), memory (B, F, C_mem, E, E) (EdgeTAM:
                       (B, F, L, C_mem)),
                       memory_slots (F,), obj_ptrs (B, P', C), ptr_positions (P',) -> conditioned (B, C, E, E)
+    memory_attention_pooled
+                      (EfficientTAM's _1 / _2 only) the same, the F >= 2 spatial memories pooled as the model reads
+                      two frames or more; `memory_attention` runs on one frame
 """
 
 from __future__ import annotations
@@ -109,12 +112,14 @@ class MemoryAttentionGraph(nn.Module):
     memory: (B, F, C_mem, E, E) memory maps, or (B, F, L, C_mem) perceiver latents (EdgeTAM); memory_slots (F,)
     int64: each frame's temporal slot (0: a conditioning frame, 1 .. T-1: recent frames, the oldest first;
     `SAM2Model.condition_on_memory`'s t_pos); ptr_positions (P',): each pointer's temporal distance divided by the
-    largest distance a pointer may have.
+    largest distance a pointer may have. `pooled`: the spatial memories pooled as EfficientTAM's _1 / _2 models read
+    two frames or more (`MemoryAttention.pool_frames`); the graph then needs F >= 2.
     """
 
-    def __init__(self, model: SAM2Model) -> None:
+    def __init__(self, model: SAM2Model, pooled: bool = False) -> None:
         super().__init__()
         self.model = model
+        self.pooled = pooled
 
     def forward(
         self, image_embed: torch.Tensor, image_pos: torch.Tensor, memory: torch.Tensor, memory_slots: torch.Tensor,
@@ -135,10 +140,12 @@ class MemoryAttentionGraph(nn.Module):
             attn = layer.cross_attn_image
             k = attn.k_proj(spatial_in).unflatten(-1, (attn.num_heads, -1)).permute(0, 3, 1, 2, 4)  # (B, h, F, N, D)
             keys.append(torch.cat((attn.rotate_frame(k).flatten(2, 3), attn.split_heads(attn.k_proj(ptr_in))), dim=2))
-        values_in = torch.cat((tokens.reshape(b, f * n, c_mem), ptr_tokens), dim=1)
+        memory = ProjectedMemory(keys, torch.cat((tokens.reshape(b, f * n, c_mem), ptr_tokens), dim=1))
         e = image_embed.shape[-1]
+        if self.pooled:
+            memory = attention.pool_frames(memory, f, e)
         curr = image_embed.flatten(2).transpose(1, 2)
-        out = attention(curr, image_pos.flatten(2).transpose(1, 2), ProjectedMemory(keys, values_in))
+        out = attention(curr, image_pos.flatten(2).transpose(1, 2), memory)
         return out.transpose(1, 2).reshape(b, -1, e, e)
 
     def _tokens(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -153,11 +160,15 @@ class MemoryAttentionGraph(nn.Module):
 
 def unsupported(model: SAM2Model) -> str | None:
     """Why this model's tracking cannot be exported yet, or None."""
-    if model.cfg.memory_attention.memory_pool > 1:
-        return "its memory attention pools memories (EfficientTAM's _1 / _2 models)"
     if model.precision != "fp32":
         return f"it was loaded in {model.precision}: load it in fp32 to export"
     return None
+
+
+def attention_graphs(model: SAM2Model) -> tuple[str, ...]:
+    """The memory attention graphs of `model`: `memory_attention`, and for a model that pools two memory frames or
+    more (EfficientTAM's _1 / _2) `memory_attention_pooled`, which the tracker runs on those."""
+    return ("memory_attention", "memory_attention_pooled")[: 1 + (model.cfg.memory_attention.memory_pool > 1)]
 
 
 def graph_specs(
@@ -188,6 +199,10 @@ def graph_specs(
         embed.expand(objects, -1, -1, -1).contiguous(), rand(objects, points, 2).abs() * s / 3, labels,
         rand(objects, 1, 4 * e, 4 * e), torch.arange(objects).remainder(2).float(),
         1 - torch.arange(objects).remainder(2).float(), *(x.expand(objects, -1, -1, -1).contiguous() for x in hr),
+    )  # fmt: skip
+    attention_in = (
+        embed, pos, rand(objects, frames, *memory_shape), torch.arange(frames, dtype=torch.int64),
+        rand(objects, pointers, c), torch.linspace(0, 1, pointers),
     )  # fmt: skip
     specs = [
         GraphSpec(
@@ -222,25 +237,21 @@ def graph_specs(
             (embed, rand(objects, 1, 4 * e, 4 * e), rand(objects, 1), torch.arange(objects).remainder(2).float()),
             {"mask_logits": b, "object_score_logits": b, "binarize": b},
         ),
-        GraphSpec(
-            "memory_attention",
-            MemoryAttentionGraph(model),
-            ("image_embed", "image_pos", "memory", "memory_slots", "obj_ptrs", "ptr_positions"),
-            ("conditioned",),
-            (
-                embed,
-                pos,
-                rand(objects, frames, *memory_shape),
-                torch.arange(frames, dtype=torch.int64),
-                rand(objects, pointers, c),
-                torch.linspace(0, 1, pointers),
-            ),
-            {
-                "memory": {0: "objects", 1: "frames"},
-                "memory_slots": {0: "frames"},
-                "obj_ptrs": {0: "objects", 1: "pointers"},
-                "ptr_positions": {0: "pointers"},
-            },
+        *(
+            GraphSpec(
+                name,
+                MemoryAttentionGraph(model, pooled=name.endswith("_pooled")),
+                ("image_embed", "image_pos", "memory", "memory_slots", "obj_ptrs", "ptr_positions"),
+                ("conditioned",),
+                attention_in,
+                {
+                    "memory": {0: "objects", 1: "frames"},
+                    "memory_slots": {0: "frames"},
+                    "obj_ptrs": {0: "objects", 1: "pointers"},
+                    "ptr_positions": {0: "pointers"},
+                },
+            )
+            for name in attention_graphs(model)
         ),
     ]
     if cfg.tracking.use_obj_ptrs_in_encoder:

@@ -2,9 +2,9 @@
 
 Each stage of a tracked frame at steady state, on random inputs (speed does not depend on the values): the image
 encoder (one image), memory attention (a full bank: num_maskmem frames, max_obj_ptrs_in_encoder pointers; PyTorch
-with each frame's keys projected once, as the tracker keeps them), the mask decoder without prompts and the memory
-encoder, for B objects. The PyTorch call is the one the tracker makes for that stage; the ONNX inputs do the same
-work. `benchmarks/bench_onnx.py` prints the same measurements.
+with each frame's keys projected once, as the tracker keeps them; pooled where the model pools), the mask decoder
+without prompts and the memory encoder, for B objects. The PyTorch call is the one the tracker makes for that
+stage; the ONNX inputs do the same work. `benchmarks/bench_onnx.py` prints the same measurements.
 """
 
 from __future__ import annotations
@@ -16,12 +16,15 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from vos.export.graphs import attention_graphs
 from vos.modeling.sam2 import SAM2Model
 
 MARGIN = 0.05
 """ONNX Runtime runs a stage when its median time is this much below PyTorch's: a win beyond timing noise."""
-FOLLOWS = {"mask_prompt": "mask_decoder"}
-"""Graphs that run on the runtime of another (a mask prompt's pointer comes from the decoder)."""
+FOLLOWS = {"mask_prompt": "mask_decoder", "memory_attention": "memory_attention_pooled"}
+"""Graphs that run on the runtime of another: a mask prompt's pointer comes from the decoder; a model that pools
+its memory (EfficientTAM's _1 / _2) reads a full bank with `memory_attention_pooled`, and one frame with
+`memory_attention`, which must run where the memories are kept as the other reads them."""
 
 
 def stage_calls(model: SAM2Model, objects: int = 1) -> dict[str, tuple[Callable[[], object], dict[str, np.ndarray]]]:
@@ -53,7 +56,7 @@ def stage_calls(model: SAM2Model, objects: int = 1) -> dict[str, tuple[Callable[
 
     return {
         "image_encoder": (lambda: model.forward_image(image), numpy(image=image)),
-        "memory_attention": (
+        attention_graphs(model)[-1]: (
             lambda: model.condition_on_memory(embed, pos, spatial, pointers, num_ptrs - 1),
             numpy(
                 image_embed=embed, image_pos=pos, memory=memory, memory_slots=torch.tensor(slots),

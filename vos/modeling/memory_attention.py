@@ -196,7 +196,7 @@ class RoPEAttention(Attention):
             values = self.split_heads(self.v_proj(tokens))
             if bias is None:
                 return self.attend(queries, keys, values)
-            out = F.scaled_dot_product_attention(queries, keys, values, attn_mask=bias.to(queries.dtype))
+            out = F.scaled_dot_product_attention(queries, keys, values, attn_mask=bias.to(queries.dtype).view(1, -1))
             b, h, n, d = out.shape
             return self.out_proj(out.transpose(1, 2).reshape(b, n, h * d))
         mixed = mix_tokens(queries, keys, tokens, bias)  # (B, heads, N, C_kv)
