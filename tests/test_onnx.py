@@ -188,6 +188,23 @@ def test_int8_graphs_agree_with_fp32(exported, tmp_path):
     assert 0.98 <= r < 1.0, r  # close, and not the same graph
 
 
+def test_int8_export_leaves_the_decoder_in_fp32(model, exported, tmp_path):
+    """int8 quantizes the heavy graphs only: the decoder (whose object scores drift when quantized) is written as
+    in fp32, and says so."""
+    from vos.export.graphs import graph_specs
+    from vos.export.onnx import OnnxExportSettings, write_graph
+
+    spec = next(s for s in graph_specs(model) if s.name == "mask_decoder")
+    info = write_graph(spec, tmp_path, OnnxExportSettings(precision="int8", simplify=False))
+    assert not info.quantized
+    ops = {node.op_type for node in onnx.load(str(tmp_path / "mask_decoder.onnx")).graph.node}
+    assert "MatMul" in ops and not ops & {"MatMulInteger", "DynamicQuantizeLinear"}
+    got, want = Graphs(tmp_path), Graphs(exported)
+    inputs = dict(zip(spec.inputs, spec.example))
+    for g, w in zip(got("mask_decoder", **inputs), want("mask_decoder", **inputs), strict=True):
+        assert_close(g, w, "int8 export's decoder", tolerance=1e-6)
+
+
 @torch.inference_mode()
 def test_onnxruntime_stages_compute_what_the_pytorch_stages_compute(model, ort_model):
     """The backend's calls as the segmenter makes them. Pointers are scaled up 40 times: at their own scale, with
@@ -465,13 +482,14 @@ def test_other_families_export_and_run_in_onnxruntime(name, tmp_path):
 def test_efficient_trackers_track_on_onnxruntime_as_on_pytorch(name, davis_root, tmp_path):
     """EdgeTAM's memory is its perceiver's latents (global ones unrotated, 2-D ones on their own grid); EfficientTAM
     _1 / _2 pool two memory frames or more (a logit bias, a key shift): the ONNX Runtime tracker gives the PyTorch
-    tracker's masks (a click, a mask prompt, a correction, a box), and so does the torch-free example."""
+    tracker's masks (a click, a mask prompt, a correction, a box), and so does the torch-free example. Graphs
+    unslimmed: slimming is checked on SAM 2.1-T."""
     from vos.build import save_random_checkpoint
-    from vos.export.onnx import export_onnx
+    from vos.export.onnx import OnnxExportSettings, export_onnx
 
     checkpoint = save_random_checkpoint(name, tmp_path / f"{name}.pt")
     model = vos.load_model(name, checkpoint=checkpoint, image_size=512)
-    manifest = export_onnx(model, tmp_path / "onnx", checkpoint=checkpoint)
+    manifest = export_onnx(model, tmp_path / "onnx", OnnxExportSettings(simplify=False), checkpoint=checkpoint)
     assert ("memory_attention_pooled" in manifest.graphs) == name.startswith("efficienttam")
     on_ort = vos.load_model(name, checkpoint=checkpoint, image_size=512, backend="onnxruntime",
                             onnx_dir=tmp_path / "onnx")  # fmt: skip
