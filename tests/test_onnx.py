@@ -205,6 +205,45 @@ def test_int8_export_leaves_the_decoder_in_fp32(model, exported, tmp_path):
         assert_close(g, w, "int8 export's decoder", tolerance=1e-6)
 
 
+def test_fp16_graphs_compute_in_float16_with_float32_inputs_and_outputs(model, exported, tmp_path, monkeypatch):
+    """fp16 export converts a graph inside only (callers feed and read float32), within 2e-2 of fp32's outputs, and
+    refuses a conversion that changes them more. ONNX Runtime runs float16 on a CPU too (slowly): enough to check
+    the files; the GPU tests run the tracker on them."""
+    import shutil
+
+    from vos.export import onnx as export
+    from vos.export.graphs import graph_specs
+
+    specs = {s.name: s for s in graph_specs(model, objects=2, frames=3, pointers=4, points=2)}
+    for name in ("mask_decoder", "memory_attention"):
+        shutil.copy(exported / f"{name}.onnx", tmp_path / f"{name}.onnx")
+        export._to_fp16(tmp_path / f"{name}.onnx", specs[name])
+        graph = onnx.load(str(tmp_path / f"{name}.onnx")).graph
+        assert {i.type.tensor_type.elem_type for i in [*graph.input, *graph.output]} <= {1, 6, 7}  # no float16
+        assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in graph.initializer)
+        inputs = dict(zip(specs[name].inputs, specs[name].example))
+        for g, w in zip(Graphs(tmp_path)(name, **inputs), Graphs(exported)(name, **inputs), strict=True):
+            assert_close(g, w, f"{name} in fp16", tolerance=export.FP16_TOLERANCE)
+            assert g.dtype == torch.float32 and not torch.equal(g, w)
+    monkeypatch.setattr(export, "FP16_TOLERANCE", 1e-7)
+    shutil.copy(exported / "memory_attention.onnx", tmp_path / "memory_attention.onnx")
+    with pytest.raises(ConfigError, match="memory_attention graph in float16 changes its output conditioned"):
+        export._to_fp16(tmp_path / "memory_attention.onnx", specs["memory_attention"])
+
+
+def test_fp16_graphs_are_refused_on_a_cpu(tracking_checkpoint, exported, tmp_path):
+    import shutil
+
+    folder = shutil.copytree(exported, tmp_path / "fp16")
+    manifest = json.loads((folder / MANIFEST).read_text())
+    (folder / MANIFEST).write_text(json.dumps({**manifest, "precision": "fp16"}))
+    load = dict(checkpoint=tracking_checkpoint, image_size=512, backend="onnxruntime", onnx_dir=folder)
+    with pytest.raises(ConfigError, match="are fp16, for GPUs .*: run them with --device cuda"):
+        vos.load_model("sam2.1_hiera_t", precision="auto", **load)
+    with pytest.raises(ConfigError, match="are fp16, not fp32: give precision auto, or export the model again with"):
+        vos.load_model("sam2.1_hiera_t", **load)
+
+
 @torch.inference_mode()
 def test_onnxruntime_stages_compute_what_the_pytorch_stages_compute(model, ort_model):
     """The backend's calls as the segmenter makes them. Pointers are scaled up 40 times: at their own scale, with

@@ -145,9 +145,10 @@ def _onnx_graphs(model: SAM2Model, folder: Path, weights: Path | None, precision
     manifest = read_manifest(folder, model.cfg.name, model.image_size)
     manifest.check_weights(model.cfg.model_dump(mode="json"), file_sha256(weights) if weights is not None else None)
     if precision not in ("auto", manifest.precision):
+        given = "auto" if manifest.precision == "fp16" else f"{manifest.precision} (or auto)"
+        again = f", or export the model again with --precision {precision}" if precision in ("fp32", "int8") else ""
         raise ConfigError(
-            f"the ONNX graphs in {folder} are {manifest.precision}, not {precision}: give precision "
-            f"{manifest.precision} (or auto), or export the model again with --precision {precision}"
+            f"the ONNX graphs in {folder} are {manifest.precision}, not {precision}: give precision {given}{again}"
         )
     return OnnxGraphs(folder, manifest, device, threads=torch.get_num_threads())
 

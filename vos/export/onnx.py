@@ -5,6 +5,8 @@ its config, the image size, the checkpoint's SHA-256 and each graph's inputs and
 variable axes named, dtypes). Every file passes `onnx.checker`; with `simplify`, a graph is slimmed by onnxslim
 and kept slimmed only where ONNX Runtime gives the same outputs as before (within `SIMPLIFY_TOLERANCE`). int8
 quantizes the weights of the matrix products of the heavy graphs (`QUANTIZED`; ONNX Runtime's dynamic quantization).
+fp16 computes in float16 inside every graph, for GPUs, with float32 inputs and outputs, so that callers feed the
+same arrays at every precision.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
 SIMPLIFY_TOLERANCE = 1e-5  # largest output change a simplification may make, relative to the output's scale
+FP16_TOLERANCE = 2e-2  # largest output change float16 may make on the example inputs, relative to the output's scale
 DTYPES = {1: "float32", 6: "int32", 7: "int64", 9: "bool", 10: "float16"}
 QUANTIZED = frozenset({"image_encoder", "memory_attention", "memory_attention_pooled"})
 """The graphs int8 quantizes. The decoder and memory encoder stay fp32: quantized, they ran no faster (2-core Xeon,
@@ -43,10 +46,11 @@ class OnnxExportSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     opset: int = Field(18, ge=18, le=23, description="ONNX opset of the graphs")
-    precision: Literal["fp32", "int8"] = Field(
+    precision: Literal["fp32", "fp16", "int8"] = Field(
         "fp32",
-        description="fp32, or int8: the weights of the image encoder's and memory attention's matrix products "
-        "quantized (ONNX Runtime dynamic quantization)",
+        description="fp32; fp16, for GPUs (float16 inside the graphs, float32 inputs and outputs); or int8, for CPUs: "
+        "the weights of the image encoder's and memory attention's matrix products quantized (ONNX Runtime dynamic "
+        "quantization)",
     )
     simplify: bool = Field(
         True, description="slim the graphs with onnxslim where that leaves ONNX Runtime's outputs the same"
@@ -82,7 +86,7 @@ class OnnxManifest(BaseModel):
     image_size: int
     checkpoint_sha256: str | None  # None: the model's weights came from no file
     opset: int
-    precision: Literal["fp32", "int8"]
+    precision: Literal["fp32", "fp16", "int8"]
     config: dict[str, Any]  # the full model config (`vos.config.ModelConfig`)
     graphs: dict[str, GraphInfo]
     # (C,) the learned pointer of an object judged absent (`SAM2Model.select_heads` blends pointers with it); None:
@@ -185,6 +189,8 @@ def write_graph(spec, out: Path, settings: OnnxExportSettings) -> GraphInfo:
         quantized = settings.precision == "int8" and spec.name in QUANTIZED
         if quantized:
             _quantize(raw)
+        if settings.precision == "fp16":
+            _to_fp16(raw, spec)
         onnx.checker.check_model(str(raw), full_check=True)
         shutil.move(raw, path)
     graph = onnx.load(str(path), load_external_data=False).graph
@@ -288,6 +294,24 @@ def _quantize(path: Path) -> None:
     finally:
         root.setLevel(level)
     quantized.replace(path)
+
+
+def _to_fp16(path: Path, spec) -> None:
+    """float16 inside the graph file (ONNX Runtime's converter; inputs and outputs stay float32), checked on `spec`'s
+    example inputs to stay finite and within FP16_TOLERANCE of the float32 graph."""
+    onnx = require_extra("onnx")
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    before = run_graph(path, spec)
+    onnx.save(convert_float_to_float16(onnx.load(str(path)), keep_io_types=True), str(path))
+    after = run_graph(path, spec)
+    for name, a, b in zip(spec.outputs, after, before):
+        scale = max(1.0, np.abs(b).max(initial=0))
+        if not np.isfinite(a).all() or np.abs(a - b).max(initial=0) > FP16_TOLERANCE * scale:
+            raise ConfigError(
+                f"the {spec.name} graph in float16 changes its output {name} beyond {FP16_TOLERANCE} of its scale: "
+                "export fp32 graphs for this model"
+            )
 
 
 def _tensor_info(value) -> TensorInfo:

@@ -36,6 +36,11 @@ class OnnxGraphs:
 
     def __init__(self, folder: Path, manifest: OnnxManifest, device: str = "cpu", threads: int | None = None) -> None:
         ort = require_extra("onnxruntime")
+        if manifest.precision == "fp16" and device == "cpu":
+            raise ConfigError(
+                f"the ONNX graphs in {folder} are fp16, for GPUs (on a CPU they are no faster than fp32, and less "
+                "exact): run them with --device cuda, or export fp32 or int8 graphs for a CPU"
+            )
         self.folder = Path(folder)
         self.manifest = manifest
         options = ort.SessionOptions()
