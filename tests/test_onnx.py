@@ -207,8 +207,8 @@ def test_int8_export_leaves_the_decoder_in_fp32(model, exported, tmp_path):
 
 def test_fp16_graphs_compute_in_float16_with_float32_inputs_and_outputs(model, exported, tmp_path, monkeypatch):
     """fp16 export converts a graph inside only (callers feed and read float32), within 2e-2 of fp32's outputs, and
-    refuses a conversion that changes them more. ONNX Runtime runs float16 on a CPU too (slowly): enough to check
-    the files; the GPU tests run the tracker on them."""
+    refuses a conversion that changes them more. ONNX Runtime's CPU provider runs float16 graphs too (mostly
+    through casts): enough to check the files; the GPU tests run the tracker on them."""
     import shutil
 
     from vos.export import onnx as export
@@ -295,7 +295,7 @@ def assert_memory_attention_alike(model, on_ort) -> None:
     gen = torch.Generator().manual_seed(4)
     perceiver, e = model.spatial_perceiver, model.cfg.image_embedding_size
     shape = (perceiver.cfg.num_latents + perceiver.cfg.grid**2, model.mem_dim) if perceiver else (model.mem_dim, e, e)
-    (feats, pos) = stages(model).encode_images(torch.randn(1, 3, 512, 512, generator=gen))
+    feats, pos = stages(model).encode_images(torch.randn(1, 3, 512, 512, generator=gen))
     pointers = [(d, torch.randn(2, model.hidden_dim, generator=gen)) for d in (1, 2)]
     for slots in ((0,), (0, 5, 6)):
         memory = [[FrameMemory(torch.randn(*shape, generator=gen).bfloat16(), None) for _ in range(2)] for _ in slots]

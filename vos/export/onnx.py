@@ -268,10 +268,7 @@ def _simplify(path: Path, spec) -> bool:
     except Exception as e:  # a tool failing on a graph leaves the graph as exported
         log.warning("%s: onnxslim failed (%s); the graph stays as exported", spec.name, e)
         return False
-    same = all(
-        a.shape == b.shape and np.abs(a - b).max(initial=0) <= SIMPLIFY_TOLERANCE * max(1.0, np.abs(b).max(initial=0))
-        for a, b in zip(after, before)
-    )
+    same = max(_drift(after, before), default=0.0) <= SIMPLIFY_TOLERANCE
     if same:
         slim.replace(path)
     else:
@@ -304,14 +301,22 @@ def _to_fp16(path: Path, spec) -> None:
 
     before = run_graph(path, spec)
     onnx.save(convert_float_to_float16(onnx.load(str(path)), keep_io_types=True), str(path))
-    after = run_graph(path, spec)
-    for name, a, b in zip(spec.outputs, after, before):
-        scale = max(1.0, np.abs(b).max(initial=0))
-        if not np.isfinite(a).all() or np.abs(a - b).max(initial=0) > FP16_TOLERANCE * scale:
+    for name, drift in zip(spec.outputs, _drift(run_graph(path, spec), before)):
+        if drift > FP16_TOLERANCE:
             raise ConfigError(
                 f"the {spec.name} graph in float16 changes its output {name} beyond {FP16_TOLERANCE} of its scale: "
                 "export fp32 graphs for this model"
             )
+
+
+def _drift(after: list[np.ndarray], before: list[np.ndarray]) -> list[float]:
+    """Per output, the largest change relative to the output's largest magnitude (at least 1); inf where the shape
+    changed or a value is not finite."""
+    return [
+        float(np.abs(a - b).max(initial=0)) / max(1.0, float(np.abs(b).max(initial=0)))
+        if a.shape == b.shape and np.isfinite(a).all() else float("inf")
+        for a, b in zip(after, before)
+    ]  # fmt: skip
 
 
 def _tensor_info(value) -> TensorInfo:
