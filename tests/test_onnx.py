@@ -188,21 +188,21 @@ def test_int8_graphs_agree_with_fp32(exported, tmp_path):
     assert 0.98 <= r < 1.0, r  # close, and not the same graph
 
 
-def test_int8_export_leaves_the_decoder_in_fp32(model, exported, tmp_path):
-    """int8 quantizes the heavy graphs only: the decoder (whose object scores drift when quantized) is written as
-    in fp32, and says so."""
+def test_int8_export_leaves_the_memory_encoder_in_fp32(model, exported, tmp_path):
+    """int8 quantizes the heavy graphs only: the memory encoder (no faster quantized) is written as in fp32, and
+    says so."""
     from vos.export.graphs import graph_specs
     from vos.export.onnx import OnnxExportSettings, write_graph
 
-    spec = next(s for s in graph_specs(model) if s.name == "mask_decoder")
+    spec = next(s for s in graph_specs(model) if s.name == "memory_encoder")
     info = write_graph(spec, tmp_path, OnnxExportSettings(precision="int8", simplify=False))
     assert not info.quantized
-    ops = {node.op_type for node in onnx.load(str(tmp_path / "mask_decoder.onnx")).graph.node}
+    ops = {node.op_type for node in onnx.load(str(tmp_path / "memory_encoder.onnx")).graph.node}
     assert "MatMul" in ops and not ops & {"MatMulInteger", "DynamicQuantizeLinear"}
     got, want = Graphs(tmp_path), Graphs(exported)
     inputs = dict(zip(spec.inputs, spec.example))
-    for g, w in zip(got("mask_decoder", **inputs), want("mask_decoder", **inputs), strict=True):
-        assert_close(g, w, "int8 export's decoder", tolerance=1e-6)
+    for g, w in zip(got("memory_encoder", **inputs), want("memory_encoder", **inputs), strict=True):
+        assert_close(g, w, "int8 export's memory encoder", tolerance=1e-6)
 
 
 def test_fp16_graphs_compute_in_float16_with_float32_inputs_and_outputs(model, exported, tmp_path, monkeypatch):
