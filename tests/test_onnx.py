@@ -107,6 +107,15 @@ def test_a_graph_folder_of_another_model_or_size_is_refused(exported, tmp_path):
         read_manifest(tmp_path)
 
 
+def test_a_model_loaded_below_fp32_is_refused_for_export(tracking_checkpoint, tmp_path):
+    from vos.export.onnx import export_onnx
+
+    int8 = vos.load_model("sam2.1_hiera_t", checkpoint=tracking_checkpoint, image_size=512, precision="int8")
+    with pytest.raises(ConfigError, match="cannot be exported to ONNX: it was loaded in int8: load it in fp32"):
+        export_onnx(int8, tmp_path)
+    assert not list(tmp_path.glob("*.onnx"))
+
+
 @torch.inference_mode()
 def test_onnxruntime_computes_what_the_tracker_computes(exported, model):
     """Each graph against the model code the tracker runs, at sizes the export did not trace: 2 images, 1 and 2
