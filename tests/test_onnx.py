@@ -525,7 +525,12 @@ def test_other_families_export_and_run_in_onnxruntime(name, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "name", ["edgetam", "efficienttam_ti_1", pytest.param("efficienttam_ti_2", marks=pytest.mark.slow)]
+    "name",
+    [
+        "efficienttam_ti_1",
+        pytest.param("edgetam", marks=pytest.mark.slow),  # the suite's time; EdgeTAM's graphs: also slow, above
+        pytest.param("efficienttam_ti_2", marks=pytest.mark.slow),
+    ],
 )
 def test_efficient_trackers_track_on_onnxruntime_as_on_pytorch(name, davis_root, tmp_path):
     """EdgeTAM's memory is its perceiver's latents (global ones unrotated, 2-D ones on their own grid); EfficientTAM
