@@ -302,13 +302,13 @@ def assert_memory_attention_alike(model, on_ort) -> None:
     from vos.tracking.stages import stages
 
     gen = torch.Generator().manual_seed(4)
-    perceiver, e = model.spatial_perceiver, model.cfg.image_embedding_size
-    shape = (perceiver.cfg.num_latents + perceiver.cfg.grid**2, model.mem_dim) if perceiver else (model.mem_dim, e, e)
     feats, pos = stages(model).encode_images(torch.randn(1, 3, 512, 512, generator=gen))
     pointers = [(d, torch.randn(2, model.hidden_dim, generator=gen)) for d in (1, 2)]
     for slots in ((0,), (0, 5, 6)):
-        memory = [[FrameMemory(torch.randn(*shape, generator=gen).bfloat16(), None) for _ in range(2)] for _ in slots]
-        spatial = list(zip(slots, memory))
+        spatial = [
+            (t, [FrameMemory(torch.randn(*model.memory_shape, generator=gen).bfloat16(), None) for _ in range(2)])
+            for t in slots
+        ]
         want = stages(model).condition(feats[-1], pos, spatial, pointers, 15)
         got = onnx_stages(on_ort).condition(feats[-1], pos, spatial, pointers, 15)
         assert_close(got, want, f"memory attention on {len(slots)} frame(s)")

@@ -165,10 +165,15 @@ def unsupported(model: SAM2Model) -> str | None:
     return None
 
 
+def attention_graph(model: SAM2Model, frames: int) -> str:
+    """The memory attention graph that reads `frames` spatial memory frames: `memory_attention_pooled` where the
+    model pools them (EfficientTAM's _1 / _2, two frames or more), else `memory_attention`."""
+    return "memory_attention_pooled" if model.memory_attention.pools(frames) else "memory_attention"
+
+
 def attention_graphs(model: SAM2Model) -> tuple[str, ...]:
-    """The memory attention graphs of `model`: `memory_attention`, and for a model that pools two memory frames or
-    more (EfficientTAM's _1 / _2) `memory_attention_pooled`, which the tracker runs on those."""
-    return ("memory_attention", "memory_attention_pooled")[: 1 + (model.cfg.memory_attention.memory_pool > 1)]
+    """The memory attention graphs of `model`: one frame's, then a full bank's where that differs."""
+    return tuple(dict.fromkeys(attention_graph(model, f) for f in (1, model.cfg.tracking.num_maskmem)))
 
 
 def graph_specs(
@@ -180,11 +185,9 @@ def graph_specs(
     if reason is not None:
         raise ConfigError(f"this model cannot be exported to ONNX: {reason}")
     cfg, s = model.cfg, model.image_size
-    e, c, c_mem = cfg.image_embedding_size, model.hidden_dim, model.mem_dim
+    e, c = cfg.image_embedding_size, model.hidden_dim
     high_res = cfg.tracking.use_high_res_features_in_sam
     gen = torch.Generator().manual_seed(0)
-    perceiver = model.spatial_perceiver
-    memory_shape = (perceiver.cfg.num_latents + perceiver.cfg.grid**2, c_mem) if perceiver else (c_mem, e, e)
 
     def rand(*shape: int) -> torch.Tensor:
         return torch.randn(*shape, generator=gen)
@@ -201,7 +204,7 @@ def graph_specs(
         1 - torch.arange(objects).remainder(2).float(), *(x.expand(objects, -1, -1, -1).contiguous() for x in hr),
     )  # fmt: skip
     attention_in = (
-        embed, pos, rand(objects, frames, *memory_shape), torch.arange(frames, dtype=torch.int64),
+        embed, pos, rand(objects, frames, *model.memory_shape), torch.arange(frames, dtype=torch.int64),
         rand(objects, pointers, c), torch.linspace(0, 1, pointers),
     )  # fmt: skip
     specs = [

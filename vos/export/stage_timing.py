@@ -16,7 +16,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from vos.export.graphs import attention_graphs
+from vos.export.graphs import attention_graph
 from vos.modeling.sam2 import SAM2Model
 
 MARGIN = 0.05
@@ -36,10 +36,7 @@ def stage_calls(model: SAM2Model, objects: int = 1) -> dict[str, tuple[Callable[
     with torch.inference_mode():
         out = model.forward_image(image)
         embed, pos, high_res = out.features[-1], out.pos[-1][:1], out.features[:-1]
-        perceiver = model.spatial_perceiver
-        latents = perceiver.cfg.num_latents + perceiver.cfg.grid**2 if perceiver else 0
-        shape = (latents, model.mem_dim) if perceiver else (model.mem_dim, e, e)
-        memory = torch.randn(b, frames, *shape, generator=gen).bfloat16().float()
+        memory = torch.randn(b, frames, *model.memory_shape, generator=gen).bfloat16().float()
         projected = [model.project_memory(memory[:, f]) for f in range(frames)]
     slots, distances = list(range(frames)), list(range(1, num_ptrs + 1))
     ptrs = torch.randn(b, num_ptrs, model.hidden_dim, generator=gen)
@@ -56,7 +53,7 @@ def stage_calls(model: SAM2Model, objects: int = 1) -> dict[str, tuple[Callable[
 
     return {
         "image_encoder": (lambda: model.forward_image(image), numpy(image=image)),
-        attention_graphs(model)[-1]: (
+        attention_graph(model, frames): (
             lambda: model.condition_on_memory(embed, pos, spatial, pointers, num_ptrs - 1),
             numpy(
                 image_embed=embed, image_pos=pos, memory=memory, memory_slots=torch.tensor(slots),

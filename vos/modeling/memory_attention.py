@@ -296,6 +296,11 @@ class MemoryAttention(nn.Module):
             out = layer(out, curr_pos, keys, memory.tokens, memory.bias)
         return self.norm(out)
 
+    def pools(self, frames: int) -> bool:
+        """Whether memory of this many spatial frames is read pooled (`pool_frames`): EfficientTAM's _1 / _2 models
+        pool two frames or more."""
+        return self.cfg.memory_pool > 1 and frames > 1
+
     def pool_frames(self, memory: ProjectedMemory, frames: int, side: int) -> ProjectedMemory:
         """EfficientTAM's coarse memory: the first `frames` spatial memories (side x side tokens each) averaged over
         `memory_pool` x `memory_pool` cells, keys and value tokens alike (the value projection is affine: pooling

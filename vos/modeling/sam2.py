@@ -149,6 +149,14 @@ class SAM2Model(nn.Module):
     def device(self) -> torch.device:
         return self.no_mem_embed.device
 
+    @property
+    def memory_shape(self) -> tuple[int, ...]:
+        """One object's memory of one frame: (C_mem, E, E), or (L, C_mem) perceiver latents (EdgeTAM)."""
+        perceiver, e = self.spatial_perceiver, self.cfg.image_embedding_size
+        if perceiver is not None:
+            return (perceiver.cfg.num_latents + perceiver.cfg.grid**2, self.mem_dim)
+        return (self.mem_dim, e, e)
+
     def autocast(self, precision: str | None = None) -> contextlib.AbstractContextManager:
         """The autocast context for `precision` ("fp32" or "bf16"; default: the model's)."""
         return autocast(self.device, self.check_precision(precision or self.precision))
@@ -456,7 +464,7 @@ class SAM2Model(nn.Module):
                 k[:, :, starts[-1] :] = ptrs.keys[layer]
             keys.append(k)
         memory = ProjectedMemory(keys, tokens)
-        if self.cfg.memory_attention.memory_pool > 1 and len(spatial) > 1:  # EfficientTAM pools two frames or more
+        if self.memory_attention.pools(len(spatial)):
             memory = self.memory_attention.pool_frames(memory, len(spatial), math.isqrt(lengths[0]))
         return memory
 

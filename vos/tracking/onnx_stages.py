@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from vos.errors import ConfigError
-from vos.export.graphs import unsupported
+from vos.export.graphs import attention_graph, unsupported
 from vos.modeling.memory_attention import ProjectedMemory
 from vos.modeling.sam2 import DecoderCandidates, SAM2Model
 from vos.tracking.stages import SpatialMemory, Stages
@@ -62,10 +62,8 @@ class OnnxStages(Stages):
             positions = np.asarray([d for d, _ in pointers], dtype=np.float32) / np.float32(max_ptr_distance)
         else:
             ptrs, positions = np.zeros((b, 0, self.model.hidden_dim), np.float32), np.zeros(0, np.float32)
-        pooled = len(spatial) > 1 and self.graphs.has("memory_attention_pooled")  # EfficientTAM's _1 / _2
         (out,) = self.graphs.run(
-            "memory_attention_pooled" if pooled else "memory_attention", image_embed=_np(top), image_pos=_np(top_pos),
-            memory=memory,
+            attention_graph(self.model, len(spatial)), image_embed=_np(top), image_pos=_np(top_pos), memory=memory,
             memory_slots=np.asarray([t for t, _ in spatial], dtype=np.int64), obj_ptrs=ptrs, ptr_positions=positions,
         )  # fmt: skip
         return self._torch(out)
