@@ -59,3 +59,10 @@ class BrokerUnavailable(VosError):
     """The MQTT broker cannot be reached or refused the connection."""
 
     exit_code = 6
+
+
+class MessagesLost(VosError):
+    """Outgoing MQTT messages were lost: dropped from a full buffer while the broker was away, or still undelivered
+    when the run ended and the flush window ran out."""
+
+    exit_code = 7

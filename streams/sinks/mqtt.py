@@ -22,8 +22,14 @@ this link's buffer (duplicates, and messages counted as dropped arriving anyway)
 messages wait in a bounded buffer, so the tracker never waits for the broker: when the buffer
 is full the oldest message is dropped and counted. A message leaves the buffer only once the
 broker acknowledged it (QoS 1), so a message in flight when the connection drops is sent
-again after the reconnect (at least once). The status announced on each connection is the
-current one (`status_now`, given by the engine), not the last one published.
+again after the reconnect (at least once; a subscriber may see a message twice). The status
+announced on each connection is the current one (`status_now`, given by the engine), not the last
+one published.
+
+`close()` drains: for up to `flush_timeout` it keeps delivering what is buffered, in order, and
+while the broker is away it retries every `DRAIN_RETRY` seconds rather than on the back-off
+schedule, so a broker restarting meanwhile still gets every message. What is left after that is
+lost, and counted per topic (`MqttStats.lost_topics`) beside the messages dropped to a full buffer.
 
 The link speaks MQTT 5 and tells the broker, in its CONNECT packet, the largest packet it
 takes (`MAX_PACKET_BYTES`, twice the prompt limit `MAX_PROMPT_BYTES`): a prompt whose packet
@@ -36,11 +42,12 @@ than"), so its sender hears why. The broker must speak MQTT 5 (Mosquitto 1.6 and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
@@ -63,6 +70,8 @@ log = logging.getLogger(__name__)
 
 TLS_PORT = 8883
 TOPIC_FORBIDDEN = set("+#/\0")
+DRAIN_RETRY = 0.25
+"""Seconds between connection attempts while `close()` drains the buffer (the live back-off may be seconds)."""
 MAX_PACKET_BYTES = 2 * MAX_PROMPT_BYTES
 """The largest MQTT packet the broker may send a link (MQTT 5 Maximum Packet Size): larger prompts never reach
 it. Above `MAX_PROMPT_BYTES`, so that a prompt a bit too large still arrives and is answered "larger than"."""
@@ -110,7 +119,7 @@ class MqttSettings(BaseModel):
     buffer_size: int = Field(1000, ge=1)  # outgoing messages held while the broker is away
     reconnect_initial: float = Field(0.5, gt=0)  # seconds before the first reconnect attempt, doubling
     reconnect_max: float = Field(10.0, gt=0)
-    flush_timeout: float = Field(10.0, ge=0)  # seconds `close()` waits for buffered messages
+    flush_timeout: float = Field(30.0, ge=0)  # seconds `close()` keeps delivering buffered messages (a broker restart)
 
     @model_validator(mode="after")
     def _one_password(self) -> MqttSettings:
@@ -166,9 +175,15 @@ class MqttStats:
     published: int = 0
     dropped: int = 0  # outgoing messages lost: to a full buffer, or still buffered at `close()`
     lost: int = 0  # of those, still buffered at `close()`
+    dropped_topics: Counter[str] = field(default_factory=Counter)  # `dropped` per topic
     reconnects: int = 0
     connected: bool = False
     last_error: str | None = None
+
+    def dropped_text(self) -> str:
+        """`N MQTT messages lost (topic: n, ...)`, the topics with the most first."""
+        topics = ", ".join(f"{topic}: {n}" for topic, n in self.dropped_topics.most_common())
+        return f"{self.dropped} MQTT messages lost ({topics})"
 
 
 class MqttLink:
@@ -195,6 +210,8 @@ class MqttLink:
         self._buffer: deque[tuple[str, bytes, int, bool]] = deque()
         self._wakeup = asyncio.Event()
         self._closing = False
+        self._close_requested = asyncio.Event()  # cuts a back-off short
+        self._closed: asyncio.Future | None = None  # the number lost, once `close()` is done
         self._status = StatusMessage(stream=stream, state="online")
         self.status_now = status_now
         self._task: asyncio.Task | None = None
@@ -203,10 +220,13 @@ class MqttLink:
 
     def _enqueue(self, topic: str, payload: bytes, qos: int, retain: bool = False) -> None:
         if len(self._buffer) >= self.settings.buffer_size:
-            self._buffer.popleft()
-            self.stats.dropped += 1
+            self._drop(self._buffer.popleft()[0])
         self._buffer.append((topic, payload, qos, retain))
         self._wakeup.set()
+
+    def _drop(self, topic: str) -> None:
+        self.stats.dropped += 1
+        self.stats.dropped_topics[topic] += 1
 
     def publish_masks(self, message: BaseModel) -> None:
         self._enqueue(self.topics["masks"], message.model_dump_json().encode(), self.settings.qos)
@@ -273,7 +293,7 @@ class MqttLink:
     async def _run(self, first: asyncio.Future) -> None:
         """Connect, work, and after a failure wait and reconnect, until `close()`; `first` hears the first try."""
         delay = self.settings.reconnect_initial
-        while not self._closing:
+        while not self._drained:
             try:
                 async with self._client() as client:
                     if first.done():
@@ -292,10 +312,24 @@ class MqttLink:
                 log.warning("MQTT %s: connection lost (%s), retrying in %.1f s", self.stream, e, delay)
             finally:
                 self.stats.connected = False
-            if self._closing:
+            if self._drained:
                 break
-            await asyncio.sleep(delay)
+            await self._wait_to_reconnect(delay)
             delay = min(2 * delay, self.settings.reconnect_max)
+
+    @property
+    def _drained(self) -> bool:
+        """Closing with nothing left to send."""
+        return self._closing and not self._buffer
+
+    async def _wait_to_reconnect(self, delay: float) -> None:
+        """The back-off `delay` before the next connection, cut short by `close()`: draining retries every
+        `DRAIN_RETRY` seconds."""
+        if not self._closing:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._close_requested.wait(), delay)
+        if self._closing:
+            await asyncio.sleep(DRAIN_RETRY)
 
     async def _session(self, client: aiomqtt.Client) -> None:
         """One connection's life: subscribe, re-announce the status, then send and receive until it fails."""
@@ -333,18 +367,30 @@ class MqttLink:
             self.inbox.submit(payload)
 
     async def close(self) -> int:
-        """Sends what is buffered (up to `flush_timeout`), then disconnects; returns how many messages were lost."""
+        """Delivers what is buffered (for up to `flush_timeout`, reconnecting as often as `DRAIN_RETRY`), then
+        disconnects; how many messages were lost at close. Calling it again waits for the first call."""
+        if self._closed is not None:
+            return await asyncio.shield(self._closed)
+        self._closed = asyncio.get_running_loop().create_future()
         self._closing = True
+        self._close_requested.set()
         self._wakeup.set()
         if self._task is not None:
+            if self._buffer and not self.stats.connected:
+                log.warning(
+                    "MQTT %s: %d messages wait for the broker; trying to deliver them for up to %.0f s",
+                    self.stream, len(self._buffer), self.settings.flush_timeout,
+                )  # fmt: skip
             done, _ = await asyncio.wait([self._task], timeout=self.settings.flush_timeout)
             if not done:
                 self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         lost = len(self._buffer)
-        self.stats.dropped += lost
         self.stats.lost += lost
+        for topic, *_ in self._buffer:
+            self._drop(topic)
         self._buffer.clear()
+        self._closed.set_result(lost)
         return lost
 
 

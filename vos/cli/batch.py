@@ -10,9 +10,11 @@ from vos.cli.options import (
     TRACKER_FLAGS,
     add_discovery_arguments,
     add_metrics_arguments,
+    add_mqtt_arguments,
     add_renamed_flags,
     add_settings_arguments,
     metrics_from_args,
+    mqtt_from_args,
     settings_from_args,
     tracker_from_args,
 )
@@ -31,7 +33,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
     summary = run_batch(
         jobs, args.out, settings_from_args(args, ModelSettings), tracker,
         settings_from_args(args, RaySettings), max_frames=args.max_frames, progress=not args.quiet,
-        metrics=metrics_from_args(args),
+        metrics=metrics_from_args(args), mqtt=mqtt_from_args(args),
     )  # fmt: skip
     print(f"vos: batch: {summary.text()}", file=sys.stderr)
     return 1 if summary.failed else 0
@@ -55,6 +57,10 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-frames", type=int, metavar="N", help="at most N frames per video")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_metrics_arguments(p)
+    add_mqtt_arguments(
+        p.add_argument_group("MQTT"),
+        "also publish each video's masks to this broker ({topic}/NAME/masks); a video whose messages are lost fails",
+    )  # fmt: skip
     add_settings_arguments(p.add_argument_group("model"), ModelSettings, list(ModelSettings.model_fields))
     add_settings_arguments(p.add_argument_group("tracker"), TrackerConfig, TRACKER_FLAGS)
     add_discovery_arguments(p)

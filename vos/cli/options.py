@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 from vos.config import DiscoverySettings, TrackerConfig
 from vos.engine.metrics import MetricsSettings
 from vos.errors import ConfigError, plain_message, plain_problems
+from vos.streams.sinks.mqtt import MqttSettings, TlsSettings
 from vos.viewer import WebSettings
 
 S = TypeVar("S", bound=BaseModel)
@@ -124,6 +125,43 @@ def web_from_args(address: str | None, token_file: Path | None) -> WebSettings |
     settings = checked(WebSettings.from_address, address, **secret)
     checked(settings.token_value)  # an unreadable or empty token file: exit code 2 now, not when serving
     return settings
+
+
+def add_mqtt_arguments(group: argparse._ArgumentGroup, help: str) -> None:
+    """--mqtt URL (`help`), its password, TLS, topic prefix, QoS and flush timeout."""
+    fields = MqttSettings.model_fields
+    group.add_argument("--mqtt", metavar="mqtt[s]://HOST:PORT", help=help)
+    group.add_argument(
+        "--mqtt-password-file", type=Path, metavar="FILE",
+        help=f"read the MQTT password from FILE (or set ${MQTT_PASSWORD_ENV}); a password in the URL shows in `ps`",
+    )  # fmt: skip
+    group.add_argument("--topic", default=fields["prefix"].default, metavar="PREFIX", help="MQTT topic prefix (default %(default)s)")
+    group.add_argument("--qos", type=int, choices=(0, 1, 2), default=fields["qos"].default, help="MQTT QoS of masks and errors (default %(default)s)")
+    group.add_argument(
+        "--mqtt-flush-timeout", type=float, metavar="SECONDS",
+        help=f"at the end, keep delivering buffered messages for up to SECONDS while the broker is away "
+        f"(default {fields['flush_timeout'].default:g}); what is left is lost and the exit code is 7",
+    )  # fmt: skip
+    add_settings_arguments(group, TlsSettings, list(TlsSettings.model_fields), prefix="mqtt_tls_")
+
+
+def mqtt_from_args(args: argparse.Namespace) -> MqttSettings | None:
+    """The flags of `add_mqtt_arguments` as MqttSettings; None without --mqtt."""
+    if not args.mqtt:
+        if args.mqtt_flush_timeout is not None or args.mqtt_password_file is not None:
+            raise ConfigError("--mqtt-flush-timeout and --mqtt-password-file go with --mqtt URL")
+        return None
+    values: dict[str, Any] = {"prefix": args.topic, "qos": args.qos}
+    if args.mqtt_password_file:
+        values["password_file"] = args.mqtt_password_file
+    elif os.environ.get(MQTT_PASSWORD_ENV):
+        values["password"] = os.environ[MQTT_PASSWORD_ENV]
+    tls = settings_from_args(args, TlsSettings)
+    if tls != TlsSettings():
+        values["tls"] = tls
+    if args.mqtt_flush_timeout is not None:
+        values["flush_timeout"] = args.mqtt_flush_timeout
+    return checked(MqttSettings.from_url, args.mqtt, **values)
 
 
 def metrics_from_args(args: argparse.Namespace) -> MetricsSettings | None:

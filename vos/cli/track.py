@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import os
 import re
 import signal
 import sys
@@ -16,14 +15,15 @@ from typing import TYPE_CHECKING
 from pydantic import ValidationError
 
 from vos.cli.options import (
-    MQTT_PASSWORD_ENV,
     TRACKER_FLAGS,
     WEB_TOKEN_ENV,
     add_discovery_arguments,
     add_metrics_arguments,
+    add_mqtt_arguments,
     add_settings_arguments,
     checked,
     metrics_from_args,
+    mqtt_from_args,
     settings_from_args,
     tracker_from_args,
     web_from_args,
@@ -34,7 +34,6 @@ from vos.errors import ConfigError, SourceUnavailable, plain_problems
 from vos.streams.label_map import read_mask_png
 from vos.streams.messages import Rle
 from vos.streams.overlay import OverlayStyle
-from vos.streams.sinks.mqtt import MqttSettings, TlsSettings
 from vos.streams.sources import LiveSettings
 from vos.streams.sources.base import SourceError
 
@@ -170,15 +169,7 @@ def cmd_track(args: argparse.Namespace) -> int:
         StreamSettings, source=args.source, id=args.stream, out=args.out, render=args.render,
         max_frames=args.max_frames, prompts=prompts,
     )  # fmt: skip
-    mqtt = None
-    if args.mqtt:
-        secret = {"password_file": args.mqtt_password_file} if args.mqtt_password_file else {}
-        if not secret and os.environ.get(MQTT_PASSWORD_ENV):
-            secret = {"password": os.environ[MQTT_PASSWORD_ENV]}
-        tls_flags = settings_from_args(args, TlsSettings)
-        if tls_flags != TlsSettings():
-            secret["tls"] = tls_flags
-        mqtt = checked(MqttSettings.from_url, args.mqtt, prefix=args.topic, qos=args.qos, **secret)
+    mqtt = mqtt_from_args(args)
     config = checked(
         EngineConfig, model=settings_from_args(args, ModelSettings), tracker=tracker,
         mqtt=mqtt, live=settings_from_args(args, LiveSettings), max_batch=1, streams=[stream],
@@ -223,15 +214,8 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     out = p.add_argument_group("outputs (at least one)")
     out.add_argument("--out", type=Path, metavar="DIR", help="write DIR/NNNNN.png label maps and DIR/masks.jsonl")
     out.add_argument("--render", type=Path, metavar="FILE", help="write an overlay video of the masks (H.264: .mp4, .mkv, .mov)")
-    out.add_argument("--mqtt", metavar="mqtt[s]://HOST:PORT", help="publish masks to this broker, take prompts from it (mqtts: TLS)")
-    out.add_argument(
-        "--mqtt-password-file", type=Path, metavar="FILE",
-        help=f"read the MQTT password from FILE (or set ${MQTT_PASSWORD_ENV}); a password in the URL shows in `ps`",
-    )
-    out.add_argument("--topic", default=MqttSettings.model_fields["prefix"].default, metavar="PREFIX", help="MQTT topic prefix (default %(default)s)")
+    add_mqtt_arguments(out, "publish masks to this broker, take prompts from it (mqtts: TLS)")
     out.add_argument("--stream", help="stream id in topics (default: the source's name)")
-    out.add_argument("--qos", type=int, choices=(0, 1, 2), default=MqttSettings.model_fields["qos"].default, help="MQTT QoS of masks and errors (default %(default)s)")
-    add_settings_arguments(out, TlsSettings, list(TlsSettings.model_fields), prefix="mqtt_tls_")
     viewer = p.add_argument_group("live web viewer")
     viewer.add_argument("--web", metavar="[HOST:]PORT", help="serve the live viewer (status, overlays, click to prompt); default host 127.0.0.1")
     viewer.add_argument("--web-token-file", type=Path, metavar="FILE", help=f"token the viewer asks for (or ${WEB_TOKEN_ENV}); required off loopback")

@@ -38,6 +38,7 @@ from vos.engine.settings import EngineConfig, RaySettings, StreamPrompt, StreamS
 from vos.errors import ConfigError
 from vos.streams.label_map import read_label_map, read_mask_png
 from vos.streams.messages import Rle
+from vos.streams.sinks.mqtt import MqttSettings
 
 log = logging.getLogger(__name__)
 
@@ -184,17 +185,23 @@ def jobs_from_inputs(
 
 
 # -- one video -----------------------------------------------------------------------------------
-def track_video(model, job: BatchJob, out: Path, tracker: TrackerConfig, max_frames: int | None = None) -> int:
-    """Blocking: the engine over one video into `out/NAME`, written in a partial folder then renamed. Frames."""
+def track_video(
+    model, job: BatchJob, out: Path, tracker: TrackerConfig, max_frames: int | None = None,
+    mqtt: MqttSettings | None = None,
+) -> int:  # fmt: skip
+    """Blocking: the engine over one video into `out/NAME`, written in a partial folder then renamed. Frames.
+
+    With `mqtt`, its masks are also published as stream NAME; a video whose messages are lost has failed
+    (MessagesLost) and keeps no folder, so a rerun does it again."""
     from vos.engine.engine import Engine
 
     final = out / job.name
     partial = out / f"{PARTIAL.format(name=job.name)}{uuid.uuid4().hex[:8]}"
-    stream = StreamSettings(source=job.source, out=partial, prompts=list(job.prompts), max_frames=max_frames)
-    config = EngineConfig(tracker=tracker, streams=[stream])
+    stream = StreamSettings(source=job.source, id=job.name, out=partial, prompts=list(job.prompts), max_frames=max_frames)
+    config = EngineConfig(tracker=tracker, mqtt=mqtt, streams=[stream])
 
     async def run():
-        async with Engine(config, model) as engine:
+        async with Engine(config, model, availability=False) as engine:
             return await engine.run()
 
     try:
@@ -217,15 +224,16 @@ def _worker_class():
     class TrackWorker:
         """A Ray actor holding one model; `track` runs one video."""
 
-        def __init__(self, model: ModelSettings, tracker: TrackerConfig) -> None:
+        def __init__(self, model: ModelSettings, tracker: TrackerConfig, mqtt: MqttSettings | None) -> None:
             self.model = load_from_settings(model)
             self.tracker = tracker
+            self.mqtt = mqtt
 
         def ready(self) -> bool:
             return True
 
         def track(self, job: BatchJob, out: str, max_frames: int | None) -> int:
-            return track_video(self.model, job, Path(out), self.tracker, max_frames)
+            return track_video(self.model, job, Path(out), self.tracker, max_frames, self.mqtt)
 
     return TrackWorker
 
@@ -241,11 +249,13 @@ def run_batch(
     max_frames: int | None = None,
     progress: bool = False,
     metrics: MetricsSettings | None = None,
+    mqtt: MqttSettings | None = None,
 ) -> BatchSummary:
     """Runs the jobs on a Ray pool of `ray_settings.workers` actors (`address`: a cluster; None: a local Ray).
 
     `out` must be writable by every worker (shared storage on a cluster). With `metrics`, Prometheus
-    /metrics (videos done/failed/skipped/running, retries, frames) and /healthz are served meanwhile.
+    /metrics (videos done/failed/skipped/running, retries, frames) and /healthz are served meanwhile. With `mqtt`,
+    each video's masks are published too (stream NAME), and a video whose messages are lost has failed.
     Each actor reserves `RaySettings.actor_cpus` CPUs, also its torch threads unless the model sets them.
     """
     import ray
@@ -272,7 +282,7 @@ def run_batch(
         if model.threads is None:
             model = model.model_copy(update={"threads": max(1, int(cpus))})
         worker = _worker_class().options(num_cpus=cpus, num_gpus=ray_settings.num_gpus, max_restarts=ray_settings.max_restarts)
-        pool = [worker.remote(model, tracker) for _ in range(min(ray_settings.workers, len(todo)))]
+        pool = [worker.remote(model, tracker, mqtt) for _ in range(min(ray_settings.workers, len(todo)))]
         summary.started = time.monotonic()
         bar = tqdm(total=len(todo), unit="video", disable=not progress)
         try:

@@ -29,10 +29,11 @@ from collections.abc import Mapping, Sequence
 from vos.build import load_from_settings
 from vos.config import ModelSettings
 from vos.device import release_openmp_threads
+from vos.engine.heap import HeapTrimmer
 from vos.engine.metrics import EngineMetrics, MetricsServer
 from vos.engine.settings import EngineConfig, StreamSettings
 from vos.engine.stream import StreamReport, StreamRunner
-from vos.errors import BrokerUnavailable, ConfigError, SourceUnavailable, plain_message
+from vos.errors import BrokerUnavailable, ConfigError, MessagesLost, SourceUnavailable, plain_message
 from vos.modeling.sam2 import SAM2Model
 from vos.streams.sinks import Sink
 from vos.streams.sinks.folder import FolderSink
@@ -124,6 +125,7 @@ class Engine:
             model = self.model if self.model is not None else await asyncio.to_thread(_load, config.model)
             release_openmp_threads()  # the model may have been loaded in this thread: only the inference thread's team stays
             self.inference = await stack.enter_async_context(InferenceQueue(max_batch=config.max_batch))
+            trim_heap = HeapTrimmer(config.heap_trim_interval)  # one for the process's streams
             for spec, (source, sinks, mqtt) in zip(config.streams, opened):
                 prompts = spec.initial_prompts()
                 self.runners.append(StreamRunner(
@@ -131,6 +133,7 @@ class Engine:
                     initial_prompts=prompts, max_frames=spec.max_frames, progress=self.progress,
                 ))  # fmt: skip
                 self.runners[-1].metrics = self.metrics
+                self.runners[-1].trim_heap = trim_heap
                 if self.viewer is not None:
                     self.runners[-1].sinks.append(self.viewer.add_stream(self.runners[-1]))
             self._stack = stack.pop_all()
@@ -142,11 +145,14 @@ class Engine:
         if self.availability is not None:  # a clean disconnect sends no last will: say it
             clean = exc_type is None or issubclass(exc_type, (asyncio.CancelledError, KeyboardInterrupt))
             self.availability.set_state("stopped" if clean else "offline")
+        links = [r.mqtt for r in self.runners] + [self.availability]
+        await asyncio.gather(*(link.close() for link in links if link is not None))  # one flush window for all
         if self._stack is not None:
             await self._stack.aclose()
             self._stack = None
         for runner in self.runners:  # the MQTT counters are final once the links are closed
             runner.report.stats = runner.stats()
+            _fail_on_lost_messages(runner)
 
     async def _open_stream(
         self, stack: contextlib.AsyncExitStack, spec: StreamSettings
@@ -216,3 +222,20 @@ class Engine:
         """Asks every stream to stop after flushing its frames (safe from a signal handler on the loop)."""
         for task in self._tasks:
             task.cancel()
+
+
+def _fail_on_lost_messages(runner: StreamRunner) -> None:
+    """A stream that lost outgoing MQTT messages has failed (MessagesLost), unless it failed otherwise."""
+    mqtt = runner.mqtt
+    if mqtt is None or not mqtt.stats.dropped or runner.report.error is not None:
+        return
+    stats, settings = mqtt.stats, mqtt.settings
+    how = []
+    if stats.dropped > stats.lost:
+        how.append(f"{stats.dropped - stats.lost} dropped from the full buffer ({settings.buffer_size} messages)")
+    if stats.lost:
+        how.append(f"{stats.lost} still undelivered {settings.flush_timeout:g} s after the stream's end")
+    runner.report.state = "failed"
+    runner.report.error = MessagesLost(
+        f"{stats.dropped_text()} while the broker was away: {', '.join(how)}; {runner.report.summary()}"
+    )

@@ -88,7 +88,7 @@ class _StreamCounters:
             "skipped": CounterMetricFamily("vos_frames_skipped", "frames that could not be decoded", labels=["stream"]),
             "reconnects": CounterMetricFamily("vos_source_reconnects", "source reconnections", labels=["stream"]),
             "refused": CounterMetricFamily("vos_prompts_refused", "prompts refused (any channel)", labels=["stream"]),
-            "mqtt_dropped": CounterMetricFamily("vos_mqtt_messages_dropped", "MQTT messages lost to a full buffer", labels=["stream"]),
+            "mqtt_dropped": CounterMetricFamily("vos_mqtt_messages_dropped", "MQTT messages lost: dropped from a full buffer, or undelivered at the end", labels=["stream"]),
             "mqtt_published": CounterMetricFamily("vos_mqtt_messages_published", "MQTT messages the broker took", labels=["stream"]),
             "mqtt_buffered": GaugeMetricFamily("vos_mqtt_messages_buffered", "MQTT messages waiting for the broker", labels=["stream"]),
             "objects": GaugeMetricFamily("vos_objects_tracked", "objects in the last frame's masks", labels=["stream"]),

@@ -103,6 +103,9 @@ class EngineConfig(BaseModel):
     overlay: OverlayStyle = OverlayStyle()  # how `render` videos and the viewer draw the masks
     metrics: MetricsSettings | None = None  # Prometheus /metrics and /healthz; None: off
     ray: RaySettings | None = None  # run each stream in a Ray actor (`vos serve --ray`); None: in this process
+    heap_trim_interval: float = Field(
+        5.0, ge=0, description="seconds between returning freed heap to the system (vos.engine.heap; 0: never)"
+    )
     streams: list[StreamSettings] = Field(min_length=1)
 
     @model_validator(mode="after")

@@ -8,7 +8,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -108,8 +108,8 @@ class StreamReport:
             parts.append(f"{s.refused_prompts} prompts refused")
         if s.discovered_objects or s.discovery_seconds:
             parts.append(f"{s.discovered_objects} objects discovered ({s.discovery_seconds:.1f} s looking)")
-        if s.published or s.lost_messages:
-            parts.append(f"{s.published} MQTT messages published, {s.lost_messages} lost")
+        if s.published or s.dropped_messages:
+            parts.append(f"{s.published} MQTT messages published, {s.dropped_messages} lost")
         return ", ".join(parts)
 
 
@@ -143,6 +143,7 @@ class StreamRunner:
         self.frames = 0  # tracked and handed to the writer
         self.objects = 0  # objects in the last delivered frame's masks
         self.metrics: EngineMetrics | None = None
+        self.trim_heap: Callable[[], object] | None = None  # called after each frame delivered (`vos.engine.heap`)
         self._delivered: deque[float] = deque(maxlen=RATE_WINDOW)  # when recent frames reached the sinks
         self.initial_prompts = {frame: list(prompts) for frame, prompts in (initial_prompts or {}).items()}
         self.max_frames = max_frames
@@ -230,6 +231,8 @@ class StreamRunner:
                 self.metrics.observe(self.stream, frame.decode_seconds, model_seconds, now - frame.decoded_at)
             if time.monotonic() - self._status_at >= STATUS_INTERVAL:
                 self._status("online")
+            if self.trim_heap is not None:
+                self.trim_heap()
 
     def _on_source_status(self, state: str, detail: str) -> None:
         """The source's connection events as the stream's status (its end is published by `run`)."""
