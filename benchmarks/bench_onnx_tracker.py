@@ -1,6 +1,7 @@
 """The tracker on ONNX Runtime (fp32 and int8 graphs), with `backend="auto"` (per stage the faster runtime, as
-measured at load), vs PyTorch eager (and compiled, `--compile`), side by side in one process: the same
-native-size DAVIS frames, the trackers stepped in turn, frame by frame.
+measured at load), and on OpenVINO (fp32; bf16 where the CPU has it natively) vs PyTorch eager (fp32; bf16 where
+native; compiled with `--compile`), side by side in one process: the same native-size DAVIS frames, the trackers
+stepped in turn, frame by frame.
 
 Prints, per run, the median seconds per frame once the memory bank is full (frames after `--warmup`), the
 milliseconds per frame of each stage (image encoder, memory attention, decoder, memory encoder; not for compiled
@@ -16,6 +17,7 @@ object-score bias shifted (objects stay present; speed does not depend on the we
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import statistics
 import sys
 import tempfile
@@ -70,6 +72,12 @@ def export(name: str, checkpoint: Path, image_size: int, folder: Path, precision
     return folder
 
 
+def native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX): the bf16 runs are added then."""
+    flags = Path("/proc/cpuinfo").read_text().split()
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def pearson(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
 
@@ -113,6 +121,12 @@ def main() -> None:
         chosen = ", ".join(used) or "nothing"
         print(f"auto measured in {time.perf_counter() - start:.0f} s; ONNX Runtime runs: {chosen}")
         runs["auto (fp32)"] = vos.Tracker(auto)
+        if native_bf16():
+            runs["PyTorch bf16"] = vos.Tracker(load(precision="bf16"))
+        if importlib.util.find_spec("openvino") is not None:
+            runs["OpenVINO fp32"] = vos.Tracker(load(backend="openvino", onnx_dir=folders["fp32"]))
+            if native_bf16():
+                runs["OpenVINO bf16"] = vos.Tracker(load(backend="openvino", onnx_dir=folders["fp32"], precision="bf16"))
         if args.compile:
             runs["PyTorch compiled"] = vos.Tracker(load(), compile=True)
         stage_totals = {name: defaultdict(float) for name in runs}

@@ -22,6 +22,11 @@ from vos.export.onnx import MANIFEST, read_manifest
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
+try:
+    import openvino
+except ImportError:  # the openvino extra: its tests skip
+    openvino = None
+needs_openvino = pytest.mark.skipif(openvino is None, reason="the openvino extra is not installed")
 
 TOLERANCE = 1e-4  # of the output's largest magnitude (at least 1)
 
@@ -314,9 +319,9 @@ def assert_memory_attention_alike(model, on_ort) -> None:
         assert_close(got, want, f"memory attention on {len(slots)} frame(s)")
 
 
-def track(model, frames: list[np.ndarray]) -> list:
+def track(model, frames: list[np.ndarray], remove_at: int | None = None) -> list:
     """Object 1 from a click and object 2 from a mask on frame 0, a correction of object 1 on frame 2 (a click
-    added, negative), object 3 from a box on frame 4; native-size frames."""
+    added, negative), object 3 from a box on frame 4, object 2 removed on frame `remove_at`; native-size frames."""
     h, w = frames[0].shape[:2]
     mask = np.zeros((h, w), bool)
     mask[h // 3 : h // 2, w // 3 : w // 2] = True
@@ -330,6 +335,8 @@ def track(model, frames: list[np.ndarray]) -> list:
             tracker.add_prompt(1, points=[[w * 0.6, h * 0.7], [w * 0.2, h * 0.3]], labels=[1, 0])
         if i == 4:
             tracker.add_prompt(3, box=[20, 30, 300, 200])
+        if i == remove_at:
+            tracker.remove_object(2)
         results.append(tracker.step(frame))
     return results
 
@@ -409,9 +416,9 @@ def test_the_onnxruntime_backend_refuses_graphs_it_cannot_pair(tracking_checkpoi
         load("sam2.1_hiera_t", checkpoint=tracking_checkpoint, backend="onnxruntime", onnx_dir=exported)
     with pytest.raises(ConfigError, match="are fp32, not int8: give precision fp32"):
         load(checkpoint=tracking_checkpoint, image_size=512, precision="int8", backend="onnxruntime", onnx_dir=exported)
-    with pytest.raises(ConfigError, match="give both or neither"):
+    with pytest.raises(ConfigError, match=r"is run by --backend onnxruntime, openvino or auto"):
         load(checkpoint=tracking_checkpoint, image_size=512, onnx_dir=exported)
-    with pytest.raises(ValueError, match="give both or neither"):
+    with pytest.raises(ValueError, match=r"backend onnxruntime runs the graphs .* give their folder \(--onnx-dir\)"):
         vos.ModelSettings(backend="onnxruntime")
 
 
@@ -552,6 +559,10 @@ def test_efficient_trackers_track_on_onnxruntime_as_on_pytorch(name, davis_root,
     assert_same_results(got, want)
     assert all(got[-1].scores[o] > 0 and got[-1].masks[o].any() for o in (1, 2, 3))
     assert_example_tracks_as_vos(tmp_path / "onnx", on_ort, davis_root, tmp_path)
+    if openvino is not None:
+        on_ov = vos.load_model(name, checkpoint=checkpoint, image_size=512, backend="openvino", onnx_dir=tmp_path / "onnx")
+        assert_memory_attention_alike(model, on_ov)
+        assert_same_results(track(on_ov, frames, remove_at=4), track(model, frames, remove_at=4))
 
 
 @pytest.mark.slow
@@ -566,3 +577,92 @@ def test_onnxruntime_tracker_gives_the_pytorch_trackers_masks_at_1024(davis_root
     got, want = track(on_ort, frames), track(model, frames)
     assert_same_results(got, want)
     assert all(got[-1].scores[o] > 0 and got[-1].masks[o].any() for o in (1, 2, 3))
+
+
+# -- OpenVINO: the same graphs on another CPU runtime ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def openvino_cache(tmp_path_factory):
+    """$VOS_CACHE_DIR for the module: OpenVINO's compiled models go to its openvino/ folder."""
+    with pytest.MonkeyPatch.context() as patch:
+        folder = tmp_path_factory.mktemp("cache")
+        patch.setenv("VOS_CACHE_DIR", str(folder))
+        yield folder / "openvino"
+
+
+def load_on_openvino(checkpoint, folder, precision="fp32", **options):
+    return vos.load_model(
+        "sam2.1_hiera_t", checkpoint=checkpoint, image_size=512, backend="openvino", onnx_dir=folder,
+        precision=precision, **options,
+    )  # fmt: skip
+
+
+@needs_openvino
+def test_openvino_tracker_gives_the_pytorch_trackers_masks(davis_root, model, tracking_checkpoint, exported, openvino_cache):
+    """Two objects from a click and a mask, a correction, a box, a removal: OpenVINO fp32 within 1e-4 of PyTorch.
+    A second load finds the compiled models in OpenVINO's cache."""
+    import time
+
+    from vos.export.openvino_runtime import OpenVinoGraphs
+
+    started = time.perf_counter()
+    on_ov = load_on_openvino(tracking_checkpoint, exported)
+    first = time.perf_counter() - started
+    assert isinstance(on_ov.onnx_graphs, OpenVinoGraphs) and on_ov.onnx_graphs.compute_precision == "fp32"
+    cached = sorted(openvino_cache.iterdir())
+    assert len(cached) >= len(on_ov.onnx_graphs.manifest.graphs)  # a blob per compiled graph
+    started = time.perf_counter()
+    load_on_openvino(tracking_checkpoint, exported)
+    print(f"OpenVINO load: {first:.2f} s compiling, {time.perf_counter() - started:.2f} s from the cache")
+    assert sorted(openvino_cache.iterdir()) == cached  # read, not written again
+    frames = [read_frame(davis_root, "car-shadow", i) for i in range(7)]
+    got, want = track(on_ov, frames, remove_at=5), track(model, frames, remove_at=5)
+    assert_same_results(got, want)
+    assert [sorted(r.masks) for r in got] == [[1, 2]] * 4 + [[1, 2, 3]] + [[1, 3]] * 2
+    assert all(got[-1].scores[o] > 0 and got[-1].masks[o].any() for o in (1, 3))
+
+
+@needs_openvino
+def test_openvino_bf16_agrees_with_fp32(davis_root, model, tracking_checkpoint, exported, openvino_cache):
+    """bf16 inside the graphs (CPUs with AVX-512 BF16 or AMX): logits correlate (Pearson r >= 0.98) with the fp32
+    PyTorch tracker's and masks overlap (IoU >= 0.95) on every frame and object; both printed."""
+    from vos.export.openvino_runtime import native_bf16
+
+    if not native_bf16(openvino.Core()):
+        pytest.skip("no native bf16 on this CPU (the refusal is tested below)")
+    on_bf16 = load_on_openvino(tracking_checkpoint, exported, precision="bf16")
+    assert on_bf16.onnx_graphs.compute_precision == "bf16"
+    frames = [read_frame(davis_root, "car-shadow", i) for i in range(7)]
+    got, want = track(on_bf16, frames, remove_at=5), track(model, frames, remove_at=5)
+    worst_r, worst_iou = 1.0, 1.0
+    for g, w in zip(got, want, strict=True):
+        assert g.masks.keys() == w.masks.keys()
+        for o in w.masks:
+            worst_r = min(worst_r, float(np.corrcoef(g.logits[o].ravel(), w.logits[o].ravel())[0, 1]))
+            union = np.logical_or(g.masks[o], w.masks[o]).sum()
+            worst_iou = min(worst_iou, np.logical_and(g.masks[o], w.masks[o]).sum() / union if union else 1.0)
+    print(f"OpenVINO bf16 against PyTorch fp32: logits r >= {worst_r:.4f}, mask IoU >= {worst_iou:.4f}")
+    assert worst_r >= 0.98 and worst_iou >= 0.95
+
+
+@needs_openvino
+def test_openvino_refusals_are_plain(tracking_checkpoint, exported, openvino_cache, tmp_path, monkeypatch):
+    """bf16 where it would be emulated, int8, a GPU, a graph OpenVINO cannot read, a backend vos does not have."""
+    import shutil
+
+    with pytest.raises(ConfigError, match="computes in fp32, bf16, auto, not int8"):
+        load_on_openvino(tracking_checkpoint, exported, precision="int8")
+    with pytest.raises(ConfigError, match="runs on the CPU, not cuda"):  # (a CPU torch refuses cuda before)
+        vos.build._openvino_graphs(exported, read_manifest(exported), "fp32", "cuda")
+    monkeypatch.setattr("vos.export.openvino_runtime.native_bf16", lambda core: False)
+    with pytest.raises(ConfigError, match="no native bf16 .* give --precision fp32"):
+        load_on_openvino(tracking_checkpoint, exported, precision="bf16")
+    assert load_on_openvino(tracking_checkpoint, exported, precision="auto").onnx_graphs.compute_precision == "fp32"
+    broken = tmp_path / "broken"
+    shutil.copytree(exported, broken)
+    (broken / "mask_decoder.onnx").write_bytes(b"not a graph")
+    with pytest.raises(ConfigError, match="OpenVINO cannot load .*mask_decoder.onnx .* export the model again"):
+        load_on_openvino(tracking_checkpoint, broken)
+    with pytest.raises(ConfigError, match="backend must be one of pytorch, onnxruntime, openvino, auto, not 'tensorrt'"):
+        vos.load_model(checkpoint=tracking_checkpoint, image_size=512, backend="tensorrt", onnx_dir=exported)

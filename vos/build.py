@@ -91,7 +91,9 @@ def load_model(
     config, image size and checkpoint (`vos.tracking.onnx_stages`); the model itself stays fp32, and `precision` is
     the graphs' ("fp32" or "int8"; "auto": whichever they are). `backend="auto"`: the same, but each stage runs
     on ONNX Runtime only where it ran faster than PyTorch at load (`vos.export.stage_timing`: seconds at 512 px,
-    half a minute at 1024 on two cores), else on the model's PyTorch modules.
+    half a minute at 1024 on two cores), else on the model's PyTorch modules. `backend="openvino"`: the same graphs
+    compiled by OpenVINO on the CPU (`vos.export.openvino_runtime`), computing in `precision` "fp32", "bf16" (CPUs
+    with native bf16) or "auto" (bf16 where native); its compiled models are cached for the next start.
     """
     try:
         check_backend(backend, onnx_dir)
@@ -117,7 +119,11 @@ def load_model(
         model.fuse()
     model.set_precision(chosen)
     if backend != "pytorch":
-        graphs = _onnx_graphs(model, Path(onnx_dir), weights, precision, str(dev))
+        manifest = _paired_manifest(model, Path(onnx_dir), weights)
+        if backend == "openvino":
+            graphs = _openvino_graphs(Path(onnx_dir), manifest, precision, str(dev))
+        else:
+            graphs = _onnx_graphs(Path(onnx_dir), manifest, precision, str(dev))
         if backend == "auto":
             graphs.used = _faster_graphs(model, graphs)
         model.onnx_graphs = graphs if graphs.used else None
@@ -136,14 +142,29 @@ def _faster_graphs(model: SAM2Model, graphs) -> frozenset[str]:
     return used
 
 
-def _onnx_graphs(model: SAM2Model, folder: Path, weights: Path | None, precision: Precision, device: str):
-    """The ONNX Runtime sessions of `folder`, checked to be of `model`'s config, image size and weights."""
+def _paired_manifest(model: SAM2Model, folder: Path, weights: Path | None):
+    """The manifest of the export `folder`, checked to be of `model`'s config, image size and weights."""
     from vos.checkpoints import file_sha256
     from vos.export.onnx import read_manifest
-    from vos.export.runtime import OnnxGraphs
 
     manifest = read_manifest(folder, model.cfg.name, model.image_size)
     manifest.check_weights(model.cfg.model_dump(mode="json"), file_sha256(weights) if weights is not None else None)
+    return manifest
+
+
+def _openvino_graphs(folder: Path, manifest, precision: Precision, device: str):
+    """OpenVINO's compiled models of `folder`, computing in `precision` (fp32, bf16 or auto)."""
+    from vos.export.openvino_runtime import OpenVinoGraphs
+
+    if device != "cpu":
+        raise ConfigError(f"the openvino backend runs on the CPU, not {device}: give --device cpu")
+    return OpenVinoGraphs(folder, manifest, precision, threads=torch.get_num_threads())
+
+
+def _onnx_graphs(folder: Path, manifest, precision: Precision, device: str):
+    """The ONNX Runtime sessions of `folder`, whose graphs must be of `precision` (or auto)."""
+    from vos.export.runtime import OnnxGraphs
+
     if precision not in ("auto", manifest.precision):
         given = "auto" if manifest.precision == "fp16" else f"{manifest.precision} (or auto)"
         again = f", or export the model again with --precision {precision}" if precision in ("fp32", "int8") else ""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -23,16 +23,20 @@ DEFAULT_CONFIG = "sam2.1_hiera_t"  # the model used when neither a config nor a 
 Precision = Literal["fp32", "bf16", "int8", "auto"]
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "int8", "auto")
 DEFAULT_PRECISION: Precision = "fp32"
-Backend = Literal["pytorch", "onnxruntime", "auto"]
-"""What runs the tracker's stages: the model's PyTorch modules, the ONNX graphs of `vos export onnx` (ONNX Runtime),
-or per stage whichever of the two ran it faster at load (auto)."""
+Backend = Literal["pytorch", "onnxruntime", "openvino", "auto"]
+"""What runs the tracker's stages: the model's PyTorch modules, the ONNX graphs of `vos export onnx` (on ONNX Runtime
+or OpenVINO), or per stage whichever of PyTorch and ONNX Runtime ran it faster at load (auto)."""
+BACKENDS: tuple[str, ...] = get_args(Backend)
 
 
 def check_backend(backend: str, onnx_dir: object) -> None:
-    """ValueError unless an ONNX folder is given exactly when the backend runs ONNX graphs."""
-    if (onnx_dir is not None) != (backend != "pytorch"):
-        raise ValueError(f"backend {backend} goes with onnx_dir only when it runs ONNX graphs (onnxruntime or auto): "
-                         "give both or neither")  # fmt: skip
+    """ValueError unless the backend is one vos has, with an ONNX folder exactly when it runs ONNX graphs."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    if backend == "pytorch" and onnx_dir is not None:
+        raise ValueError("an ONNX folder (--onnx-dir) is run by --backend onnxruntime, openvino or auto: give one")
+    if backend != "pytorch" and onnx_dir is None:
+        raise ValueError(f"backend {backend} runs the graphs `vos export onnx` wrote: give their folder (--onnx-dir)")
 
 
 class _Strict(BaseModel):
@@ -381,12 +385,13 @@ class ModelSettings(BaseModel):
     threads: int | None = Field(None, ge=1, description="torch intra-op threads (default: one per core)")
     backend: Backend = Field(
         "pytorch",
-        description="what runs the tracker: pytorch, onnxruntime (the graphs in --onnx-dir), or auto: per stage the "
-        "faster of the two, measured at load",
+        description="what runs the tracker: pytorch, onnxruntime or openvino (the graphs in --onnx-dir), or auto: "
+        "per stage the faster of pytorch and onnxruntime, measured at load",
     )
     onnx_dir: Path | None = Field(
         None,
-        description="backend onnxruntime or auto: the folder `vos export onnx` wrote for this model and checkpoint",
+        description="backend onnxruntime, openvino or auto: the folder `vos export onnx` wrote for this model and "
+        "checkpoint",
     )
 
     @model_validator(mode="after")

@@ -90,7 +90,8 @@ def settings_from_args(args: argparse.Namespace, settings: type[S], **values: An
     try:
         return settings(**{**given, **values})
     except ValidationError as e:
-        raise ConfigError(plain_problems(e, where=lambda loc: "--" + ".".join(map(str, loc)).replace("_", "-"))) from None
+        flag = lambda loc: "--" + ".".join(map(str, loc)).replace("_", "-") if loc else ""  # noqa: E731  (no loc: the whole)
+        raise ConfigError(plain_problems(e, where=flag)) from None
 
 
 DISCOVERY_FLAGS = [f for f in DiscoverySettings.model_fields if f != "everything"]

@@ -209,14 +209,14 @@ def _vos_version() -> str:
         return "unknown"
 
 
-def require_extra(name: str):
-    """Import a module of the `onnx` extra (export, the ONNX Runtime backend), or say how to install it."""
+def require_extra(name: str, extra: str = "onnx"):
+    """Import a module of an extra (`onnx`: export and the ONNX Runtime backend; `openvino`), or say how to install it."""
     import importlib
 
     try:
         return importlib.import_module(name)
     except ImportError:
-        raise ConfigError(f"vos's ONNX support needs {name}: pip install 'vos[onnx]'") from None
+        raise ConfigError(f"vos's {extra} support needs {name}: pip install 'vos[{extra}]'") from None
 
 
 def _export(spec, path: Path, opset: int) -> None:

@@ -1,6 +1,7 @@
-"""The segmenter's stages run by ONNX Runtime: the graphs of `vos export onnx` (`vos.export.graphs`) in place of
-the model's modules, for a model loaded with `backend="onnxruntime"`; with `backend="auto"`, only the graphs that
-ran faster than PyTorch at load (`OnnxGraphs.used`), PyTorch running the other stages.
+"""The segmenter's stages run by an ONNX runtime: the graphs of `vos export onnx` (`vos.export.graphs`) in place of
+the model's modules, for a model loaded with `backend="onnxruntime"` or `"openvino"` (the same calls on
+`vos.export.runtime.OnnxGraphs` or `vos.export.openvino_runtime.OpenVinoGraphs`); with `backend="auto"`, only the
+graphs that ran faster than PyTorch at load (`OnnxGraphs.used`), PyTorch running the other stages.
 
 Tensors cross to numpy and back on the CPU. With memory attention on ONNX Runtime, memories are read unprojected
 (the graph projects and rotates their keys itself), so nothing is kept beside them. What stays PyTorch: pre-processing, choosing
@@ -26,12 +27,12 @@ def _np(x: torch.Tensor, dtype: torch.dtype = torch.float32) -> np.ndarray:
 
 
 class OnnxStages(Stages):
-    """`Stages` computed by the ONNX Runtime sessions of `model.onnx_graphs` (`vos.export.runtime.OnnxGraphs`)."""
+    """`Stages` computed by the graphs of `model.onnx_graphs` (ONNX Runtime sessions or OpenVINO compiled models)."""
 
     def __init__(self, model: SAM2Model) -> None:
         reason = unsupported(model)
         if reason is not None:
-            raise ConfigError(f"this model cannot run on ONNX Runtime: {reason}")
+            raise ConfigError(f"this model cannot run its ONNX graphs: {reason}")
         super().__init__(model)
         self.graphs = model.onnx_graphs
 

@@ -86,7 +86,7 @@ def _stages(model: SAM2Model, compile: bool) -> Stages:
     if model.onnx_graphs is None:
         return stages(model, compile)
     if compile:
-        raise ConfigError("compile is for the PyTorch backend: this model runs its ONNX Runtime graphs")
+        raise ConfigError("compile is for the PyTorch backend: this model runs its ONNX graphs")
     return onnx_stages(model)
 
 
