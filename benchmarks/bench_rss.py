@@ -33,7 +33,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.conftest import DEFAULT_DAVIS, OBJECT_SCORE_BIAS_OFFSET  # noqa: E402
+from tests.conftest import DEFAULT_DAVIS  # noqa: E402
 from tests.mqtt_broker import MosquittoBroker  # noqa: E402
 
 PREFIX = "rss"
@@ -50,24 +50,18 @@ def cpu_line() -> str:
     return f"{name}, {os.cpu_count()} cores, flags: {' '.join(kinds) or 'none of avx2/avx512'}"
 
 
-def prepare(folder: Path, davis: Path, sequence: str, n: int, config: str, size: int) -> tuple[Path, Path, Path]:
+def prepare(folder: Path, davis: Path, sequence: str, n: int, config: str) -> tuple[Path, Path, Path]:
     """n frames cycling the sequence, its first annotation, random weights of `config` (objects present)."""
     import shutil
 
-    import torch
-
-    from vos.build import build_model
+    from vos.build import save_random_checkpoint
 
     sources = sorted((davis / "JPEGImages" / "480p" / sequence).glob("*.jpg"))
     frames = folder / "frames"
     frames.mkdir()
     for i in range(n):
         shutil.copyfile(sources[i % len(sources)], frames / f"{i:05d}.jpg")
-    torch.manual_seed(SEED)
-    sd = build_model(config, image_size=size).state_dict()
-    sd["sam_mask_decoder.pred_obj_score_head.layers.2.bias"] += OBJECT_SCORE_BIAS_OFFSET
-    weights = folder / "weights.pt"
-    torch.save({"model": sd}, weights)
+    weights = save_random_checkpoint(config, folder / "weights.pt", seed=SEED)
     return frames, davis / "Annotations" / "480p" / sequence / "00000.png", weights
 
 
@@ -168,7 +162,7 @@ def main() -> None:
     everything = {}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        frames, mask, weights = prepare(folder, args.davis_root, args.sequence, args.frames, args.model, args.size)
+        frames, mask, weights = prepare(folder, args.davis_root, args.sequence, args.frames, args.model)
         broker = MosquittoBroker(folder / "broker")
         broker.start()
         try:

@@ -308,8 +308,10 @@ class MqttLink:
                     s = self.settings
                     first.set_exception(MqttUnavailable(f"cannot connect to MQTT broker {s.host}:{s.port}: {e}"))
                     return
+                if self.stats.last_error != str(e) or not self._closing:  # draining retries often: said once
+                    log.warning("MQTT %s: connection lost (%s), retrying in %.1f s", self.stream, e,
+                                DRAIN_RETRY if self._closing else delay)  # fmt: skip
                 self.stats.last_error = str(e)
-                log.warning("MQTT %s: connection lost (%s), retrying in %.1f s", self.stream, e, delay)
             finally:
                 self.stats.connected = False
             if self._drained:

@@ -5,8 +5,9 @@ Runtime: `vos.tracking.onnx_stages`); the folder is checked as for ONNX Runtime 
 CPU runtime of camera-analytics deployments, on Intel and AMD CPUs alike.
 
 - Precision: "fp32", or "bf16" (OpenVINO's inference precision hint: weights and activations in bfloat16
-  inside the graphs, float32 in and out) on CPUs with native bf16 (AVX-512 BF16, AMX); refused elsewhere,
-  where it would only be emulated. "auto": bf16 where native, else fp32. The graphs must be fp32 ones.
+  inside the graphs, float32 in and out; the decoder stays fp32, `FP32_GRAPHS`) on CPUs with native bf16
+  (AVX-512 BF16, AMX); refused elsewhere, where it would only be emulated. "auto": bf16 where native, else
+  fp32. The graphs must be fp32 ones.
 - Compiled fp32 models are cached (OpenVINO's model cache, keyed by the graph file and the compile settings, in
   `$VOS_CACHE_DIR/openvino` or `~/.cache/vos/openvino`), so a second start loads them instead of compiling
   (`CACHED_PRECISIONS`).
@@ -31,6 +32,10 @@ its CPU plugin (2026.4) fails on the memory encoder's broadcast add for more tha
 new dims")."""
 PRECISIONS = ("fp32", "bf16", "auto")
 _HINTS = {"fp32": "f32", "bf16": "bf16"}
+FP32_GRAPHS = ("mask_decoder",)
+"""Graphs computed in fp32 under bf16: EdgeTAM's decoder in bf16 lost its object (logits r -0.31, mask IoU 0.23
+against fp32 over 16 frames, where each other graph alone in bf16 kept r >= 0.985, IoU >= 0.996); it is a tenth of
+a frame's time."""
 CACHED_PRECISIONS = ("fp32",)
 """Compiled models cached on disk. Not bf16: with OpenVINO 2026.4, compiling the bf16 graphs in a process that had
 read fp32 ones from the cache corrupted memory (segmentation faults in the mask decoder); compiling them takes
@@ -90,7 +95,7 @@ class OpenVinoGraphs:
         self.compute_precision = resolve_openvino_precision(precision, core)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else openvino_cache_dir()
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        config = {"INFERENCE_PRECISION_HINT": _HINTS[self.compute_precision], "PERFORMANCE_HINT": "LATENCY"}
+        config = {"PERFORMANCE_HINT": "LATENCY"}
         if self.compute_precision in CACHED_PRECISIONS:
             config["CACHE_DIR"] = str(self.cache_dir)
         if threads is not None:
@@ -98,8 +103,11 @@ class OpenVinoGraphs:
         self._requests = {}
         self._outputs: dict[str, list] = {}
         for name, graph in manifest.graphs.items():
+            hint = _HINTS["fp32" if name in FP32_GRAPHS else self.compute_precision]
             try:
-                compiled = core.compile_model(self._read(core, name, graph.file), "CPU", config)
+                compiled = core.compile_model(
+                    self._read(core, name, graph.file), "CPU", {**config, "INFERENCE_PRECISION_HINT": hint}
+                )
             except RuntimeError as e:  # OpenVINO's error for a file it cannot read as a graph
                 first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
                 raise ConfigError(f"OpenVINO cannot load {self.folder / graph.file} ({first}): export the model again") from None
