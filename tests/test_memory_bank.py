@@ -59,17 +59,20 @@ def test_tracker_rejects_bad_prompts_and_frames_without_losing_state(tiny_checkp
         tracker.add_prompt(1, mask=np.zeros((4, 4), bool), points=[(1, 2)], labels=[1])
     with pytest.raises(ValueError, match="1 \\(object\\) or 0"):
         tracker.add_prompt(1, points=[(1, 2)], labels=[5])
-    tracker.add_prompt(1, mask=np.ones((8, 8), bool))
+    tracker.add_prompt(1, mask=np.ones((8, 8), bool))  # the tracker has seen no frame: checked on the next one
     frame = np.zeros((16, 16, 3), np.uint8)
-    with pytest.raises(ValueError, match="object 1: the mask prompt is"):
-        tracker.step(frame)
     with pytest.raises(ValueError, match="uint8"):
         tracker.step(frame.astype(np.float32))
     assert tracker.frame_index == 0 and tracker.object_ids == [1]
-    tracker.remove_object(1)
     tracker.add_prompt(2, box=(2, 2, 12, 12))
-    result = tracker.step(frame)
+    result = tracker.step(frame)  # object 1's prompt is dropped on it, object 2 is tracked
     assert result.frame_index == 0 and set(result.masks) == {2} and result.masks[2].shape == (16, 16)
-    assert tracker.step(frame).frame_index == 1
+    assert result.refused == {1: "object 1: the mask prompt is (8, 8), the frame is (16, 16)"} and tracker.object_ids == [2]
+    with pytest.raises(ValueError, match=r"object 3: box corner \(-16384, -16384\) lies outside the 16x16 frame"):
+        tracker.add_prompt(3, box=(-16384, -16384, 32768, 32768))  # refused at once, nothing changed
+    with pytest.raises(ValueError, match=r"object 2: point \(99, 1\) lies outside"):
+        tracker.add_prompt(2, points=[(99, 1)], labels=[1])
+    later = tracker.step(frame)
+    assert later.frame_index == 1 and set(later.masks) == {2} and later.refused == {}
     tracker.reset()
-    assert tracker.object_ids == [] and tracker.frame_index == 0
+    assert tracker.object_ids == [] and tracker.frame_index == 0 and tracker.frame_size is None

@@ -266,6 +266,8 @@ class StreamRunner:
                     await self._apply_prompts(frame)
                     handed = time.monotonic()
                     result = await self.inference.step(self.tracker, frame.image)
+                    for reason in result.refused.values():  # prompts that did not fit this frame
+                        self.inbox.refuse(reason)
                     await results.put((frame, result, time.monotonic() - handed))
                     self.frames += 1
                     bar.update()

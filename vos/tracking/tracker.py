@@ -5,7 +5,9 @@
     result = tracker.step(frame)                      # prompts added before a step apply to that frame
 
 A prompt for a new object starts tracking it on the next frame, segmented from the prompt
-alone. A prompt for a tracked object is a correction: clicks and boxes refine the mask
+alone. Once the tracker has seen a frame, `add_prompt` refuses a prompt that does not fit its size
+(ValueError, nothing changed); one that does not fit the next frame (the first one, or a frame of
+another size) is dropped on it and listed in `TrackResult.refused`, the other objects tracked as ever. A prompt for a tracked object is a correction: clicks and boxes refine the mask
 tracked on that frame (a mask prompt replaces it). Either way the frame becomes a
 conditioning frame of the object. Memory per object is bounded (`memory.memory_bank`),
 so time and memory per frame stay flat however long the stream runs.
@@ -13,6 +15,7 @@ so time and memory per frame stay flat however long the stream runs.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +31,8 @@ from vos.tracking.prompts import Prompt
 from vos.tracking.segmenter import FrameFeatures, FrameSegmenter, ObjectRequest
 from vos.tracking.transforms import check_rgb_image, upscale_logits
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class TrackResult:
@@ -36,6 +41,7 @@ class TrackResult:
     logits: dict[int, np.ndarray] = field(default_factory=dict)  # float32 (H, W), Meta's video_res_masks
     scores: dict[int, float] = field(default_factory=dict)  # object score logits
     new_objects: list[int] = field(default_factory=list)  # found on this frame by auto-discovery
+    refused: dict[int, str] = field(default_factory=dict)  # prompts dropped on this frame (not fitting it): why
 
     @classmethod
     def from_logits(
@@ -84,6 +90,7 @@ class Tracker:
         self._pending: dict[int, Prompt] = {}
         self._last_masks: dict[int, np.ndarray] = {}  # the last frame's, for auto-discovery
         self._highest_id = 0  # the highest object id prompted since the reset
+        self.frame_size: tuple[int, int] | None = None  # (H, W) of the last frame stepped
 
     @property
     def object_ids(self) -> list[int]:
@@ -104,7 +111,13 @@ class Tracker:
         self.set_prompt(obj_id, Prompt.make(mask, points, labels, box))
 
     def set_prompt(self, obj_id: int, prompt: Prompt) -> None:
-        """`add_prompt` with an already checked `Prompt`; ValueError for an object beyond `max_objects`."""
+        """`add_prompt` with an already checked `Prompt`; ValueError for an object beyond `max_objects`, or for a
+        prompt that does not fit the frames seen so far."""
+        if self.frame_size is not None:
+            try:
+                prompt.check_size(self.frame_size)
+            except ValueError as e:
+                raise ValueError(f"object {obj_id}: {e}") from None
         known = self._memories.keys() | self._pending.keys()
         if obj_id not in known and len(known) >= self.config.max_objects:
             raise ValueError(
@@ -139,15 +152,12 @@ class Tracker:
         """
         check_rgb_image(frame)
         hw = (frame.shape[0], frame.shape[1])
+        self.frame_size = hw
+        refused = self._drop_misfits(hw)
         new_objects = self._discover(frame) if self.discoverer and self.discoverer.due(self.frame_index) else []
         if self.idle:
             self.frame_index += 1
-            return TrackResult(self.frame_index - 1)
-        for obj_id, prompt in self._pending.items():  # reject before anything changes
-            try:
-                prompt.check_size(hw)
-            except ValueError as e:
-                raise ValueError(f"object {obj_id}: {e}") from None
+            return TrackResult(self.frame_index - 1, new_objects=new_objects, refused=refused)
         obj_ids = self.object_ids
         requests = [ObjectRequest(self._pending.get(i), self._memories.get(i)) for i in obj_ids]
         if features is None:
@@ -163,11 +173,23 @@ class Tracker:
             self.frame_index, obj_ids, [s.low_res_logits for s in steps], [s.score for s in steps], hw,
             self.config.non_overlap_masks,
         )
-        result.new_objects = new_objects
+        result.new_objects, result.refused = new_objects, refused
         if self.discoverer is not None:  # a copy: the result goes to other threads, removals change this one
             self._last_masks = dict(result.masks)
         self.frame_index += 1
         return result
+
+    def _drop_misfits(self, hw: tuple[int, int]) -> dict[int, str]:
+        """Drops the pending prompts that do not fit an (H, W) frame (a new object with them); why, by object."""
+        refused = {}
+        for obj_id, prompt in list(self._pending.items()):
+            try:
+                prompt.check_size(hw)
+            except ValueError as e:
+                refused[obj_id] = f"object {obj_id}: {e}"
+                del self._pending[obj_id]
+                log.warning("frame %d: prompt refused: %s", self.frame_index, refused[obj_id])
+        return refused
 
     def _discover(self, frame: np.ndarray) -> list[int]:
         """Prompt the objects the everything mode finds on `frame` that no tracked or prompted object is; their ids.
