@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from vos.configs import MODELS_DIR as CONFIG_DIR
-from vos.errors import ConfigError
+from vos.errors import ConfigError, plain_problems
 
 SUPPORTED_IMAGE_SIZES = (512, 1024)
 DEFAULT_CONFIG = "sam2.1_hiera_t"  # the model used when neither a config nor a checkpoint says which
@@ -546,4 +546,4 @@ def load_config(name_or_path: str | Path, image_size: int | None = None) -> Mode
     try:
         return ModelConfig.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(f"invalid model config {path}:\n{e}") from e
+        raise ConfigError(f"invalid model config {path}: {plain_problems(e)}") from None
