@@ -33,17 +33,27 @@ MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 STD = np.array([0.229, 0.224, 0.225], np.float32)
 NO_OBJ_SCORE = np.float32(-1024.0)  # the mask logits of an object judged absent
 FRAME_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+FORMAT = 1  # the export folder format this example reads (manifest.json's "format")
 
 
 class Graphs:
     """The folder's graphs; calling one gives its outputs by name."""
 
     def __init__(self, folder: Path) -> None:
-        self.manifest = json.loads((folder / "manifest.json").read_text())
-        self.sessions = {
-            name: ort.InferenceSession(str(folder / graph["file"]), providers=["CPUExecutionProvider"])
-            for name, graph in self.manifest["graphs"].items()
-        }
+        try:
+            self.manifest = json.loads((folder / "manifest.json").read_text())
+        except (OSError, ValueError) as e:
+            raise SystemExit(f"{folder}: no readable manifest.json ({e}): give a folder written by `vos export onnx`")
+        if self.manifest.get("format") != FORMAT:
+            raise SystemExit(f"{folder}: graph format {self.manifest.get('format')}, this example reads format "
+                             f"{FORMAT}: export the model again with this vos")  # fmt: skip
+        self.sessions = {}
+        for name, graph in self.manifest["graphs"].items():
+            try:
+                self.sessions[name] = ort.InferenceSession(str(folder / graph["file"]), providers=["CPUExecutionProvider"])
+            except Exception as e:  # ONNX Runtime's own errors: a missing, corrupt or foreign file
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise SystemExit(f"{folder / graph['file']}: ONNX Runtime cannot load it ({first}): export the model again")
 
     def __call__(self, name: str, **inputs: np.ndarray) -> dict[str, np.ndarray]:
         session = self.sessions[name]
@@ -228,6 +238,8 @@ def main() -> None:
     for text in args.point:
         obj_id, click = parse_point(text)
         clicks.setdefault(obj_id, []).append(click)
+    if not args.frames.is_dir():
+        raise SystemExit(f"{args.frames} is not a folder of frames")
     paths = sorted(p for p in args.frames.iterdir() if p.suffix.lower() in FRAME_SUFFIXES)
     if not paths:
         raise SystemExit(f"no frames in {args.frames}")

@@ -474,8 +474,23 @@ def torch_free_python(venv) -> Path:
 
 def test_the_torch_free_example_tracks_as_vos_does(davis_root, exported, ort_model, tmp_path):
     """examples/onnx_track.py in a venv without torch: the masks and object scores of vos's tracker (without hole
-    filling) on native-size frames, two objects, one with two clicks."""
+    filling) on native-size frames, two objects, one with two clicks; a folder it cannot read gets one line."""
+    import shutil
+    import subprocess
+
     assert_example_tracks_as_vos(exported, ort_model, davis_root, tmp_path)
+    corrupt = shutil.copytree(exported, tmp_path / "corrupt", ignore=shutil.ignore_patterns("image_encoder.onnx"))
+    (corrupt / "image_encoder.onnx").write_bytes(b"not a graph")
+    example = Path(__file__).resolve().parents[1] / "examples" / "onnx_track.py"
+    python = torch_free_python(tmp_path / "venv")
+    for folder, frames, said in (
+        (tmp_path / "missing", tmp_path / "clip", "no readable manifest.json"),
+        (corrupt, tmp_path / "clip", "image_encoder.onnx: ONNX Runtime cannot load it"),
+        (exported, tmp_path / "no-frames", "is not a folder of frames"),
+    ):
+        run = subprocess.run([python, example, folder, frames, "--point", "1=5,5", "--out", tmp_path / "o"],
+                             capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert run.returncode == 1 and said in run.stderr and "Traceback" not in run.stderr, run.stderr
 
 
 def assert_example_tracks_as_vos(folder: Path, model, davis_root: Path, tmp_path: Path) -> None:
