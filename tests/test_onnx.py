@@ -188,9 +188,10 @@ def test_int8_graphs_agree_with_fp32(exported, tmp_path):
     graphs, quantized = Graphs(exported), Graphs(tmp_path)
     shutil.copy(exported / "memory_attention.onnx", tmp_path / "memory_attention.onnx")
     _quantize(tmp_path / "memory_attention.onnx")
-    assert (tmp_path / "memory_attention.onnx").stat().st_size < 0.5 * (
-        exported / "memory_attention.onnx"
-    ).stat().st_size
+    ops = {node.op_type for node in onnx.load(str(tmp_path / "memory_attention.onnx")).graph.node}
+    assert {"MatMulInteger", "DynamicQuantizeLinear"} <= ops
+    # int8 matrices; the RoPE tables stay float32
+    assert (tmp_path / "memory_attention.onnx").stat().st_size < 0.6 * (exported / "memory_attention.onnx").stat().st_size
     gen = torch.Generator().manual_seed(2)
     inputs = dict(
         image_embed=torch.randn(1, 256, 32, 32, generator=gen), image_pos=torch.randn(1, 256, 32, 32, generator=gen),

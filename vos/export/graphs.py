@@ -138,8 +138,8 @@ class MemoryAttentionGraph(nn.Module):
         keys = []
         for layer in attention.layers:
             attn = layer.cross_attn_image
-            k = attn.k_proj(spatial_in).unflatten(-1, (attn.num_heads, -1)).permute(0, 3, 1, 2, 4)  # (B, h, F, N, D)
-            keys.append(torch.cat((attn.rotate_frame(k).flatten(2, 3), attn.split_heads(attn.k_proj(ptr_in))), dim=2))
+            k = attn.project_keys(spatial_in.flatten(1, 2), rotate=True)  # (B, h, F*N, D)
+            keys.append(torch.cat((k, attn.split_heads(attn.k_proj(ptr_in))), dim=2))
         memory = ProjectedMemory(keys, torch.cat((tokens.reshape(b, f * n, c_mem), ptr_tokens), dim=1))
         e = image_embed.shape[-1]
         if self.pooled:

@@ -32,7 +32,7 @@ from torch import nn
 from vos.config import MemoryAttentionConfig
 from vos.modeling.attention import Attention
 from vos.modeling.common import exporting
-from vos.modeling.rope import apply_rope, axial_rope_tables
+from vos.modeling.rope import apply_rope, axial_rope_tables, linear_rotated
 
 POS_ENC_AT_INPUT_SCALE = 0.1
 QUERY_CHUNK = 1024  # query rows per step of the CPU cross-attention
@@ -170,36 +170,51 @@ class RoPEAttention(Attention):
             if side * side != n:
                 raise ValueError("RoPE attention expects a square token grid")
             self._set_tables(side, x.device)
+        if exporting():
+            return self.split_heads(linear_rotated(x, self.q_proj, self.rope_cos, self.rope_sin))
         return apply_rope(self.split_heads(self.q_proj(x)), self.rope_cos, self.rope_sin)
 
     def project_keys(self, k: torch.Tensor, rotate: bool) -> torch.Tensor:
-        """Key inputs (B, M, C_kv) -> per-head keys (B, heads, M, D), rotated (`rotate_frame`) if `rotate`."""
+        """Key inputs (B, M, C_kv) -> per-head keys (B, heads, M, D), rotated (`rotate_frame`: M a whole number of
+        frames) if `rotate`."""
+        if rotate and exporting():
+            return self.split_heads(linear_rotated(k, self.k_proj, *self.frame_tables()))
         keys = self.split_heads(self.k_proj(k))
         return self.rotate_frame(keys) if rotate else keys
 
-    def rotate_frame(self, keys: torch.Tensor) -> torch.Tensor:
-        """Per-head keys (..., M, D) of one memory frame, rotated as `key_layout` says (the grid the queries last
-        had when it names none; then M may be a whole number of frames)."""
+    def frame_tables(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin (N, D/2) for the N tokens of one memory frame as `key_layout` says: the grid the queries last
+        had when it names none; angle 0 for the unrotated tokens."""
         layout = self.key_layout
-        if layout.grid is None and not layout.unrotated:
-            return apply_rope(keys, self.rope_cos, self.rope_sin)
         cos, sin = (self.key_cos, self.key_sin) if layout.grid is not None else (self.rope_cos, self.rope_sin)
-        rotated = apply_rope(keys[..., layout.unrotated :, :], cos, sin)
-        return torch.cat((keys[..., : layout.unrotated, :], rotated), dim=-2)
+        if not layout.unrotated:
+            return cos, sin
+        return (torch.cat((cos.new_ones(layout.unrotated, cos.shape[1]), cos)),
+                torch.cat((sin.new_zeros(layout.unrotated, sin.shape[1]), sin)))  # fmt: skip
+
+    def rotate_frame(self, keys: torch.Tensor) -> torch.Tensor:
+        """Per-head keys (..., M, D) of memory frames (M a whole number of them), rotated as `key_layout` says."""
+        return apply_rope(keys, *self.frame_tables())
 
     def attend_tokens(
         self, queries: torch.Tensor, keys: torch.Tensor, tokens: torch.Tensor, bias: torch.Tensor | None = None
     ) -> torch.Tensor:
         """Cross-attention: per-head queries (B, heads, N, D), keys (B, heads, M, D), the values' input tokens
         (B, M, C_kv) and an (M,) logit bias or None -> (B, N, C)."""
-        if queries.device.type != "cpu" or exporting():  # mix_tokens' Python loops do not trace to a graph
+        if exporting():  # mix_tokens' Python loops do not trace to a graph; the same mixing by SDPA
+            mask = None if bias is None else bias.to(queries.dtype).view(1, -1)
+            mixed = F.scaled_dot_product_attention(
+                queries, keys, tokens[:, None].expand(-1, self.num_heads, -1, -1), attn_mask=mask
+            )  # (B, heads, N, C_kv)
+        elif queries.device.type != "cpu":
             values = self.split_heads(self.v_proj(tokens))
             if bias is None:
                 return self.attend(queries, keys, values)
             out = F.scaled_dot_product_attention(queries, keys, values, attn_mask=bias.to(queries.dtype).view(1, -1))
             b, h, n, d = out.shape
             return self.out_proj(out.transpose(1, 2).reshape(b, n, h * d))
-        mixed = mix_tokens(queries, keys, tokens, bias)  # (B, heads, N, C_kv)
+        else:
+            mixed = mix_tokens(queries, keys, tokens, bias)  # (B, heads, N, C_kv)
         h, d = self.num_heads, self.internal_dim // self.num_heads
         weight = self.v_proj.weight.view(h, d, -1)
         values = torch.einsum("bhnc,hdc->bnhd", mixed, weight.to(mixed.dtype)) + self.v_proj.bias.view(h, d)
