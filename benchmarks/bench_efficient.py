@@ -8,7 +8,8 @@ Meta's modules set aside (`reference_package`); the predictors built keep workin
 prompts (object 1 by its mask, others by a click); the runs are interleaved frame by frame in alternating order, so
 machine noise hits them alike. Steady state = frames after the memory bank is full (frame >= num_maskmem + 1):
 median seconds per frame there, frames/s, the ratio to the model's reference and to Meta's SAM 2.1-T, agreement
-with the reference, GFLOP per frame and time per stage of each vos fp32 model.
+with the reference, GFLOP per frame and time per stage of each vos fp32 model. With the openvino extra, each vos
+model also runs on OpenVINO (its graphs exported first), in fp32 and, where the CPU has it, bf16.
 
     python benchmarks/bench_efficient.py                               # 512 px, 1/2/4 objects
     python benchmarks/bench_efficient.py --sizes 1024 --objects 1 --compile
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import os
 import statistics
 import sys
@@ -40,6 +42,7 @@ from tests.conftest import DEFAULT_DAVIS, OBJECT_SCORE_BIAS_OFFSET, build_meta  
 from tests.oracles import tam_reference  # noqa: E402
 from tests.video_reference import ground_truth, meta_video_predictor, write_clip  # noqa: E402
 from vos.device import native_bf16  # noqa: E402
+from vos.export.onnx import export_onnx  # noqa: E402
 
 SEQUENCE = "car-shadow"
 REFS = REPO / ".refs"
@@ -117,9 +120,26 @@ def family_runs(args, family: str, config: str, checkpoint: Path, ref_step, fram
     if native_bf16("cpu"):
         runs.append(Run(f"vos {family} bf16", family, vos_run(load("bf16"), frames, prompts), ref_name))
     runs.append(Run(f"vos {family} int8", family, vos_run(load("int8"), frames, prompts), ref_name))
+    runs += openvino_runs(config, checkpoint, fp32, size, frames, prompts, ref_name, family)
     if args.compile:
         compiled = vos_run(load("fp32"), frames, prompts, compile=True)
         runs.append(Run(f"vos {family} fp32 compiled", family, compiled, ref_name))
+    return runs
+
+
+def openvino_runs(config: str, checkpoint: Path, fp32, size: int, frames, prompts, reference: str, family: str) -> list:
+    """The model on OpenVINO (its graphs exported beside the checkpoint): fp32, and bf16 where the CPU has it
+    natively; none without the openvino extra."""
+    if importlib.util.find_spec("openvino") is None:
+        return []
+    folder = checkpoint.with_name(f"onnx-{config}")
+    if not folder.exists():
+        export_onnx(fp32, folder, checkpoint=checkpoint)
+    runs = []
+    for precision in ("fp32", "bf16") if native_bf16("cpu") else ("fp32",):
+        model = vos.load_model(config, checkpoint=checkpoint, image_size=size, backend="openvino", onnx_dir=folder,
+                               precision=precision)  # fmt: skip
+        runs.append(Run(f"vos {family} openvino {precision}", family, vos_run(model, frames, prompts), reference))
     return runs
 
 
@@ -142,6 +162,8 @@ def bench(args, size: int, n_objects: int, tmp: Path) -> None:
     precision = "bf16" if native_bf16("cpu") else "fp32"
     sam = vos.load_model("sam2.1_hiera_t", checkpoint=sam_ckpt, image_size=size, precision=precision)
     runs.append(Run(f"vos sam2.1_t {precision}", "sam2.1_hiera_t", vos_run(sam, frames, prompts), runs[0].name))
+    sam_fp32 = sam if precision == "fp32" else vos.load_model("sam2.1_hiera_t", checkpoint=sam_ckpt, image_size=size)
+    runs += openvino_runs("sam2.1_hiera_t", sam_ckpt, sam_fp32, size, frames, prompts, runs[0].name, "sam2.1_t")
     runs += family_runs(args, "edgetam", "edgetam", edgetam_ckpt, reference_run(edgetam_ref, tmp, prompts), frames,
                         prompts, size, flops)  # fmt: skip
     runs += family_runs(args, "efficienttam", efficienttam, eff_ckpt, reference_run(eff_ref, tmp, prompts), frames,

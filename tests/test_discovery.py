@@ -134,6 +134,30 @@ def test_track_and_batch_discover_from_the_command_line(tiny_checkpoint, tmp_pat
         jobs_from_inputs([clip])
 
 
+def test_discovery_flags_reach_the_everything_mode():
+    """The grid and thresholds that decide how much the everything mode finds have discovery flags; errors name
+    the flag given."""
+    import argparse
+
+    from vos.cli.options import add_discovery_arguments, tracker_from_args
+    from vos.config import MaskGeneratorSettings
+    from vos.errors import ConfigError
+
+    parser = argparse.ArgumentParser()
+    add_discovery_arguments(parser)
+    parse = lambda *flags: tracker_from_args(parser.parse_args(flags)).discover  # noqa: E731
+    assert parse("--discover") == DiscoverySettings()
+    found = parse("--discover", "--discover-points-per-side", "8", "--discover-pred-iou-thresh", "0.3",
+                  "--discover-stability-score-thresh", "0.5", "--discover-min-area", "9")  # fmt: skip
+    assert found == DiscoverySettings(min_area=9, everything=MaskGeneratorSettings(
+        points_per_side=8, pred_iou_thresh=0.3, stability_score_thresh=0.5, hierarchical=True))  # fmt: skip
+    assert not parse("--discover", "--no-discover-hierarchical").everything.hierarchical
+    with pytest.raises(ConfigError, match="give --discover too"):
+        parse("--discover-points-per-side", "8")
+    with pytest.raises(ConfigError, match="--discover-points-per-side: Input should be greater than or equal to 1"):
+        parse("--discover", "--discover-points-per-side", "0")
+
+
 def test_serve_yaml_sets_discovery_per_stream(model, tmp_path, monkeypatch):
     """`discover:` on a stream overrides the tracker's: `false` turns it off for that stream only; the engine's
     reports count what each stream found."""

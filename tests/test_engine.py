@@ -110,6 +110,7 @@ def test_engine_masks_equal_the_tracker_alone(clip, davis_root, tracking_checkpo
     [
         (["track", "missing.mp4", "--point", "1=1,1", "--out", "{out}"], 5, "no such file or folder: missing.mp4"),
         (["track", "{text}", "--point", "1=1,1", "--out", "{out}"], 5, "cannot open"),
+        (["track", "{readme}", "--point", "1=1,1", "--out", "{out}"], 5, "README.txt is a text file, not a video"),
         (["track", "{clip}", "--point", "1=1"], 2, "expected 2 or 3 comma-separated numbers"),
         (["track", "{clip}", "--mask", "1=nothere.png"], 2, "no such file nothere.png"),
         (["track", "{clip}"], 2, "nothing to track"),
@@ -127,13 +128,15 @@ def test_engine_masks_equal_the_tracker_alone(clip, davis_root, tracking_checkpo
           "--quiet"], 2, "point (5000, 5000) lies outside the 854x480 frame"),
         (["track", "{clip}", "--point", "1=1,1", "--out", "{out}", "--checkpoint", "{text}"], 3, "it is not a PyTorch checkpoint"),
     ],
-    ids=["missing", "not-a-video", "bad-point", "missing-mask", "no-prompt", "no-output", "open-viewer", "viewer-token-file", "prompt-frame", "checkpoint-mismatch",
+    ids=["missing", "not-a-video", "text-file", "bad-point", "missing-mask", "no-prompt", "no-output", "open-viewer", "viewer-token-file", "prompt-frame", "checkpoint-mismatch",
          "broker-refused", "wildcard-topic", "tracker-option", "rtsp-unreachable", "inverted-box", "point-outside", "text-checkpoint"],
 )
 def test_errors_a_person_can_act_on(args, code, message, clip, tiny_checkpoint, tmp_path, capsys):
     text = tmp_path / "notes.mp4"
     text.write_text("not a video")
-    fill = {"clip": str(clip), "text": str(text), "ckpt": str(tiny_checkpoint), "port": str(free_port()), "out": str(tmp_path / "out")}
+    readme = tmp_path / "README.txt"
+    readme.write_text("Track objects in video.\n" * 200)
+    fill = {"clip": str(clip), "text": str(text), "readme": str(readme), "ckpt": str(tiny_checkpoint), "port": str(free_port()), "out": str(tmp_path / "out")}
     args = [a.format(**fill) for a in args]
     assert vos.cli.main(args) == code
     err = capsys.readouterr().err

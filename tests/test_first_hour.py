@@ -44,6 +44,18 @@ def test_random_weights_are_official_named_untrained_and_keep_objects_present(tm
     assert any("random, untrained weights" in r.getMessage() for r in caplog.records)
 
 
+def test_random_weights_go_into_a_folder_unless_a_file_is_named(tmp_path):
+    from vos.build import random_weights_path
+
+    name = random_weights_name("edgetam")
+    assert random_weights_path("edgetam", f"{tmp_path}/w/") == tmp_path / "w" / name  # not a file named w
+    assert random_weights_path("edgetam", tmp_path / "weights") == tmp_path / "weights" / name
+    assert random_weights_path("edgetam", tmp_path) == tmp_path / name
+    assert random_weights_path("edgetam", tmp_path / "mine.pt") == tmp_path / "mine.pt"
+    (tmp_path / "v1.0").mkdir()
+    assert random_weights_path("edgetam", tmp_path / "v1.0") == tmp_path / "v1.0" / name
+
+
 def test_the_offline_get_started_runs_as_written(davis_root, tmp_path):
     """README's commands, run by bash from a folder holding only the repository files they name."""
     block = OFFLINE_BLOCK.search((REPO / "README.md").read_text()).group(1)

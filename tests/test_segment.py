@@ -210,6 +210,30 @@ def test_hierarchical_mode_finds_the_full_modes_objects_with_fewer_clicks(models
         assert any(np.array_equal(r["segmentation"], o["segmentation"]) for o in ours)
 
 
+def test_a_large_points_per_batch_is_split_to_bound_memory(models, monkeypatch):
+    """A batch of clicks whose logits would pass MASK_BATCH_BYTES at the image's size goes through in smaller
+    batches (4096 clicks of 3 masks at 854x480 would take 20 GB): the same records."""
+    from vos.segment import generator as module
+
+    image, _, predict_clicks = disc_scene()
+    sizes = []
+
+    def counted(coords, *args):
+        sizes.append(len(coords))
+        return predict_clicks(coords, *args)
+
+    found = []
+    for budget in (module.MASK_BATCH_BYTES, 10 * 3 * 240 * 320 * 4):  # the default; then 10 clicks' logits
+        monkeypatch.setattr(module, "MASK_BATCH_BYTES", budget)
+        generator = MaskGenerator(models[1], points_per_side=16, points_per_batch=4096)
+        generator.predictor.set_image = lambda image: None
+        generator.predictor.predict_clicks = counted
+        found.append(generator.generate(image))
+    assert sizes[0] == 256 and max(sizes[1:]) == 10 and sum(sizes[1:]) == 256
+    assert len(found[0]) == 4 and [r["bbox"] for r in found[0]] == [r["bbox"] for r in found[1]]
+    assert all(np.array_equal(a["segmentation"], b["segmentation"]) for a, b in zip(*found, strict=True))
+
+
 def test_hierarchical_mode_refuses_point_grids(models):
     with pytest.raises(ValueError, match="hierarchical"):
         MaskGenerator(models[1], hierarchical=True, point_grids=[point_grid(4)])
@@ -275,3 +299,10 @@ def test_segment_command_writes_what_the_api_returns(segment_checkpoint, davis_r
     assert main(["segment", inputs[0], "--out", str(tmp_path), *model]) == 2  # out/one.png is the input
     assert "would overwrite the input" in capsys.readouterr().err
     assert (tmp_path / "one.png").read_bytes() == (folder / "0.png").read_bytes()
+    other = tmp_path / "other"
+    other.mkdir()
+    Image.fromarray(frames[1]).save(other / "0.png")
+    collide = tmp_path / "collide"
+    assert main(["segment", str(folder / "0.png"), str(other / "0.png"), "--out", str(collide), *model]) == 2
+    assert f"{folder / '0.png'} and {other / '0.png'} would both write {collide / '0'}.json" in capsys.readouterr().err
+    assert not collide.exists()  # refused before any work

@@ -42,6 +42,10 @@ def test_bad_files_are_refused_clearly(tmp_path):
     text.write_text("not a video")
     with pytest.raises(ValueError, match="cannot open"):
         VideoFile(text)
+    readme = tmp_path / "README.txt"  # FFmpeg's tty demuxer would draw its characters as 640x400 frames
+    readme.write_text("Track objects in video.\n" * 200)
+    with pytest.raises(ValueError, match="README.txt is a text file, not a video"):
+        VideoFile(readme)
 
 
 def test_session_opens_a_video_file(clip, tiny_checkpoint):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import torch
@@ -48,14 +49,23 @@ def random_weights_name(config: str) -> str:
     return f"{config}-random-untrained.pt"
 
 
+def random_weights_path(config: str, out: str | Path | None = None) -> Path:
+    """Where `save_random_checkpoint` writes: `out` if it names a file (it has a suffix: NAME.pt), else
+    `random_weights_name(config)` in the folder `out` (an existing one, one written with a trailing slash, or a
+    name without a suffix; made if missing); default the current folder."""
+    if out is None:
+        return Path.cwd() / random_weights_name(config)
+    folder = str(out).endswith(("/", os.sep)) or Path(out).is_dir() or not Path(out).suffix
+    return Path(out) / random_weights_name(config) if folder else Path(out)
+
+
 def save_random_checkpoint(config: str, out: str | Path | None = None, seed: int = 0) -> Path:
     """Random, untrained weights of `config` in the official checkpoint format (`{"model": state_dict}`), with the
     object-score bias shifted by OBJECT_SCORE_BIAS_OFFSET so that prompted objects are kept as present: a model
     that runs everything offline (demos, tests, pipelines) but whose masks follow no object. Loading it warns.
-    `out`: a file, or a folder for `random_weights_name(config)`; default the current folder."""
+    `out`: see `random_weights_path`."""
     cfg = load_config(config)
-    out = Path(out) if out is not None else Path.cwd()
-    path = out / random_weights_name(cfg.name) if out.is_dir() else out
+    path = random_weights_path(cfg.name, out)
     torch.manual_seed(seed)
     state_dict = build_model(cfg).state_dict()
     bias = [k for k in state_dict if k.startswith("sam_mask_decoder.pred_obj_score_head.") and k.endswith(".bias")]

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from vos.streams.redact import redact
 from vos.streams.sources.base import FrameSource, SourceError
+from vos.streams.sources.video_file import is_text
 
 MICROSECONDS = 1_000_000
 RTSP_SCHEMES = ("rtsp", "rtsps")
@@ -117,6 +118,9 @@ class PyAVSource(FrameSource):
         if not container.streams.video:
             container.close()
             raise SourceError(f"{self.display_url} has no video stream")
+        if is_text(container):
+            container.close()
+            raise SourceError(f"{self.display_url} is a text file, not a video")
         return container
 
     def _reason(self, error: av.FFmpegError, started: float) -> str:

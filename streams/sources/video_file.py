@@ -16,6 +16,15 @@ import av
 import numpy as np
 
 
+TEXT_CODECS = frozenset({"ansi", "bintext", "xbin", "idf"})
+"""FFmpeg's decoders that draw a text file's characters as frames: its tty demuxer takes any text file as a video."""
+
+
+def is_text(container: av.container.InputContainer) -> bool:
+    """Whether the container's first video stream is text drawn as frames rather than a video."""
+    return container.streams.video[0].codec_context.name in TEXT_CODECS
+
+
 class VideoFile(Sequence[np.ndarray]):
     """The frames of the first video stream of a file; `video[i]` is an HxWx3 uint8 RGB array."""
 
@@ -30,6 +39,9 @@ class VideoFile(Sequence[np.ndarray]):
         if not self._container.streams.video:
             self._container.close()
             raise ValueError(f"{self.path} has no video stream")
+        if is_text(self._container):
+            self._container.close()
+            raise ValueError(f"{self.path} is a text file, not a video")
         self._stream = self._container.streams.video[0]
         self.time_base: Fraction = self._stream.time_base
         self.pts = self._index()

@@ -80,7 +80,8 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
         "random", help="save random, untrained weights of a model (offline trials: runs, but tracks nothing real)"
     )
     rand.add_argument("name", choices=available_models(), metavar="NAME", help="model name, e.g. sam2.1_hiera_t")
-    rand.add_argument("--out", help="file or folder (default: NAME-random-untrained.pt in the current folder)")
+    rand.add_argument("--out", help="a file (NAME.pt), or a folder (made if missing) for NAME-random-untrained.pt "
+                      "(default: the current folder)")  # fmt: skip
     rand.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     rand.set_defaults(func=_cmd_random)
     listing = commands.add_parser("list", help="list known models, their URLs and whether they are cached")

@@ -13,7 +13,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from vos.config import DiscoverySettings, TrackerConfig
+from vos.config import DiscoverySettings, MaskGeneratorSettings, TrackerConfig
 from vos.engine.metrics import MetricsSettings
 from vos.errors import ConfigError, plain_message, plain_problems
 from vos.streams.sinks.mqtt import MqttSettings, TlsSettings
@@ -84,18 +84,26 @@ def settings_if_given(args: argparse.Namespace, settings: type[S]) -> S | None:
     return settings_from_args(args, settings) if given else None
 
 
-def settings_from_args(args: argparse.Namespace, settings: type[S], **values: Any) -> S:
-    """The settings model from the flags given (others keep the model's defaults) and `values`."""
-    given = {k.split(".", 1)[1]: v for k, v in vars(args).items() if k.startswith(f"{settings.__name__}.") and v is not None}
+def given_settings(args: argparse.Namespace, settings: type[BaseModel]) -> dict[str, Any]:
+    """The values of the flags of `settings` that were given, by field name."""
+    return {k.split(".", 1)[1]: v for k, v in vars(args).items() if k.startswith(f"{settings.__name__}.") and v is not None}
+
+
+def settings_from_args(args: argparse.Namespace, settings: type[S], prefix: str = "", **values: Any) -> S:
+    """The settings model from the flags given (others keep the model's defaults) and `values`; `prefix`: of the
+    flags' names (`add_settings_arguments`), for the errors."""
     try:
-        return settings(**{**given, **values})
+        return settings(**{**given_settings(args, settings), **values})
     except ValidationError as e:
-        flag = lambda loc: "--" + ".".join(map(str, loc)).replace("_", "-") if loc else ""  # noqa: E731  (no loc: the whole)
+        flag = lambda loc: "--" + prefix.replace("_", "-") + ".".join(map(str, loc)).replace("_", "-") if loc else ""  # noqa: E731  (no loc: the whole)
         raise ConfigError(plain_problems(e, where=flag)) from None
 
 
 DISCOVERY_FLAGS = [f for f in DiscoverySettings.model_fields if f != "everything"]
-"""Discovery settings with a flag (`--discover-every-n-frames`, ...); the everything mode's own: YAML or Python."""
+"""Discovery settings with a flag (`--discover-every-n-frames`, ...)."""
+EVERYTHING_FLAGS = ["points_per_side", "pred_iou_thresh", "stability_score_thresh", "hierarchical"]
+"""The everything mode's settings with a discovery flag (`--discover-points-per-side`, ...): what decides how many
+objects it finds; the others: YAML or Python (`DiscoverySettings.everything`)."""
 
 
 def add_discovery_arguments(parser: argparse.ArgumentParser) -> None:
@@ -106,13 +114,19 @@ def add_discovery_arguments(parser: argparse.ArgumentParser) -> None:
         "every object of the first frame",
     )  # fmt: skip
     add_settings_arguments(group, DiscoverySettings, DISCOVERY_FLAGS, prefix="discover_")
+    add_settings_arguments(group, MaskGeneratorSettings, EVERYTHING_FLAGS, prefix="discover_")
 
 
 def tracker_from_args(args: argparse.Namespace) -> TrackerConfig:
     """The tracker flags' settings, with `discover` from --discover and its flags."""
-    if not args.discover and settings_if_given(args, DiscoverySettings) is not None:
+    given = given_settings(args, DiscoverySettings) | given_settings(args, MaskGeneratorSettings)
+    if not args.discover and given:
         raise ConfigError("the --discover-... flags set up auto-discovery: give --discover too")
-    discover = settings_from_args(args, DiscoverySettings) if args.discover else None
+    discover = None
+    if args.discover:
+        hierarchical = given_settings(args, MaskGeneratorSettings).get("hierarchical", True)  # discovery's default
+        everything = settings_from_args(args, MaskGeneratorSettings, prefix="discover_", hierarchical=hierarchical)
+        discover = settings_from_args(args, DiscoverySettings, prefix="discover_", everything=everything)
     return settings_from_args(args, TrackerConfig, discover=discover)
 
 

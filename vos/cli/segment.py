@@ -28,13 +28,14 @@ def _numbers(text: str, count: int, flag: str) -> tuple[float, ...]:
 
 def cmd_segment(args: argparse.Namespace) -> int:
     from vos.build import load_from_settings
-    from vos.segment.files import segment_files
+    from vos.segment.files import check_inputs, segment_files
     from vos.segment.generator import MaskGenerator
 
     points = [_numbers(p, 2, "--point") for p in args.point or ()]
     boxes = [_numbers(b, 4, "--box") for b in args.box or ()]
     settings = settings_from_args(args, MaskGeneratorSettings)
     style = settings_from_args(args, OverlayStyle) if args.render else None
+    check_inputs(args.inputs, args.out)  # refused before the model loads
     generator = MaskGenerator(load_from_settings(settings_from_args(args, ModelSettings)), settings=settings)
     summary = segment_files(generator, args.inputs, args.out, points, boxes, style, progress=not args.quiet)
     print(f"vos: segment: {summary.text()} -> {args.out}", file=sys.stderr)

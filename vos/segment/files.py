@@ -65,12 +65,22 @@ def output_paths(out: Path, name: str) -> dict[str, Path]:
 
 
 def check_inputs(inputs: Sequence[Path], out: Path) -> int:
-    """The number of images of `inputs`; ConfigError before any work if results would overwrite an input."""
+    """The number of images of `inputs`; ConfigError before any work if results would overwrite an input or each
+    other (two inputs of one name: frames 00000.jpg of two folders given one by one, a.jpg beside a.png, ...)."""
+    owners: dict[str, Path] = {}
     count = 0
-    for name, _, source in images_of(inputs):
-        count += 1
-        if source is not None and source.resolve() in {p.resolve() for p in output_paths(out, name).values()}:
-            raise ConfigError(f"--out {out} would overwrite the input {source} with a result: choose another folder")
+    for path in inputs:
+        for name, _, source in images_of([path]):
+            count += 1
+            if source is not None and source.resolve() in {p.resolve() for p in output_paths(out, name).values()}:
+                raise ConfigError(f"--out {out} would overwrite the input {source} with a result: choose another folder")
+            first = owners.setdefault(name, source or path)
+            if first != (source or path):
+                raise ConfigError(
+                    f"{first} and {source or path} would both write {out / name}.json (results are named after "
+                    "their file, or folder/frame): give their folders instead (`vos segment DIR1 DIR2` writes "
+                    "DIR1/NAME.json and DIR2/NAME.json), rename one, or segment them into separate --out folders"
+                )
     return count
 
 

@@ -37,6 +37,10 @@ from vos.segment.amg import (
     xyxy_to_xywh,
 )
 
+MASK_BATCH_BYTES = 512 << 20
+"""The most the logits of one batch of clicks may take at the crop's size: `points_per_batch` 4096 of three masks
+at 854x480 would need 20 GB."""
+
 
 class MaskGenerator:
     """Masks of everything in an image:
@@ -167,8 +171,12 @@ class MaskGenerator:
 
     def _points(self, points: np.ndarray, crop: list[int], image_hw: tuple[int, int]) -> dict:
         """(P, 2) clicks in crop pixels, `points_per_batch` at a time -> the masks that pass the filters, and
-        "covered": the (h, w) pixels where one of them is above `hierarchical_logit_thresh`."""
-        step = self.settings.points_per_batch
+        "covered": the (h, w) pixels where one of them is above `hierarchical_logit_thresh`. A batch's logits at the
+        crop's size are kept under MASK_BATCH_BYTES (fewer clicks at once than `points_per_batch` if need be: the
+        same masks, as each click's are its own)."""
+        h, w = crop[3] - crop[1], crop[2] - crop[0]
+        per_click = (3 if self.settings.multimask_output else 1) * h * w * 4
+        step = max(1, min(self.settings.points_per_batch, MASK_BATCH_BYTES // per_click))
         self.points_decoded += len(points)
         empty = {"rles": [], "boxes": torch.zeros(0, 4, dtype=torch.long), "iou_preds": torch.zeros(0),
                  "points": torch.zeros(0, 2), "stability_score": torch.zeros(0),
