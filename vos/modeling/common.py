@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -50,10 +51,19 @@ class LayerNorm2d(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if exporting():  # one fused normalization over the last axis in graph runtimes (OpenVINO: MVN), not five ops
+            return F.layer_norm(x.permute(0, 2, 3, 1), x.shape[1:2], self.weight, self.bias, self.eps).permute(0, 3, 1, 2)
         mean = x.mean(1, keepdim=True)
         var = (x - mean).pow(2).mean(1, keepdim=True)
         x = (x - mean) / torch.sqrt(var + self.eps)
         return self.weight[:, None, None] * x + self.bias[:, None, None]
+
+
+def bilinear_matrix(n_in: int, n_out: int, device: torch.device | None = None) -> torch.Tensor:
+    """(n_out, n_in): 1-D bilinear resizing as a matrix, as `F.interpolate(..., align_corners=False)` weighs the
+    inputs; M @ X @ M^T resizes an (n_in, n_in) map to (n_out, n_out)."""
+    eye = torch.eye(n_in, device=device)[None]  # each input sample alone, as a channel
+    return F.interpolate(eye, size=n_out, mode="linear", align_corners=False)[0].t()
 
 
 def exporting() -> bool:

@@ -20,7 +20,7 @@ from torch.nn.init import trunc_normal_
 from vos.config import ModelConfig
 from vos.device import autocast
 from vos.errors import ConfigError
-from vos.modeling.common import MLP, weights_key
+from vos.modeling.common import MLP, bilinear_matrix, exporting, weights_key
 from vos.modeling.image_encoder import ImageEncoder
 from vos.modeling.mask_decoder import MaskDecoder
 from vos.modeling.memory_attention import KeyLayout, MemoryAttention, ProjectedMemory
@@ -373,7 +373,11 @@ class SAM2Model(nn.Module):
         get the learned no-object embedding.
         """
         t = self.cfg.tracking
-        masks = F.interpolate(low_res_masks, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
+        if exporting():  # as two matrix products on (B, S, S): graph runtimes ran the S x S one-channel maps slowly
+            up = bilinear_matrix(low_res_masks.shape[-1], self.image_size, low_res_masks.device)  # (S, 4E)
+            masks = (up @ low_res_masks[:, 0] @ up.t())[:, None]
+        else:
+            masks = F.interpolate(low_res_masks, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
         binarize = torch.as_tensor(binarize, device=masks.device) & t.binarize_mask_from_pts_for_mem_enc
         masks = torch.where(binarize.reshape(-1, 1, 1, 1), (masks > 0).float(), torch.sigmoid(masks))
         masks = masks * t.sigmoid_scale_for_mem_enc + t.sigmoid_bias_for_mem_enc
