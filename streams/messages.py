@@ -174,11 +174,16 @@ def parse_prompt(payload: bytes | str) -> AddPrompt | RemoveObject | Reset:
 
 
 class ErrorMessage(_Message):
-    """Published when a prompt message is refused (nothing changed)."""
+    """Published when a prompt message is refused (nothing changed), in one form wherever it was refused: `payload`
+    is the prompt as received (its first `ERROR_PAYLOAD_ECHO` characters); `obj_id` and `action` are the prompt's,
+    when they could be read. Over MQTT 5, a prompt sent with Correlation Data gets it back on its refusal, which is
+    also published to the prompt's Response Topic if it named one."""
 
     stream: str
     error: str
-    payload: str  # the start of what was received
+    payload: str
+    obj_id: int | None = None
+    action: str | None = None
 
 
 class StatusMessage(_Message):

@@ -173,7 +173,7 @@ def test_prompts_above_the_packet_limit_never_reach_the_link(broker):
         async with Subscriber(broker.port, "t/vos/cam/errors") as sub:
             async with MqttLink(settings(broker.port), "cam") as link:
                 arrived, submit = [], link.inbox.submit
-                link.inbox.submit = lambda payload: arrived.append(len(payload)) or submit(payload)
+                link.inbox.submit = lambda payload, reply=None: arrived.append(len(payload)) or submit(payload, reply)
                 async with __import__("aiomqtt").Client("127.0.0.1", broker.port) as client:
                     for payload in (b"x" * 20_000_000, b"x" * 9_000_000, valid):
                         await client.publish("t/vos/cam/prompts", payload, qos=1)
@@ -249,7 +249,84 @@ def test_prompts_beyond_the_pending_limit_are_refused(broker):
     messages, first, second = asyncio.run(main())
     assert [p.obj_id for p in first] == list(range(2, MAX_PENDING_PROMPTS + 2)) and second == []
     error = json.loads(messages[0][1])
-    assert "the oldest is dropped" in error["error"] and '"obj_id":1' in error["payload"]
+    assert "the oldest is dropped" in error["error"] and error["payload"] == '{"action": "remove", "obj_id": 1}'
+    assert error["obj_id"] == 1 and error["action"] == "remove"
+
+
+def test_every_refusal_echoes_the_prompt_as_received():
+    """Refused on receipt (malformed, not fitting the frame), in the queue, or by the engine: one form, the text as
+    received plus obj_id and action where they could be read."""
+    from vos.streams.prompt_inbox import ERROR_PAYLOAD_ECHO, PromptInbox
+
+    inbox = PromptInbox("cam", limit=1)
+    errors = []
+    inbox.listeners.append(lambda message, reply: errors.append((message, reply)))
+    inbox.frame_size = (480, 854)
+    outside = '{"action":"add",  "obj_id":1, "box":[-16384,-16384,32768,32768]}'
+    inbox.submit(outside)
+    inbox.submit('{"action": "add", "obj_id": 2, "points": [[1, 2]], "labels": [7]}')  # a bad label: not parsed
+    inbox.submit('{"action": "remove", "obj_id": 3}')
+    inbox.submit(b'{"action": "remove",    "obj_id": 4}')  # the queue holds one: obj 3 is dropped
+    [received] = inbox.take_received()
+    inbox.refuse("unknown object id 4", received=received)  # as the engine refuses
+    inbox.submit(b"[1, 2")
+    inbox.submit("x" * (ERROR_PAYLOAD_ECHO + 50))
+    got = [(m.payload, m.obj_id, m.action) for m, _ in errors]
+    assert got == [
+        (outside, 1, "add"),
+        ('{"action": "add", "obj_id": 2, "points": [[1, 2]], "labels": [7]}', 2, "add"),
+        ('{"action": "remove", "obj_id": 3}', 3, "remove"),
+        ('{"action": "remove",    "obj_id": 4}', 4, "remove"),
+        ("[1, 2", None, None),
+        ("x" * ERROR_PAYLOAD_ECHO, None, None),
+    ]
+    assert all(reply is None for _, reply in errors) and inbox.refused == 6
+
+
+def test_a_refusal_carries_the_prompts_correlation_data_to_its_response_topic(broker):
+    """MQTT 5 request/response: a refused prompt's Correlation Data comes back on the errors topic and on the
+    prompt's Response Topic; a Response Topic that cannot be published to is not used."""
+    import aiomqtt
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    def request(correlation: bytes, topic: str | None) -> Properties:
+        properties = Properties(PacketTypes.PUBLISH)
+        properties.CorrelationData = correlation
+        if topic is not None:
+            properties.ResponseTopic = topic
+        return properties
+
+    async def main():
+        got = []
+        async with aiomqtt.Client("127.0.0.1", broker.port, protocol=aiomqtt.ProtocolVersion.V5) as listener:
+            await listener.subscribe("t/vos/cam/errors", qos=1)
+            await listener.subscribe("t/replies/#", qos=1)
+            async with MqttLink(settings(broker.port), "cam") as link:
+                link.inbox.frame_size = (10, 10)
+                async with aiomqtt.Client("127.0.0.1", broker.port, protocol=aiomqtt.ProtocolVersion.V5) as client:
+                    await client.publish("t/vos/cam/prompts", b"not json", qos=1, properties=request(b"c-1", "t/replies/me"))
+                    await client.publish("t/vos/cam/prompts", b'{"action": "add", "obj_id": 5, "points": [[50, 50]], "labels": [1]}',
+                                         qos=1, properties=request(b"\x00c-2", "$SYS/replies"))  # fmt: skip
+                    await client.publish("t/vos/cam/prompts", b'{"action": "remove", "obj_id": 6}', qos=1)
+                async with asyncio.timeout(10):
+                    async for message in listener.messages:
+                        correlation = getattr(message.properties, "CorrelationData", None)
+                        got.append((str(message.topic), json.loads(message.payload), correlation))
+                        if len(got) == 3:
+                            break
+                assert [p.obj_id for p in link.inbox.take()] == [6]
+        return got
+
+    got = asyncio.run(main())
+    by_topic = sorted((topic, error["payload"][:8], correlation) for topic, error, correlation in got)
+    assert by_topic == [
+        ("t/replies/me", "not json", b"c-1"),
+        ("t/vos/cam/errors", "not json", b"c-1"),
+        ("t/vos/cam/errors", '{"action', b"\x00c-2"),  # a $ Response Topic: the errors topic only
+    ]
+    refused = next(error for _, error, c in got if c == b"\x00c-2")
+    assert refused["obj_id"] == 5 and refused["action"] == "add" and "outside the 10x10 frame" in refused["error"]
 
 
 @pytest.mark.parametrize("prefix", ["a/#", "+", "cams/+/x", "$SYS", "a\0b", "site//cams"])

@@ -161,7 +161,7 @@ def test_geometry_helpers():
 
 def test_bad_settings_are_refused(models):
     _, ours = models
-    with pytest.raises(ValueError, match="points_per_side"):
+    with pytest.raises(vos.ConfigError, match="points_per_side: Input should be greater than or equal to 1"):
         MaskGenerator(ours, points_per_side=0)
     with pytest.raises(ValueError, match="one per crop layer"):
         MaskGenerator(ours, point_grids=[point_grid(4)], crop_n_layers=1)

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from vos.configs import MODELS_DIR as CONFIG_DIR
 from vos.errors import ConfigError, plain_problems
+
+M = TypeVar("M", bound=BaseModel)
 
 SUPPORTED_IMAGE_SIZES = (512, 1024)
 DEFAULT_CONFIG = "sam2.1_hiera_t"  # the model used when neither a config nor a checkpoint says which
@@ -407,13 +409,21 @@ class ModelSettings(BaseModel):
         return v
 
 
+def checked(model: type[M], what: str, **values: Any) -> M:
+    """`model(**values)`, or ConfigError in the plain sentences the command line prints ("invalid {what}:
+    field: problem; ..."), naming the options when one is unknown: what the Python entry points raise."""
+    try:
+        return model(**values)
+    except ValidationError as e:
+        problems = plain_problems(e)
+        if any(err["type"] == "extra_forbidden" for err in e.errors()):
+            problems += f" (the options: {', '.join(model.model_fields)})"
+        raise ConfigError(f"invalid {what}: {problems}") from None
+
+
 def tracker_config(config: TrackerConfig | None = None, **options: Any) -> TrackerConfig:
     """`config` (default: the defaults) with some options replaced, validated."""
-    values = {**(config or TrackerConfig()).model_dump(), **options}
-    try:
-        return TrackerConfig(**values)
-    except ValidationError as e:
-        raise ConfigError(f"invalid tracker options: {e}") from e
+    return checked(TrackerConfig, "tracker options", **{**(config or TrackerConfig()).model_dump(), **options})
 
 
 class CheckpointInfo(_Strict):

@@ -36,8 +36,8 @@ def check_device(device: str | torch.device) -> torch.device:
     """The torch device, or ConfigError when it is malformed or not present on this machine."""
     try:
         dev = torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise ConfigError(f"device {device!r} is not a torch device (use cpu, cuda or cuda:N): {e}") from None
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"device {device!r} is not a torch device: use cpu, cuda or cuda:N") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError(

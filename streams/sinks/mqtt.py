@@ -12,7 +12,10 @@ Topics, under a configurable prefix:
         prompts = link.inbox.take()                 # parsed prompts received since the last call
 
 Prompts go to the stream's `PromptInbox` (shared with the web viewer); a refusal of any of
-them, wherever it is made, is answered on the errors topic.
+them, wherever it is made, is answered on the errors topic, echoing the prompt as received
+(`ErrorMessage`). MQTT 5 request/response: a prompt published with Correlation Data gets it back
+as a property of its refusal, which also goes to the prompt's Response Topic if it names one
+(`reply_to`).
 
 aiomqtt does not reconnect by itself, so the link runs a loop: `async with` a client
 (connect), subscribe, announce the status, then send and receive until the connection
@@ -58,7 +61,7 @@ from paho.mqtt.properties import Properties
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from vos.streams.messages import ErrorMessage, MaskMessage, StatusMessage
-from vos.streams.prompt_inbox import MAX_PROMPT_BYTES, PromptInbox
+from vos.streams.prompt_inbox import MAX_PROMPT_BYTES, PromptInbox, ReplyTo
 from vos.streams.redact import read_secret_file, redact
 
 if TYPE_CHECKING:
@@ -186,6 +189,21 @@ class MqttStats:
         return f"{self.dropped} MQTT messages lost ({topics})"
 
 
+MAX_RESPONSE_TOPIC = 256  # characters of a prompt's Response Topic; a longer one is not answered there
+
+
+def reply_to(properties: Properties | None) -> ReplyTo | None:
+    """A prompt's MQTT 5 Correlation Data and Response Topic, if it had them. A Response Topic that cannot be
+    published to (empty, wildcards, longer than MAX_RESPONSE_TOPIC) is ignored: the refusal still goes to the errors
+    topic, with the Correlation Data."""
+    correlation = getattr(properties, "CorrelationData", None)
+    topic = getattr(properties, "ResponseTopic", None)
+    if not isinstance(topic, str) or not topic or len(topic) > MAX_RESPONSE_TOPIC or topic.startswith("$") or any(c in topic for c in "+#\0"):
+        topic = None
+    correlation = bytes(correlation) if isinstance(correlation, (bytes, bytearray)) else None
+    return ReplyTo(correlation, topic) if correlation is not None or topic is not None else None
+
+
 class MqttLink:
     """Connection of one stream to the broker: `async with` it (or `start()` / `close()`), `publish_*` from the
     engine, `inbox.take()` between frames. It is also a `Sink` (masks). `inbox`: the stream's, if it has one.
@@ -207,7 +225,7 @@ class MqttLink:
         self._tls = settings.tls.context() if settings.tls is not None else None
         self.inbox = inbox if inbox is not None else PromptInbox(stream)
         self.inbox.listeners.append(self._publish_error_message)
-        self._buffer: deque[tuple[str, bytes, int, bool]] = deque()
+        self._buffer: deque[tuple[str, bytes, int, bool, Properties | None]] = deque()
         self._wakeup = asyncio.Event()
         self._closing = False
         self._close_requested = asyncio.Event()  # cuts a back-off short
@@ -218,10 +236,10 @@ class MqttLink:
 
     # -- outgoing ---------------------------------------------------------------------------
 
-    def _enqueue(self, topic: str, payload: bytes, qos: int, retain: bool = False) -> None:
+    def _enqueue(self, topic: str, payload: bytes, qos: int, retain: bool = False, properties: Properties | None = None) -> None:
         if len(self._buffer) >= self.settings.buffer_size:
             self._drop(self._buffer.popleft()[0])
-        self._buffer.append((topic, payload, qos, retain))
+        self._buffer.append((topic, payload, qos, retain, properties))
         self._wakeup.set()
 
     def _drop(self, topic: str) -> None:
@@ -234,8 +252,16 @@ class MqttLink:
     async def write(self, frame: Frame, message: MaskMessage, labels: np.ndarray) -> None:
         self.publish_masks(message)
 
-    def _publish_error_message(self, message: ErrorMessage) -> None:
-        self._enqueue(self.topics["errors"], message.model_dump_json().encode(), self.settings.qos)
+    def _publish_error_message(self, message: ErrorMessage, reply: ReplyTo | None = None) -> None:
+        """On the errors topic; with the prompt's Correlation Data, and also on its Response Topic, if it had them."""
+        payload = message.model_dump_json().encode()
+        properties = None
+        if reply is not None and reply.correlation is not None:
+            properties = Properties(PacketTypes.PUBLISH)
+            properties.CorrelationData = reply.correlation
+        self._enqueue(self.topics["errors"], payload, self.settings.qos, properties=properties)
+        if reply is not None and reply.topic is not None:
+            self._enqueue(reply.topic, payload, self.settings.qos, properties=properties)
 
     def publish_status(self, status: StatusMessage) -> None:
         """Retained: a subscriber arriving later sees the last state."""
@@ -353,8 +379,10 @@ class MqttLink:
                     await asyncio.wait([receiver, waiter], return_when=asyncio.FIRST_COMPLETED)
                     waiter.cancel()
                     continue
-                topic, payload, qos, retain = self._buffer[0]
-                await client.publish(topic, payload, qos=qos, retain=retain, timeout=self.settings.keepalive)
+                topic, payload, qos, retain, properties = self._buffer[0]
+                await client.publish(
+                    topic, payload, qos=qos, retain=retain, properties=properties, timeout=self.settings.keepalive
+                )
                 if self._buffer and self._buffer[0][0] is topic and self._buffer[0][1] is payload:
                     self._buffer.popleft()
                 self.stats.published += 1
@@ -366,7 +394,7 @@ class MqttLink:
             payload = message.payload
             if not isinstance(payload, (bytes, bytearray)):
                 payload = b"" if payload is None else str(payload).encode()
-            self.inbox.submit(payload)
+            self.inbox.submit(payload, reply_to(message.properties))
 
     async def close(self) -> int:
         """Delivers what is buffered (for up to `flush_timeout`, reconnecting as often as `DRAIN_RETRY`), then

@@ -27,7 +27,7 @@ import re
 from collections.abc import Mapping, Sequence
 
 from vos.build import load_from_settings
-from vos.config import ModelSettings
+from vos.config import ModelSettings, checked
 from vos.device import release_openmp_threads
 from vos.engine.heap import HeapTrimmer
 from vos.engine.metrics import EngineMetrics, MetricsServer
@@ -65,7 +65,7 @@ class Engine:
     """Streams through one model: `async with Engine(config) as engine: reports = await engine.run()`.
 
     `config`: the model, tracker, MQTT, live-source, viewer and metrics settings and the streams
-    (`EngineConfig`, the `vos serve` file; `vos track` builds one from its flags). The model of
+    (`EngineConfig` or a dict of its fields, the `vos serve` file; `vos track` builds one from its flags). The model of
     `config.model` is loaded once every source and MQTT link is open, so a wrong source or broker
     is reported before the model takes its time; `model`, an already loaded one, is used instead.
     Entering opens the sources (SourceUnavailable), MQTT links (BrokerUnavailable) and output
@@ -78,7 +78,7 @@ class Engine:
 
     def __init__(
         self,
-        config: EngineConfig,
+        config: EngineConfig | dict,
         model: SAM2Model | None = None,
         *,
         sinks: Mapping[str, Sequence[Sink]] | None = None,
@@ -86,8 +86,13 @@ class Engine:
         wait_for_cameras: bool = False,
         availability: bool = True,
     ) -> None:
+        if isinstance(config, dict):
+            config = checked(EngineConfig, "engine config", **config)
         if not isinstance(config, EngineConfig):
-            raise TypeError(f"Engine takes an EngineConfig, not {type(config).__name__}: Engine(EngineConfig(...), model)")
+            raise TypeError(
+                f"Engine takes an EngineConfig or a dict of its fields, not {type(config).__name__}: "
+                "Engine(EngineConfig(...), model)"
+            )
         self.config = config
         self.model = model
         self.extra_sinks = dict(sinks or {})

@@ -17,7 +17,7 @@ from vos.engine.metrics import HEALTHY_STATES, EngineMetrics
 from vos.errors import ConfigError
 from vos.streams.label_map import merge_masks
 from vos.streams.messages import AddPrompt, MaskMessage, ObjectMask, RemoveObject, Reset, StatusMessage
-from vos.streams.prompt_inbox import PromptInbox
+from vos.streams.prompt_inbox import PromptInbox, Received
 from vos.streams.redact import redact
 from vos.streams.sinks import Sink
 from vos.streams.sinks.mqtt import MqttLink
@@ -149,6 +149,7 @@ class StreamRunner:
         self.max_frames = max_frames
         self.progress = progress
         self.report = StreamReport(self.stream)
+        self._applied: dict[int, Received] = {}  # this frame's inbox prompts by object: a step may still refuse them
         self._status_at = 0.0  # when the status was last published
         if mqtt is not None:
             mqtt.status_now = self._status_now
@@ -165,7 +166,9 @@ class StreamRunner:
                 self.tracker.set_prompt(message.obj_id, await asyncio.to_thread(message.to_prompt, hw))
             except ValueError as e:
                 raise ConfigError(f"prompt for object {message.obj_id} on frame {frame.index}: {e}") from None
-        for message in self.inbox.take():
+        self._applied = {}
+        for received in self.inbox.take_received():
+            message = received.prompt
             try:
                 if isinstance(message, Reset):
                     self.tracker.reset()
@@ -175,9 +178,10 @@ class StreamRunner:
                     self.tracker.remove_object(message.obj_id)
                 else:
                     self.tracker.set_prompt(message.obj_id, await asyncio.to_thread(message.to_prompt, hw))
+                    self._applied[message.obj_id] = received
             except ValueError as e:
                 where = f"object {message.obj_id}: " if isinstance(message, AddPrompt) else ""
-                self.inbox.refuse(f"{where}{e}", message.model_dump_json())
+                self.inbox.refuse(f"{where}{e}", received=received)
 
     def stats(self) -> StreamStats:
         """The stream's counters as they are now."""
@@ -266,8 +270,8 @@ class StreamRunner:
                     await self._apply_prompts(frame)
                     handed = time.monotonic()
                     result = await self.inference.step(self.tracker, frame.image)
-                    for reason in result.refused.values():  # prompts that did not fit this frame
-                        self.inbox.refuse(reason)
+                    for obj_id, reason in result.refused.items():  # prompts that did not fit this frame
+                        self.inbox.refuse(reason, received=self._applied.get(obj_id))
                     await results.put((frame, result, time.monotonic() - handed))
                     self.frames += 1
                     bar.update()

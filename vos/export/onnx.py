@@ -25,6 +25,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from vos.config import checked
 from vos.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -143,7 +144,7 @@ def read_manifest(folder: Path, model: str | None = None, image_size: int | None
 def export_onnx(
     model,
     out: Path,
-    settings: OnnxExportSettings | None = None,
+    settings: OnnxExportSettings | dict | None = None,
     checkpoint: Path | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> OnnxManifest:
@@ -157,7 +158,8 @@ def export_onnx(
     from vos.checkpoints import file_sha256
     from vos.export.graphs import graph_specs
 
-    settings = settings or OnnxExportSettings()
+    if not isinstance(settings, OnnxExportSettings):  # a dict of its fields, or None
+        settings = checked(OnnxExportSettings, "export settings", **(settings or {}))
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file: give a folder for the graphs")

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from vos.config import MaskGeneratorSettings
+from vos.config import MaskGeneratorSettings, checked
 from vos.image_predictor import ImagePredictor
 from vos.modeling.sam2 import SAM2Model
 from vos.segment.amg import (
@@ -61,7 +61,7 @@ class MaskGenerator:
         **fields: object,
     ) -> None:
         base = settings.model_dump() if settings is not None else {}
-        self.settings = s = MaskGeneratorSettings(**{**base, **fields})
+        self.settings = s = checked(MaskGeneratorSettings, "mask generator settings", **{**base, **fields})
         if point_grids is not None and s.hierarchical:
             raise ValueError("hierarchical mode builds its two grids from points_per_side: give no point_grids")
         if point_grids is not None and len(point_grids) != s.crop_n_layers + 1:

@@ -69,7 +69,7 @@ class StreamView:
     def stream(self) -> str:
         return self.runner.stream
 
-    def _on_refusal(self, message: ErrorMessage) -> None:
+    def _on_refusal(self, message: ErrorMessage, reply=None) -> None:
         self.errors.append({"error": message.error, "payload": message.payload, "time": time.time()})
 
     async def write(self, frame: Frame, message: MaskMessage, labels: np.ndarray) -> None:
