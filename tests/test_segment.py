@@ -269,6 +269,8 @@ def test_segment_command_writes_what_the_api_returns(segment_checkpoint, davis_r
     for name in ("one", "shots/0", "shots/1", "clip/00000", "clip/00001"):
         expected = {f"{Path(name).name}{suffix}" for suffix in (".json", ".png", "-overlay.png")}
         assert {p.name for p in out.glob(f"{name}*")} == expected
+    file_names = {n: json.loads((out / f"{n}.json").read_text())["image"]["file_name"] for n in ("one", "shots/0", "clip/00001")}
+    assert file_names == {"one": "one.png", "shots/0": "0.png", "clip/00001": "clip/00001"}  # SA-1B keeps the extension
 
     generator = MaskGenerator(vos.load_model("sam2.1_hiera_t", checkpoint=segment_checkpoint, image_size=512), **fast)
 

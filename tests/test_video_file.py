@@ -48,6 +48,38 @@ def test_bad_files_are_refused_clearly(tmp_path):
         VideoFile(readme)
 
 
+def test_only_video_is_opened_as_video(tmp_path):
+    """Subtitles, audio alone and text are refused at open; a real video in MKV as in MP4 plays, by every source kind
+    that opens files (`VideoFile`, the live source's file path)."""
+    import av
+
+    from tests.video_reference import write_video
+    from vos.streams.sources.base import SourceError
+    from vos.streams.sources.live import PyAVSource as LiveSource
+
+    (tmp_path / "talk.srt").write_text("1\n00:00:00,000 --> 00:00:01,000\nHello\n\n2\n00:00:01,000 --> 00:00:02,000\nBye\n")
+    with av.open(str(tmp_path / "tone.wav"), "w") as out:
+        stream = out.add_stream("pcm_s16le", rate=8000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.int16), format="s16", layout="mono")
+        frame.sample_rate = 8000
+        out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+    (tmp_path / "notes.txt").write_text("Track objects in video.\n" * 200)
+    for name, said in (("talk.srt", "no video stream"), ("tone.wav", "no video stream"), ("notes.txt", "text file, not a video")):
+        with pytest.raises(ValueError, match=said):
+            VideoFile(tmp_path / name)
+        with pytest.raises(SourceError, match=said):
+            LiveSource(str(tmp_path / name)).open()
+    frames = [np.full((64, 96, 3), 40 * i, np.uint8) for i in range(3)]
+    for suffix in (".mp4", ".mkv"):
+        write_video(tmp_path / f"clip{suffix}", frames)
+        with VideoFile(tmp_path / f"clip{suffix}") as video:
+            assert len(video) == 3 and video[2].shape == (64, 96, 3)
+        source = LiveSource(str(tmp_path / f"clip{suffix}"))
+        source.open()
+        source.close()
+
+
 def test_session_opens_a_video_file(clip, tiny_checkpoint):
     model = vos.load_model("sam2.1_hiera_t", checkpoint=tiny_checkpoint, image_size=512)
     with vos.VideoSession(model, clip) as session:

@@ -63,7 +63,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def register_cli(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("checkpoints", help="list and download Meta's SAM 2 checkpoints")
+    parser = sub.add_parser("checkpoints", help="list, download, verify and make (random) checkpoints of SAM 2 / 2.1, EdgeTAM and EfficientTAM")
     commands = parser.add_subparsers(dest="checkpoints_command", required=True, metavar="ACTION")
     down = commands.add_parser("download", help="download a checkpoint into the cache (resumable)")
     down.add_argument("name", choices=available_models(), metavar="NAME", help="model name, e.g. sam2.1_hiera_t")

@@ -43,7 +43,7 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="the model as files for other runtimes (ONNX)")
     formats = p.add_subparsers(dest="format", required=True, metavar="FORMAT")
     onnx = formats.add_parser(
-        "onnx", help="image encoder, mask decoder, memory encoder and memory attention as ONNX graphs",
+        "onnx", help="image encoder, mask decoder, mask prompt, memory encoder and memory attention as ONNX graphs",
         description="Write MODEL's graphs to DIR: image_encoder, mask_decoder (with the prompt encoder), mask_prompt, "
         "memory_encoder and memory_attention .onnx files, and manifest.json (model, config, image size, the "
         "checkpoint's SHA-256, each graph's inputs and outputs). Variable axes: images, objects, points, memory "

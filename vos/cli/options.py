@@ -55,7 +55,8 @@ def add_settings_arguments(
         kind, choices = _flag_type(info.annotation)
         flag = "--" + (prefix + name).replace("_", "-")
         default = info.default
-        text = info.description if "default" in info.description else f"{info.description} (default: {default})"
+        shown = f"{default:.4g}" if isinstance(default, float) else default  # 0.3413, not 0.3413333333333333
+        text = info.description if "default" in info.description else f"{info.description} (default: {shown})"
         dest = f"{settings.__name__}.{name}"
         if kind is bool:
             parser.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=text)

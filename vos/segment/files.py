@@ -104,13 +104,16 @@ def coco_annotations(records: list[dict]) -> list[dict]:
 
 
 def write_image_results(
-    out: Path, name: str, image: np.ndarray, records: list[dict], style: OverlayStyle | None = None
-) -> None:
-    """`name`.json, `name`.png and, with a style, `name`-overlay.png under `out` for one image's records."""
+    out: Path, name: str, image: np.ndarray, records: list[dict], style: OverlayStyle | None = None,
+    file_name: str | None = None,
+) -> None:  # fmt: skip
+    """`name`.json, `name`.png and, with a style, `name`-overlay.png under `out` for one image's records.
+    `file_name`: the image's, as SA-1B records it (with its extension); default `name` (a video's frame)."""
     paths = output_paths(out, name)
     paths["json"].parent.mkdir(parents=True, exist_ok=True)
     h, w = image.shape[:2]
-    document = {"image": {"file_name": name, "width": w, "height": h}, "annotations": coco_annotations(records)}
+    image_info = {"file_name": file_name or name, "width": w, "height": h}
+    document = {"image": image_info, "annotations": coco_annotations(records)}
     paths["json"].write_text(json.dumps(document))
     labels = label_map([r["segmentation"] for r in records], (h, w))
     write_label_map(paths["labels"], labels)
@@ -135,7 +138,7 @@ def segment_files(
         raise ConfigError("segment_files writes its own COCO RLEs: give it a generator with output_mode binary_mask")
     total = check_inputs(inputs, out)
     start, images, masks, unreadable = time.perf_counter(), 0, 0, 0
-    for name, load, _ in tqdm(images_of(inputs), total=total, unit="image", disable=not progress):
+    for name, load, source in tqdm(images_of(inputs), total=total, unit="image", disable=not progress):
         try:
             image = load()
         except ValueError as e:
@@ -149,6 +152,6 @@ def segment_files(
                 raise ConfigError(f"{name}: {e}") from None
         else:
             records = generator.generate(image)
-        write_image_results(out, name, image, records, style)
+        write_image_results(out, name, image, records, style, file_name=source.name if source is not None else None)
         images, masks = images + 1, masks + len(records)
     return SegmentSummary(images, masks, unreadable, time.perf_counter() - start)
