@@ -1,5 +1,5 @@
 """The tracker on ONNX Runtime (fp32 and int8 graphs), with `backend="auto"` (per stage the faster runtime, as
-measured at load), and on OpenVINO (fp32; bf16 where the CPU has it natively) vs PyTorch eager (fp32; bf16 where
+measured at load), and on OpenVINO (fp32; static int8 image encoder; bf16 where the CPU has it natively) vs PyTorch eager (fp32; bf16 where
 native; compiled with `--compile`), side by side in one process: the same native-size DAVIS frames, the trackers
 stepped in turn, frame by frame.
 
@@ -125,6 +125,7 @@ def main() -> None:
             runs["PyTorch bf16"] = vos.Tracker(load(precision="bf16"))
         if importlib.util.find_spec("openvino") is not None:
             runs["OpenVINO fp32"] = vos.Tracker(load(backend="openvino", onnx_dir=folders["fp32"]))
+            runs["OpenVINO int8"] = vos.Tracker(load(backend="openvino", onnx_dir=folders["fp32"], precision="int8"))
             if native_bf16():
                 runs["OpenVINO bf16"] = vos.Tracker(load(backend="openvino", onnx_dir=folders["fp32"], precision="bf16"))
         if args.compile:

@@ -86,6 +86,7 @@ def load_model(
     fuse: bool = True,
     backend: Backend = "pytorch",
     onnx_dir: str | Path | None = None,
+    calibrate: str | Path | None = None,
 ) -> SAM2Model:
     """Build `config` (a name such as "sam2.1_hiera_t", or a YAML path) and load its weights strictly.
 
@@ -103,8 +104,12 @@ def load_model(
     on ONNX Runtime only where it ran faster than PyTorch at load (`vos.export.stage_timing`: seconds at 512 px,
     half a minute at 1024 on two cores), else on the model's PyTorch modules. `backend="openvino"`: the same graphs
     compiled by OpenVINO on the CPU (`vos.export.openvino_runtime`), computing in `precision` "fp32", "bf16" (CPUs
-    with native bf16) or "auto" (bf16 where native); its compiled models are cached for the next start.
+    with native bf16), "int8" (the image encoder statically quantized, calibrated on the frames of the folder
+    `calibrate`, default those shipped with vos: `vos.export.quantize`) or "auto" (bf16 where native); its compiled
+    and quantized models are cached for the next start.
     """
+    if calibrate is not None and not (backend == "openvino" and precision == "int8"):
+        raise ConfigError("calibrate (--calibrate DIR) is for backend openvino with precision int8: give both, or drop it")
     try:
         check_backend(backend, onnx_dir)
     except ValueError as e:
@@ -131,7 +136,7 @@ def load_model(
     if backend != "pytorch":
         manifest = _paired_manifest(model, Path(onnx_dir), weights)
         if backend == "openvino":
-            graphs = _openvino_graphs(Path(onnx_dir), manifest, precision, str(dev))
+            graphs = _openvino_graphs(Path(onnx_dir), manifest, precision, str(dev), calibrate)
         else:
             graphs = _onnx_graphs(Path(onnx_dir), manifest, precision, str(dev))
         if backend == "auto":
@@ -162,13 +167,14 @@ def _paired_manifest(model: SAM2Model, folder: Path, weights: Path | None):
     return manifest
 
 
-def _openvino_graphs(folder: Path, manifest, precision: Precision, device: str):
-    """OpenVINO's compiled models of `folder`, computing in `precision` (fp32, bf16 or auto)."""
+def _openvino_graphs(folder: Path, manifest, precision: Precision, device: str, calibrate: str | Path | None = None):
+    """OpenVINO's compiled models of `folder`, computing in `precision` (fp32, bf16, int8 or auto)."""
     from vos.export.openvino_runtime import OpenVinoGraphs
 
     if device != "cpu":
         raise ConfigError(f"the openvino backend runs on the CPU, not {device}: give --device cpu")
-    return OpenVinoGraphs(folder, manifest, precision, threads=torch.get_num_threads())
+    calibrate = Path(calibrate) if calibrate is not None else None
+    return OpenVinoGraphs(folder, manifest, precision, threads=torch.get_num_threads(), calibrate=calibrate)
 
 
 def _onnx_graphs(folder: Path, manifest, precision: Precision, device: str):
@@ -190,4 +196,5 @@ def load_from_settings(settings: ModelSettings) -> SAM2Model:
     return load_model(
         settings.config, checkpoint=settings.checkpoint, image_size=settings.image_size, device=settings.device,
         precision=settings.precision, backend=settings.backend, onnx_dir=settings.onnx_dir,
+        calibrate=settings.calibrate,
     )  # fmt: skip

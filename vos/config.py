@@ -381,7 +381,8 @@ class ModelSettings(BaseModel):
     device: str = Field("cpu", description="torch device: cpu, cuda or cuda:N")
     precision: Precision = Field(
         DEFAULT_PRECISION,
-        description="fp32 (Meta's numbers), bf16, int8 (CPUs: int8 linear layers), or auto: bf16 where the hardware "
+        description="fp32 (Meta's numbers), bf16, int8 (CPUs: int8 linear layers; backend openvino: static int8 "
+        "image encoder), or auto: bf16 where the hardware "
         "has it natively",
     )
     threads: int | None = Field(None, ge=1, description="torch intra-op threads (default: one per core)")
@@ -394,6 +395,11 @@ class ModelSettings(BaseModel):
         None,
         description="backend onnxruntime, openvino or auto: the folder `vos export onnx` wrote for this model and "
         "checkpoint",
+    )
+    calibrate: Path | None = Field(
+        None,
+        description="backend openvino, precision int8: a folder of frames (JPEG, PNG) to calibrate the image "
+        "encoder's int8 on (default: frames shipped with vos)",
     )
 
     @model_validator(mode="after")

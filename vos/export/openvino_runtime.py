@@ -6,8 +6,9 @@ CPU runtime of camera-analytics deployments, on Intel and AMD CPUs alike.
 
 - Precision: "fp32", or "bf16" (OpenVINO's inference precision hint: weights and activations in bfloat16
   inside the graphs, float32 in and out; the decoder stays fp32, `FP32_GRAPHS`) on CPUs with native bf16
-  (AVX-512 BF16, AMX); refused elsewhere, where it would only be emulated. "auto": bf16 where native, else
-  fp32. The graphs must be fp32 ones.
+  (AVX-512 BF16, AMX); refused elsewhere, where it would only be emulated. "int8": the image encoder statically
+  quantized by NNCF, calibrated on frames (`vos.export.quantize`), the other graphs in fp32: for CPUs without
+  native bf16. "auto": bf16 where native, else fp32. The graphs must be fp32 ones.
 - Compiled fp32 models are cached (OpenVINO's model cache, keyed by the graph file and the compile settings, in
   `$VOS_CACHE_DIR/openvino` or `~/.cache/vos/openvino`), so a second start loads them instead of compiling
   (`CACHED_PRECISIONS`).
@@ -24,14 +25,15 @@ import numpy as np
 from vos.checkpoints import CACHE_ENV
 from vos.errors import ConfigError
 from vos.export.onnx import OnnxManifest, require_extra
+from vos.export.quantize import INT8_GRAPHS, quantized_graph
 
 CACHE_SUBDIR = "openvino"
 BROADCAST_INPUTS = {"memory_encoder": ("image_embed",)}
 """Inputs of one frame (batch 1) that the graph broadcasts over the objects, given to OpenVINO already broadcast:
 its CPU plugin (2026.4) fails on the memory encoder's broadcast add for more than one object ("Can not clone with
 new dims")."""
-PRECISIONS = ("fp32", "bf16", "auto")
-_HINTS = {"fp32": "f32", "bf16": "bf16"}
+PRECISIONS = ("fp32", "bf16", "int8", "auto")
+_HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8: the quantized graphs' other operations in fp32
 FP32_GRAPHS = ("mask_decoder",)
 """Graphs computed in fp32 under bf16: EdgeTAM's decoder in bf16 lost its object (logits r -0.31, mask IoU 0.23
 against fp32 over 16 frames, where each other graph alone in bf16 kept r >= 0.985, IoU >= 0.996); it is a tenth of
@@ -64,7 +66,7 @@ def resolve_openvino_precision(precision: str, core) -> str:
     if precision not in PRECISIONS:
         raise ConfigError(
             f"the openvino backend computes in {', '.join(PRECISIONS)}, not {precision}: give --precision fp32, "
-            "bf16 (CPUs with AVX-512 BF16 or AMX) or auto"
+            "bf16 (CPUs with AVX-512 BF16 or AMX), int8 (static, calibrated on frames) or auto"
         )
     if precision == "auto":
         return "bf16" if native_bf16(core) else "fp32"
@@ -82,7 +84,7 @@ class OpenVinoGraphs:
 
     def __init__(
         self, folder: Path, manifest: OnnxManifest, precision: str = "fp32", threads: int | None = None,
-        cache_dir: Path | None = None,
+        cache_dir: Path | None = None, calibrate: Path | None = None,
     ) -> None:  # fmt: skip
         core = _core()
         if manifest.precision != "fp32":
@@ -102,6 +104,7 @@ class OpenVinoGraphs:
             config["INFERENCE_NUM_THREADS"] = threads
         self._requests = {}
         self._outputs: dict[str, list] = {}
+        self.calibrate = calibrate
         for name, graph in manifest.graphs.items():
             hint = _HINTS["fp32" if name in FP32_GRAPHS else self.compute_precision]
             try:
@@ -117,9 +120,12 @@ class OpenVinoGraphs:
         self.used = frozenset(manifest.graphs)  # the graphs trackers run; PyTorch runs the others' stages
 
     def _read(self, core, name: str, file: str):
-        """The graph, its `BROADCAST_INPUTS` taking any batch."""
+        """The graph (statically quantized under int8, `INT8_GRAPHS`), its `BROADCAST_INPUTS` taking any batch."""
         ov = require_extra("openvino", extra="openvino")
-        graph = core.read_model(str(self.folder / file))
+        if self.compute_precision == "int8" and name in INT8_GRAPHS:
+            graph = quantized_graph(core, self.folder / file, self.manifest.image_size, self.cache_dir, self.calibrate)
+        else:
+            graph = core.read_model(str(self.folder / file))
         inputs = {port.get_any_name(): port for port in graph.inputs}
         reshaped = {}
         for input_name in BROADCAST_INPUTS.get(name, ()):
