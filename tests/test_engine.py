@@ -142,6 +142,7 @@ def test_errors_a_person_can_act_on(args, code, message, clip, tiny_checkpoint, 
     err = capsys.readouterr().err
     assert err.startswith("vos: error: ") and message.format(**fill) in err, err
     assert not any(word in err for word in ("pydantic", "Value error", "type=", "weights_only")), err  # plain words
+    assert not (tmp_path / "out").exists()  # a failed run leaves no empty masks.jsonl, nor the folder it made
 
 
 def test_serve_runs_streams_with_a_batched_image_encoder(clip, tracking_checkpoint, broker, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 from typing import TextIO
 
@@ -21,7 +22,8 @@ class FolderSink:
         async with FolderSink("out/") as sink:
             await sink.write(frame, message, labels)
 
-    Each line is flushed as it is written, so an interrupted run keeps every frame it finished.
+    Each line is flushed as it is written, so an interrupted run keeps every frame it finished. A run that wrote no
+    frame (it failed first) leaves nothing behind: no empty masks.jsonl, and no folder if it made it.
     """
 
     def __init__(self, folder: str | Path, png: bool = True, jsonl: bool = True) -> None:
@@ -31,10 +33,13 @@ class FolderSink:
         self.png = png
         self.jsonl = jsonl
         self._lines: TextIO | None = None
+        self._made_folder = False
+        self._written = 0
 
     def open(self) -> None:
         """Creates the folder and starts masks.jsonl (ValueError if that is impossible)."""
         try:
+            self._made_folder = not self.folder.exists()
             self.folder.mkdir(parents=True, exist_ok=True)
             if self.jsonl:
                 self._lines = open(self.folder / JSONL_NAME, "w", encoding="utf-8")
@@ -45,6 +50,11 @@ class FolderSink:
         if self._lines is not None:
             self._lines.close()
             self._lines = None
+            if not self._written:
+                (self.folder / JSONL_NAME).unlink(missing_ok=True)
+        if not self._written and self._made_folder:
+            with contextlib.suppress(OSError):  # not empty: someone else wrote there
+                self.folder.rmdir()
 
     async def __aenter__(self) -> FolderSink:
         self.open()
@@ -55,6 +65,7 @@ class FolderSink:
 
     def write_blocking(self, message: MaskMessage, labels: np.ndarray) -> None:
         """The frame's (H, W) label map and its message."""
+        self._written += 1
         if self.png:
             write_label_map(self.folder / f"{message.frame_index:05d}.png", labels)
         if self._lines is not None:
