@@ -1,6 +1,6 @@
 """The tracker on ONNX Runtime (fp32 and int8 graphs), with `backend="auto"` (per stage the faster runtime, as
-measured at load), and on OpenVINO (fp32; static int8 image encoder; bf16 where the CPU has it natively) vs PyTorch eager (fp32; bf16 where
-native; compiled with `--compile`), side by side in one process: the same native-size DAVIS frames, the trackers
+measured at load), and on OpenVINO (fp32; static int8 image encoder; bf16 where the CPU has it natively) vs PyTorch
+eager (fp32; bf16 where native; compiled with `--compile`), side by side in one process: the same native-size DAVIS frames, the trackers
 stepped in turn, frame by frame.
 
 Prints, per run, the median seconds per frame once the memory bank is full (frames after `--warmup`), the

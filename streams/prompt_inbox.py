@@ -15,8 +15,8 @@ echoes the prompt as it was received, with its MQTT 5 reply details (`ReplyTo`),
 
 from __future__ import annotations
 
-import logging
 import json
+import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,7 +28,6 @@ log = logging.getLogger(__name__)
 ERROR_PAYLOAD_ECHO = 200  # characters of a refused prompt echoed in its error message
 MAX_PROMPT_BYTES = 8_000_000  # larger prompt payloads are refused before parsing; MQTT: see streams.mqtt.MAX_PACKET_BYTES
 MAX_PENDING_PROMPTS = 32  # prompts waiting for the next frame; more refuse the oldest
-
 
 
 @dataclass(frozen=True)
@@ -48,7 +47,7 @@ class Received:
     reply: ReplyTo | None = None
 
 
-Listener = Callable[[ErrorMessage, "ReplyTo | None"], None]
+Listener = Callable[[ErrorMessage, ReplyTo | None], None]
 
 
 def _echo(payload: bytes | bytearray | str) -> str:
@@ -108,7 +107,7 @@ class PromptInbox:
         cannot fit the stream's frames. `reply`: how its sender wants to be answered (MQTT 5)."""
         size = len(payload.encode() if isinstance(payload, str) else payload)
         if size > MAX_PROMPT_BYTES:
-            return self.refuse(f"prompt message of {size} bytes is larger than {MAX_PROMPT_BYTES}", payload[:ERROR_PAYLOAD_ECHO * 4], reply)
+            return self.refuse(f"prompt message of {size} bytes is larger than {MAX_PROMPT_BYTES}", payload, reply)
         try:
             prompt = parse_prompt(bytes(payload) if isinstance(payload, bytearray) else payload)
         except ValueError as e:
@@ -122,10 +121,8 @@ class PromptInbox:
         self.put(received)
         return prompt
 
-    def put(self, received: Received | PromptMessage) -> None:
-        """Queues a prompt (parsed: its echo is its JSON); when the queue is full the oldest is refused."""
-        if not isinstance(received, Received):
-            received = Received(received, _echo(received.model_dump_json(exclude_none=True)))
+    def put(self, received: Received) -> None:
+        """Queues a parsed prompt; when the queue is full the oldest is refused."""
         if len(self._prompts) >= self.limit:
             oldest = self._prompts.popleft()
             self.refuse(f"more than {self.limit} prompts waiting for the next frame: the oldest is dropped", received=oldest)

@@ -194,11 +194,12 @@ MAX_RESPONSE_TOPIC = 256  # characters of a prompt's Response Topic; a longer on
 
 def reply_to(properties: Properties | None) -> ReplyTo | None:
     """A prompt's MQTT 5 Correlation Data and Response Topic, if it had them. A Response Topic that cannot be
-    published to (empty, wildcards, longer than MAX_RESPONSE_TOPIC) is ignored: the refusal still goes to the errors
+    published to (empty, wildcards, `$...`, longer than MAX_RESPONSE_TOPIC) is ignored: the refusal still goes to the errors
     topic, with the Correlation Data."""
     correlation = getattr(properties, "CorrelationData", None)
     topic = getattr(properties, "ResponseTopic", None)
-    if not isinstance(topic, str) or not topic or len(topic) > MAX_RESPONSE_TOPIC or topic.startswith("$") or any(c in topic for c in "+#\0"):
+    unusable = not isinstance(topic, str) or not topic or len(topic) > MAX_RESPONSE_TOPIC or topic.startswith("$")
+    if unusable or any(c in topic for c in "+#\0"):
         topic = None
     correlation = bytes(correlation) if isinstance(correlation, (bytes, bytearray)) else None
     return ReplyTo(correlation, topic) if correlation is not None or topic is not None else None

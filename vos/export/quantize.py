@@ -16,13 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
+from vos.checkpoints import file_sha256
 from vos.errors import ConfigError
 from vos.export.onnx import require_extra
+from vos.streams.sources.frame_folder import FRAME_EXTENSIONS, read_frame_file
 from vos.tracking.transforms import preprocess_video_frame
 
 CALIBRATION_DIR = Path(__file__).with_name("calibration")
 CALIBRATION_FRAMES = 16  # frames used at most, evenly spaced over the folder's sorted files
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 INT8_GRAPHS = ("image_encoder",)
 """Graphs quantized under int8 (the others compute in fp32). The image encoder alone, with NNCF's transformer
 scheme (its attention's softmax and normalizations left in float): on 4 held frames the features kept Pearson r >=
@@ -35,7 +36,7 @@ def calibration_paths(folder: Path | None = None) -> list[Path]:
     folder = Path(folder) if folder is not None else CALIBRATION_DIR
     if not folder.is_dir():
         raise ConfigError(f"--calibrate {folder} is not a folder: give a folder of frames (JPEG or PNG)")
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in FRAME_EXTENSIONS)
     if not paths:
         raise ConfigError(f"--calibrate {folder} holds no JPEG or PNG frames to calibrate int8 on")
     step = max(1, len(paths) // CALIBRATION_FRAMES)
@@ -44,14 +45,12 @@ def calibration_paths(folder: Path | None = None) -> list[Path]:
 
 def calibration_images(paths: list[Path], image_size: int) -> list[np.ndarray]:
     """The image encoder's inputs (1, 3, S, S) float32 for these frames, as the tracker preprocesses them."""
-    from PIL import Image, UnidentifiedImageError
-
     images = []
     for path in paths:
         try:
-            frame = np.asarray(Image.open(path).convert("RGB"))
-        except (OSError, UnidentifiedImageError) as e:
-            raise ConfigError(f"cannot read the calibration frame {path}: {e}") from None
+            frame = read_frame_file(path)
+        except ValueError as e:
+            raise ConfigError(f"cannot read the calibration frame: {e}") from None
         images.append(preprocess_video_frame(frame, image_size).numpy())
     return images
 
@@ -59,12 +58,8 @@ def calibration_images(paths: list[Path], image_size: int) -> list[np.ndarray]:
 def quantization_key(graph_file: Path, paths: list[Path]) -> str:
     """What the int8 graph depends on: the graph file, the calibration frames, NNCF's version, KEY_VERSION."""
     nncf = require_extra("nncf", extra="openvino")
-    digest = hashlib.sha256(f"{KEY_VERSION} {nncf.__version__}".encode())
-    for path in [graph_file, *paths]:
-        with open(path, "rb") as f:
-            while chunk := f.read(1 << 20):
-                digest.update(chunk)
-    return digest.hexdigest()[:20]
+    parts = [KEY_VERSION, nncf.__version__, *(file_sha256(p) for p in [graph_file, *paths])]
+    return hashlib.sha256(" ".join(parts).encode()).hexdigest()[:20]
 
 
 def quantized_graph(core, graph_file: Path, image_size: int, cache_dir: Path, calibrate: Path | None = None):

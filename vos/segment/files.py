@@ -129,14 +129,17 @@ def segment_files(
     boxes: Sequence = (),
     style: OverlayStyle | None = None,
     progress: bool = True,
+    total: int | None = None,
 ) -> SegmentSummary:
     """Every image of `inputs` through `generator` (or, with prompts, its `prompted`), results written under `out`.
-    An unreadable image is reported and skipped; the others are still written."""
+    An unreadable image is reported and skipped; the others are still written. `total`: what `check_inputs` returned
+    for these inputs, if the caller already called it."""
     from tqdm import tqdm
 
     if generator.settings.output_mode != "binary_mask":
         raise ConfigError("segment_files writes its own COCO RLEs: give it a generator with output_mode binary_mask")
-    total = check_inputs(inputs, out)
+    if total is None:  # not checked yet (`check_inputs` opens every video: once is enough)
+        total = check_inputs(inputs, out)
     start, images, masks, unreadable = time.perf_counter(), 0, 0, 0
     for name, load, source in tqdm(images_of(inputs), total=total, unit="image", disable=not progress):
         try:
