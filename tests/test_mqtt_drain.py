@@ -116,6 +116,10 @@ def test_file_run_whose_broker_is_down_at_the_end(broker_returns, model, clip, d
             async with Engine(config, model, sinks={"file": [BrokerOutage(broker, OUTAGE_AT)]}) as engine:
                 reports = await engine.run()
                 link = engine.runners[0].mqtt
+                for _ in range(100):  # the client may take a moment to notice the stopped broker
+                    if not link.stats.connected:
+                        break
+                    await asyncio.sleep(0.05)
                 assert link.pending >= 2 and not link.stats.connected  # the last frames wait for the broker
                 assert engine.runners[0].trim_heap.trims >= 1  # the heap is trimmed between frames (vos.engine.heap)
                 if broker_returns:
