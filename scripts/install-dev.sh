@@ -5,7 +5,7 @@
 # - torch is pinned; VOS_TORCH picks the build: cuda (the index's default wheel, CUDA on PyPI), cpu (PyTorch's
 #   CPU index or $VOS_TORCH_CPU_INDEX, else the configured index), auto (default: cuda where nvidia-smi works).
 # - Meta's sam2 (the test oracle) is installed without its dependencies, which would pull torchvision; EdgeTAM's
-#   and EfficientTAM's (other packages named sam2) and timm go to .refs/, outside the environment.
+#   and EfficientTAM's (other packages named sam2), timm and Ultralytics go to .refs/, outside the environment.
 # Works in a virtual environment too: PYTHON (default python3) is the interpreter that gets the packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -57,6 +57,9 @@ SAM2_BUILD_CUDA=0 "$PY" -m pip install --quiet --no-deps --no-build-isolation "s
 "$PY" -m pip install --quiet --no-deps --upgrade --target .refs/timm "timm==1.0.15"
 # EfficientTAM's reference (another `sam2`), likewise (tests/oracles/tam_reference.py).
 "$PY" -m pip install --quiet --no-deps --upgrade --target .refs/efficienttam "efficient-track-anything==1.0"
+# Ultralytics (AGPL-3.0, the detector tests' oracle, never imported by vos), likewise: with a torchvision stand-in,
+# in a process of its own (tests/oracles/yolo_reference.py). What it imports beyond the test environment: nothing.
+"$PY" -m pip install --quiet --no-deps --upgrade --target .refs/ultralytics "ultralytics==8.4.190"
 "$PY" - "$mode" <<'EOF'
 import sys, torch
 print(f"install-dev: torch {torch.__version__}, CUDA {torch.version.cuda or 'none (CPU build)'}")

@@ -22,14 +22,14 @@ LAYERS: list[tuple[str, list[str]]] = [
                            "vos.streams.overlay", "vos.streams.prompt_inbox", "vos.tracking.transforms",
                            "vos.tracking.postprocess", "vos.memory"]),
     ("model", ["vos.modeling"]),
-    ("loading", ["vos.checkpoints", "vos.build", "vos.export"]),
+    ("loading", ["vos.checkpoints", "vos.build", "vos.export", "vos.detection"]),
     ("tracking", ["vos.tracking", "vos.image_predictor", "vos.segment"]),
     ("sinks", ["vos.streams.sinks", "vos.streams.results", "vos.streams", "vos.segment.files"]),
     ("viewer and engine settings", ["vos.viewer", "vos.engine.metrics", "vos.engine.settings"]),
     ("engine", ["vos.engine"]),
     ("distributed", ["vos.distributed"]),
     ("evaluation", ["vos.evaluation"]),
-    ("command line", ["vos.cli"]),
+    ("command line", ["vos.cli", "vos.doctor"]),
 ]  # fmt: skip
 API = "vos"
 """The package itself (`import vos`, lazy names) sits above every layer."""

@@ -31,6 +31,9 @@ _EXPORTS = {
     "StreamSettings": "vos.engine.settings",
     "CheckpointError": "vos.errors",
     "ConfigError": "vos.errors",
+    "Detections": "vos.detection.detector",
+    "Detector": "vos.detection.detector",
+    "DetectorSettings": "vos.config",
     "DownloadError": "vos.errors",
     "VosError": "vos.errors",
     "ImagePredictor": "vos.image_predictor",
@@ -48,6 +51,7 @@ __all__ = sorted(_EXPORTS)
 if TYPE_CHECKING:
     from vos.build import build_model, load_model
     from vos.config import (
+        DetectorSettings,
         DiscoverySettings,
         MaskGeneratorSettings,
         ModelConfig,
@@ -56,6 +60,7 @@ if TYPE_CHECKING:
         available_models,
         load_config,
     )
+    from vos.detection.detector import Detections, Detector
     from vos.engine.engine import Engine
     from vos.engine.settings import EngineConfig, StreamSettings
     from vos.errors import CheckpointError, ConfigError, DownloadError, VosError

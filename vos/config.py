@@ -343,6 +343,34 @@ class DiscoverySettings(_Strict):
         return {"hierarchical": True, **v} if isinstance(v, dict) else v
 
 
+class DetectorSettings(_Strict):
+    """A detection model (an ONNX file of a YOLO layout, `vos.detection`): what it finds, and how a tracker adds its
+    detections as objects (`TrackerConfig.detector`, `vos track --detector`)."""
+
+    model: Path = Field(description="the detector: an ONNX file (YOLOv8 / YOLO11 / YOLO26 layouts, as Ultralytics exports)")
+    classes: list[str] | None = Field(
+        None, description="the class names (or ids) to keep, e.g. [person, car] (None: every class)"
+    )
+    labels: Path | None = Field(
+        None, description="class names: a text file, one per line, or a YAML file with `names` (default: the "
+        "file's own metadata, as Ultralytics writes it)",
+    )  # fmt: skip
+    conf: float = Field(0.25, ge=0, le=1, description="detections scoring at most this are dropped")
+    iou: float = Field(0.7, ge=0, le=1, description="NMS: a box overlapping a better one of its class by more is dropped")
+    max_det: int = Field(300, ge=1, description="detections per frame at most, the best first")
+    backend: Literal["onnxruntime", "openvino"] = Field("onnxruntime", description="what runs the detector")
+    every_n_frames: int = Field(10, ge=0, description="tracking: detect on frames 0, N, 2N, ... (0: only on the first)")
+    cover_thresh: float = Field(
+        0.5, gt=0, le=1, description="tracking: a detection is a tracked object when its box's IoU with that "
+        "object's mask box, or the share of the box its mask covers, is above this",
+    )  # fmt: skip
+    retire_after: int = Field(
+        30, ge=0, description="tracking: an object the detector added is removed after this many frames absent "
+        "(object score below 0); 0: never",
+    )  # fmt: skip
+    max_new_per_frame: int = Field(8, ge=1, description="tracking: objects added per detection frame at most, best first")
+
+
 class TrackerConfig(_Strict):
     """Options of `vos.Tracker` and `vos.VideoSession`: post-processing and memory bounds."""
 
@@ -368,6 +396,15 @@ class TrackerConfig(_Strict):
     discover: DiscoverySettings | None = Field(
         None, description="add the new objects the everything mode finds on the stream (None: off)"
     )
+    detector: DetectorSettings | None = Field(
+        None, description="add the objects a detection model finds on the stream, with their class (None: off)"
+    )
+
+    @model_validator(mode="after")
+    def _one_discovery(self) -> TrackerConfig:
+        if self.discover is not None and self.detector is not None:
+            raise ValueError("objects are found by the everything mode (discover) or by a detector, not both: give one")
+        return self
 
 
 class ModelSettings(BaseModel):
@@ -415,7 +452,7 @@ class ModelSettings(BaseModel):
         return v
 
 
-def checked(model: type[M], what: str, **values: Any) -> M:
+def checked(model: type[M], what: str, /, **values: Any) -> M:
     """`model(**values)`, or ConfigError in the plain sentences the command line prints ("invalid {what}:
     field: problem; ..."), naming the options when one is unknown: what the Python entry points raise."""
     try:

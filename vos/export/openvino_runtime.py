@@ -51,7 +51,7 @@ def openvino_cache_dir() -> Path:
 
 
 @functools.cache
-def _core():
+def openvino_core():
     """The process's OpenVINO runtime (one, as OpenVINO advises: compiled models of several cores crashed here)."""
     return require_extra("openvino", extra="openvino").Core()
 
@@ -86,7 +86,7 @@ class OpenVinoGraphs:
         self, folder: Path, manifest: OnnxManifest, precision: str = "fp32", threads: int | None = None,
         cache_dir: Path | None = None, calibrate: Path | None = None,
     ) -> None:  # fmt: skip
-        core = _core()
+        core = openvino_core()
         if manifest.precision != "fp32":
             raise ConfigError(
                 f"the ONNX graphs in {folder} are {manifest.precision}; OpenVINO runs fp32 graphs (in fp32, or bf16 "
