@@ -47,7 +47,7 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
         description="Write MODEL's graphs to DIR: image_encoder, mask_decoder (with the prompt encoder), mask_prompt, "
         "memory_encoder and memory_attention .onnx files, and manifest.json (model, config, image size, the "
         "checkpoint's SHA-256, each graph's inputs and outputs). Variable axes: images, objects, points, memory "
-        "frames, pointers. docs/guide.md (Deploy) says what each graph takes.",
+        "frames, pointers. docs/runtimes.md says what each graph takes.",
     )  # fmt: skip
     onnx.add_argument("model", nargs="?", metavar="MODEL", help="model config (default: the one the checkpoint fits)")
     onnx.add_argument(
