@@ -1,0 +1,81 @@
+"""`vos doctor`: its exit code and its recommendation on CPUs with and without native bf16 (capabilities
+monkeypatched; no model is loaded)."""
+
+from __future__ import annotations
+
+import pytest
+
+from vos import doctor
+from vos.cli import main
+
+
+@pytest.fixture
+def machine(monkeypatch, tmp_path):
+    """A CPU machine without a GPU, an empty checkpoint cache but for an EdgeTAM file; `installed` answers as the
+    real one except for the names set in the returned dict (None: not installed)."""
+    real = doctor.installed
+    overrides: dict[str, str | None] = {}
+    monkeypatch.setattr(doctor, "installed", lambda name: overrides[name] if name in overrides else real(name))
+    monkeypatch.setattr(doctor, "cuda_device", lambda: None)
+    monkeypatch.setenv("VOS_CACHE_DIR", str(tmp_path))
+    (tmp_path / "edgetam.pt").write_bytes(b"")
+    return overrides
+
+
+def recommended(text: str) -> str:
+    return text.split("recommended for live tracking here\n", 1)[1]
+
+
+def test_native_bf16_with_openvino_recommends_edgetam_on_openvino_bf16(machine, monkeypatch, capsys):
+    monkeypatch.setattr(doctor, "cpu_native_bf16", lambda: True)
+    machine.update(openvino="2026.4.0", nncf="3.4.0")
+    assert main(["doctor"]) == 0
+    out = capsys.readouterr().out
+    pick = recommended(out)
+    assert "model edgetam, backend openvino, precision bf16, device cpu" in pick
+    assert "$ vos export onnx edgetam --image-size 512 --out onnx/edgetam-512" in pick
+    assert "--backend openvino --onnx-dir onnx/edgetam-512 --precision bf16" in pick
+    assert "native bf16 on the CPU: yes" in out
+    assert "edgetam.pt: edgetam, 0 MB" in out
+
+
+def test_native_bf16_without_openvino_recommends_pytorch_bf16(machine, monkeypatch, capsys):
+    monkeypatch.setattr(doctor, "cpu_native_bf16", lambda: True)
+    machine.update(openvino=None)
+    assert main(["doctor"]) == 0
+    out = capsys.readouterr().out
+    assert "model edgetam, backend pytorch, precision bf16, device cpu" in recommended(out)
+    assert "vos[openvino]: missing openvino" in out  # an extra missing is reported, not an error
+
+
+def test_without_native_bf16_recommends_pytorch_fp32_even_with_openvino(machine, monkeypatch, capsys):
+    monkeypatch.setattr(doctor, "cpu_native_bf16", lambda: False)
+    machine.update(openvino="2026.4.0", nncf="3.4.0")
+    assert main(["doctor"]) == 0
+    out = capsys.readouterr().out
+    pick = recommended(out)
+    assert "model edgetam, backend pytorch, precision fp32, device cpu" in pick
+    assert "bf16" not in pick.split("$", 1)[1] and "--backend" not in pick
+    assert "native bf16 on the CPU: no (bf16 would be emulated" in out
+
+
+def test_a_gpu_is_recommended_with_device_cuda():
+    assert doctor.recommend(native_bf16=True, openvino=True, cuda="NVIDIA H100").device == "cuda"
+    assert "--device cuda" in doctor.recommend(native_bf16=False, openvino=False, cuda="NVIDIA H100").commands[-1]
+
+
+@pytest.mark.parametrize("missing", ["numpy", "torch"])
+def test_a_missing_core_requirement_fails_with_what_to_install(machine, capsys, missing):
+    machine[missing] = None
+    assert main(["doctor"]) == 1
+    out = capsys.readouterr().out
+    assert f"vos needs {missing}>=" in out and "pip install" in out
+    assert "recommended for live tracking" not in out
+    if missing == "torch":
+        assert "torch: not installed" in out
+
+
+def test_a_core_requirement_too_old_fails(machine, capsys):
+    machine["numpy"] = "1.0.0"
+    assert main(["doctor"]) == 1
+    assert "numpy>=1.24 (have 1.0.0)" in capsys.readouterr().out
