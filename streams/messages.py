@@ -89,16 +89,23 @@ class ObjectMask(_Message):
     bbox: tuple[int, int, int, int] | None  # x, y, width, height (COCO); None when the mask is empty
     area: int  # pixels
     mask: Rle
+    class_name: str | None = None  # objects a detector found: their class
+    class_score: float | None = None  # and the detector's score when it found them
 
     @classmethod
-    def from_mask(cls, obj_id: int, mask: np.ndarray, score: float) -> ObjectMask:
+    def from_mask(
+        cls, obj_id: int, mask: np.ndarray, score: float, class_name: str | None = None,
+        class_score: float | None = None,
+    ) -> ObjectMask:  # fmt: skip
         rle = Rle.from_mask(mask)
         area = int(mask.sum())
         bbox = None
         if area:
             ys, xs = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
             bbox = (int(xs[0]), int(ys[0]), int(xs[-1] - xs[0] + 1), int(ys[-1] - ys[0] + 1))
-        return cls(id=obj_id, score=score, bbox=bbox, area=area, mask=rle)
+        return cls(
+            id=obj_id, score=score, bbox=bbox, area=area, mask=rle, class_name=class_name, class_score=class_score
+        )
 
 
 class MaskMessage(_Message):

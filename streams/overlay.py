@@ -104,10 +104,12 @@ def draw_overlay(
     style: OverlayStyle = OverlayStyle(),
     frame_index: int | None = None,
     fps: float | None = None,
+    classes: Mapping[int, str] | None = None,
 ) -> np.ndarray:
     """The overlay of one frame: (H, W, 3) uint8 RGB `image` and its (H, W) label map -> a new (H, W, 3) image.
 
-    `scores`: object score logits by id, shown in the captions (ids missing there are captioned by id alone).
+    `scores`: object score logits by id, shown in the captions (ids missing there are captioned by id alone);
+    `classes`: class names by id (objects a detector found), shown after the id.
     """
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"an overlay needs an (H, W, 3) uint8 RGB image, got {image.dtype} {image.shape}")
@@ -125,8 +127,9 @@ def draw_overlay(
     if style.captions:
         for obj_id in ids:
             x, y, _, _ = cv2.boundingRect((labels == obj_id).astype(np.uint8))
-            score = (scores or {}).get(obj_id)
-            text = str(obj_id) if score is None else f"{obj_id}: {score:+.1f}"
+            score, name = (scores or {}).get(obj_id), (classes or {}).get(obj_id)
+            text = str(obj_id) if name is None else f"{obj_id} {name}"
+            text = text if score is None else f"{text}: {score:+.1f}"
             box = _text_box(out.shape, text, x, y - 20, scale)
             if _overlaps(box, info_box):  # below the frame info, not under it
                 box = _text_box(out.shape, text, x, info_box[3] + 1, scale)

@@ -361,8 +361,8 @@ class DetectorSettings(_Strict):
     backend: Literal["onnxruntime", "openvino"] = Field("onnxruntime", description="what runs the detector")
     every_n_frames: int = Field(10, ge=0, description="tracking: detect on frames 0, N, 2N, ... (0: only on the first)")
     cover_thresh: float = Field(
-        0.5, gt=0, le=1, description="tracking: a detection is a tracked object when its box's IoU with that "
-        "object's mask box, or the share of the box its mask covers, is above this",
+        0.5, gt=0, le=1, description="tracking: a detection is a tracked object when its box's IoU with the box "
+        "around that object's last mask is above this",
     )  # fmt: skip
     retire_after: int = Field(
         30, ge=0, description="tracking: an object the detector added is removed after this many frames absent "

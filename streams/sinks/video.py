@@ -237,7 +237,8 @@ class OverlayVideoSink:
     def write_blocking(self, frame: Frame, message: MaskMessage, labels: np.ndarray, fps: float | None = None) -> None:
         """Draws and encodes one frame: (H, W, 3) image and its (H, W) label map."""
         scores = {o.id: o.score for o in message.objects}
-        image = draw_overlay(frame.image, labels, scores, self.style, frame_index=frame.index, fps=fps)
+        classes = {o.id: o.class_name for o in message.objects if o.class_name is not None}
+        image = draw_overlay(frame.image, labels, scores, self.style, frame_index=frame.index, fps=fps, classes=classes)
         self.writer.write(image, frame.pts)
 
     async def write(self, frame: Frame, message: MaskMessage, labels: np.ndarray) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from vos.cli.options import (
     TRACKER_FLAGS,
+    add_detector_arguments,
     add_discovery_arguments,
     add_metrics_arguments,
     add_mqtt_arguments,
@@ -29,7 +30,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
     if args.max_frames is not None and args.max_frames < 1:
         raise ConfigError("--max-frames must be at least 1")
     tracker = tracker_from_args(args)
-    jobs = jobs_from_inputs(args.inputs, args.annotations, args.prompts, discover=tracker.discover is not None)
+    found = tracker.discover is not None or tracker.detector is not None
+    jobs = jobs_from_inputs(args.inputs, args.annotations, args.prompts, discover=found)
     summary = run_batch(
         jobs, args.out, settings_from_args(args, ModelSettings), tracker,
         settings_from_args(args, RaySettings), max_frames=args.max_frames, progress=not args.quiet,
@@ -64,4 +66,5 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     add_settings_arguments(p.add_argument_group("model"), ModelSettings, list(ModelSettings.model_fields))
     add_settings_arguments(p.add_argument_group("tracker"), TrackerConfig, TRACKER_FLAGS)
     add_discovery_arguments(p)
+    add_detector_arguments(p)
     p.set_defaults(func=cmd_batch)

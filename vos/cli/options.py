@@ -13,7 +13,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from vos.config import DiscoverySettings, MaskGeneratorSettings, TrackerConfig
+from vos.config import DetectorSettings, DiscoverySettings, MaskGeneratorSettings, TrackerConfig
 from vos.engine.metrics import MetricsSettings
 from vos.errors import ConfigError, plain_message, plain_problems
 from vos.streams.sinks.mqtt import MqttSettings, TlsSettings
@@ -24,10 +24,11 @@ S = TypeVar("S", bound=BaseModel)
 MQTT_PASSWORD_ENV = "VOS_MQTT__PASSWORD"  # the same variable as for `vos serve`
 WEB_TOKEN_ENV = "VOS_WEB__TOKEN"
 TRACKER_FLAGS = [
-    f for f in TrackerConfig.model_fields if f not in ("precision", "clear_non_cond_mem_around_input", "discover")
+    f for f in TrackerConfig.model_fields
+    if f not in ("precision", "clear_non_cond_mem_around_input", "discover", "detector")
 ]
-"""Tracker settings with a flag (precision is the model's; clearing memory is `VideoSession`'s; discovery has its
-own flags, `add_discovery_arguments`)."""
+"""Tracker settings with a flag (precision is the model's; clearing memory is `VideoSession`'s; discovery and the
+detector have their own flags, `add_discovery_arguments` and `add_detector_arguments`)."""
 
 
 def _flag_type(annotation: Any) -> tuple[type, tuple | None]:
@@ -118,8 +119,47 @@ def add_discovery_arguments(parser: argparse.ArgumentParser) -> None:
     add_settings_arguments(group, MaskGeneratorSettings, EVERYTHING_FLAGS, prefix="discover_")
 
 
+DETECTOR_FLAGS = {
+    "--classes": "classes", "--labels": "labels", "--conf": "conf", "--detect-iou": "iou",
+    "--detect-every": "every_n_frames", "--retire-after": "retire_after", "--detector-backend": "backend",
+}  # fmt: skip
+"""The detector's flags beside --detector FILE, by `DetectorSettings` field."""
+
+
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def add_detector_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("objects found by class (a detector)")
+    group.add_argument(
+        "--detector", type=Path, metavar="FILE",
+        help="add the objects a detection model finds (an ONNX file of a YOLO layout, e.g. `yolo export "
+        "model=yolo11n.pt format=onnx`), with their class; with no prompt, every object it finds",
+    )  # fmt: skip
+    for flag, name in DETECTOR_FLAGS.items():
+        info = DetectorSettings.model_fields[name]
+        kind, choices = (_names, None) if name == "classes" else _flag_type(info.annotation)
+        shown = "all" if info.default is None else info.default
+        group.add_argument(
+            flag, dest=f"detector_{name}", type=kind, choices=choices, default=None,
+            metavar="A,B" if name == "classes" else None, help=f"{info.description} (default: {shown})",
+        )  # fmt: skip
+
+
+def detector_from_args(args: argparse.Namespace) -> DetectorSettings | None:
+    given = {name: v for name in DETECTOR_FLAGS.values() if (v := getattr(args, f"detector_{name}", None)) is not None}
+    if getattr(args, "detector", None) is None:
+        if given:
+            flags = ", ".join(f for f, name in DETECTOR_FLAGS.items() if name in given)
+            raise ConfigError(f"{flags} set up the detector: give --detector FILE too")
+        return None
+    return checked(DetectorSettings, model=args.detector, **given)
+
+
 def tracker_from_args(args: argparse.Namespace) -> TrackerConfig:
-    """The tracker flags' settings, with `discover` from --discover and its flags."""
+    """The tracker flags' settings, with `discover` from --discover and its flags, `detector` from --detector and
+    its flags."""
     given = given_settings(args, DiscoverySettings) | given_settings(args, MaskGeneratorSettings)
     if not args.discover and given:
         raise ConfigError("the --discover-... flags set up auto-discovery: give --discover too")
@@ -128,7 +168,10 @@ def tracker_from_args(args: argparse.Namespace) -> TrackerConfig:
         hierarchical = given_settings(args, MaskGeneratorSettings).get("hierarchical", True)  # discovery's default
         everything = settings_from_args(args, MaskGeneratorSettings, prefix="discover_", hierarchical=hierarchical)
         discover = settings_from_args(args, DiscoverySettings, prefix="discover_", everything=everything)
-    return settings_from_args(args, TrackerConfig, discover=discover)
+    detector = detector_from_args(args)
+    if discover is not None and detector is not None:
+        raise ConfigError("objects are found by --discover or by --detector, not both: give one")
+    return settings_from_args(args, TrackerConfig, discover=discover, detector=detector)
 
 
 def web_from_args(address: str | None, token_file: Path | None) -> WebSettings | None:

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from vos.cli.options import (
     TRACKER_FLAGS,
     WEB_TOKEN_ENV,
+    add_detector_arguments,
     add_discovery_arguments,
     add_metrics_arguments,
     add_mqtt_arguments,
@@ -155,9 +156,10 @@ def cmd_track(args: argparse.Namespace) -> int:
 
     prompts = prompts_from_args(args.mask, args.point, args.box, frame=args.prompt_frame)
     tracker = tracker_from_args(args)
-    if not prompts and not args.mqtt and not args.web and tracker.discover is None:
+    if not prompts and not args.mqtt and not args.web and tracker.discover is None and tracker.detector is None:
         raise ConfigError(
-            "nothing to track: give --mask, --point or --box, --discover, or --mqtt / --web to receive prompts"
+            "nothing to track: give --mask, --point or --box, --discover or --detector, or --mqtt / --web to "
+            "receive prompts"
         )
     if args.web_wait and not args.web:
         raise ConfigError("--web-wait waits for the viewer's page: give --web PORT too")
@@ -229,6 +231,7 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     add_settings_arguments(p.add_argument_group("model"), ModelSettings, list(ModelSettings.model_fields))
     add_settings_arguments(p.add_argument_group("tracker"), TrackerConfig, TRACKER_FLAGS)
     add_discovery_arguments(p)
+    add_detector_arguments(p)
     add_settings_arguments(p.add_argument_group("live sources"), LiveSettings, list(LiveSettings.model_fields))
     style = p.add_argument_group("overlay style (--render, --web)")
     add_settings_arguments(style, OverlayStyle, list(OverlayStyle.model_fields))

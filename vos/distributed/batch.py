@@ -161,7 +161,8 @@ def jobs_from_inputs(
         raise ConfigError("give one of --annotations ROOT and --prompts FILE, not both")
     if annotations is None and prompts_file is None and not discover:
         raise ConfigError(
-            "give the prompts: --annotations ROOT (ROOT/NAME/00000.png) or --prompts FILE (JSON), or --discover"
+            "give the prompts: --annotations ROOT (ROOT/NAME/00000.png) or --prompts FILE (JSON), or --discover "
+            "or --detector FILE"
         )
     by_file = _file_prompts(Path(prompts_file)) if prompts_file is not None else {}
     jobs: list[BatchJob] = []

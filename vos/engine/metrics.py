@@ -94,13 +94,17 @@ class _StreamCounters:
             "objects": GaugeMetricFamily("vos_objects_tracked", "objects in the last frame's masks", labels=["stream"]),
             "fps": GaugeMetricFamily("vos_frames_per_second", "frames/s over the recent frames", labels=["stream"]),
             "up": GaugeMetricFamily("vos_stream_up", "1 while the stream is starting, online or reconnecting", labels=["stream"]),
+            "detections": CounterMetricFamily("vos_detections", "the detector's detections, tracked objects included", labels=["stream"]),
+            "detected": CounterMetricFamily("vos_objects_detected", "objects the detector added", labels=["stream"]),
+            "retired": CounterMetricFamily("vos_objects_retired", "objects the detector added, removed once absent", labels=["stream"]),
         }  # fmt: skip
         for runner in self.runners():
             s = runner.stats()
             values = {
                 "frames": s.frames, "dropped": s.dropped_frames, "skipped": s.skipped_frames,
                 "reconnects": s.source_reconnects, "refused": s.refused_prompts, "objects": s.objects, "fps": s.fps,
-                "up": int(s.healthy),
+                "up": int(s.healthy), "detections": s.detections, "detected": s.detected_objects,
+                "retired": s.retired_objects,
             }  # fmt: skip
             if runner.mqtt is not None:
                 values.update(mqtt_dropped=s.dropped_messages, mqtt_published=s.published, mqtt_buffered=s.buffered_messages)

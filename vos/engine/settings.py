@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
-from vos.config import DiscoverySettings, ModelSettings, TrackerConfig
+from vos.config import DetectorSettings, DiscoverySettings, ModelSettings, TrackerConfig
 from vos.engine.metrics import MetricsSettings
 from vos.errors import ConfigError, plain_problems
 from vos.streams.messages import AddPrompt
@@ -47,12 +47,20 @@ class StreamSettings(BaseModel):
     discover: DiscoverySettings | Literal[False] | None = Field(
         None, description="this stream's auto-discovery: settings, or false for none (default: the tracker's)"
     )
+    detector: DetectorSettings | Literal[False] | None = Field(
+        None, description="this stream's detector: settings, or false for none (default: the tracker's)"
+    )
 
     def tracker_config(self, tracker: TrackerConfig) -> TrackerConfig:
-        """The engine's tracker settings with this stream's `discover`."""
-        if self.discover is None:
+        """The engine's tracker settings with this stream's `discover` and `detector`."""
+        update = {k: v or None for k, v in (("discover", self.discover), ("detector", self.detector)) if v is not None}
+        if not update:
             return tracker
-        return tracker.model_copy(update={"discover": self.discover or None})
+        if update.get("detector") is not None and "discover" not in update:
+            update["discover"] = None  # a stream's own detector stands in for the engine's discovery
+        if update.get("discover") is not None and "detector" not in update:
+            update["detector"] = None
+        return TrackerConfig.model_validate({**tracker.model_dump(), **update})
 
     def initial_prompts(self) -> dict[int, list[AddPrompt]]:
         by_frame: dict[int, list[AddPrompt]] = {}

@@ -51,6 +51,10 @@ class StreamStats:
     objects: int = 0  # in the last delivered frame's masks
     discovered_objects: int = 0  # added by auto-discovery (`TrackerConfig.discover`)
     discovery_seconds: float = 0.0  # spent looking for them
+    detections: int = 0  # the detector's detections (`TrackerConfig.detector`), tracked or not
+    detected_objects: int = 0  # objects the detector added
+    retired_objects: int = 0  # objects the detector added, removed once absent
+    detector_seconds: float = 0.0  # spent detecting
     fps: float = 0.0  # over the last `RATE_WINDOW` frames delivered (0 before two)
     published: int = 0  # MQTT messages the broker took
     dropped_messages: int = 0  # MQTT messages lost to a full buffer (or still buffered at the end: `lost_messages`)
@@ -108,6 +112,11 @@ class StreamReport:
             parts.append(f"{s.refused_prompts} prompts refused")
         if s.discovered_objects or s.discovery_seconds:
             parts.append(f"{s.discovered_objects} objects discovered ({s.discovery_seconds:.1f} s looking)")
+        if s.detections or s.detector_seconds:
+            parts.append(
+                f"{s.detected_objects} objects detected ({s.detections} detections, {s.detector_seconds:.1f} s "
+                f"detecting), {s.retired_objects} retired"
+            )
         if s.published or s.dropped_messages:
             parts.append(f"{s.published} MQTT messages published, {s.dropped_messages} lost")
         return ", ".join(parts)
@@ -186,6 +195,7 @@ class StreamRunner:
     def stats(self) -> StreamStats:
         """The stream's counters as they are now."""
         source, mqtt, discoverer = self.source.stats, self.mqtt, getattr(self.tracker, "discoverer", None)
+        detection = getattr(self.tracker, "detection", None)
         return StreamStats(
             stream=self.stream, state=self.state, detail=self.detail, frames=self.frames,
             dropped_frames=source.dropped, skipped_frames=source.skipped, source_reconnects=source.reconnects,
@@ -194,6 +204,9 @@ class StreamRunner:
             dropped_messages=mqtt.stats.dropped if mqtt else 0, lost_messages=mqtt.stats.lost if mqtt else 0,
             buffered_messages=mqtt.pending if mqtt else 0, discovered_objects=discoverer.found if discoverer else 0,
             discovery_seconds=discoverer.seconds if discoverer else 0.0,
+            detections=detection.detections if detection else 0, detected_objects=detection.found if detection else 0,
+            retired_objects=detection.retired if detection else 0,
+            detector_seconds=detection.seconds if detection else 0.0,
         )  # fmt: skip
 
     def _status_now(self) -> StatusMessage:
@@ -211,7 +224,10 @@ class StreamRunner:
         """Blocking: the frame's label map and its message (each object's mask is its label-map pixels)."""
         h, w = frame.image.shape[:2]
         labels = merge_masks(result.masks, result.logits, (h, w))
-        objects = [ObjectMask.from_mask(i, labels == i, result.scores[i]) for i in sorted(result.masks)]
+        objects = [
+            ObjectMask.from_mask(i, labels == i, result.scores[i], result.classes.get(i), result.class_scores.get(i))
+            for i in sorted(result.masks)
+        ]
         message = MaskMessage(stream=self.stream, frame_index=frame.index, pts=frame.pts, width=w, height=h, objects=objects)
         return message, labels
 

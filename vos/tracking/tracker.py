@@ -25,6 +25,8 @@ import torch
 from vos.config import TrackerConfig, tracker_config
 from vos.memory.memory_bank import ObjectMemory
 from vos.modeling.sam2 import SAM2Model
+from vos.detection.detector import Detector
+from vos.tracking.detection import DetectionDiscoverer, mask_box
 from vos.tracking.discovery import Discoverer
 from vos.tracking.postprocess import non_overlapping
 from vos.tracking.prompts import Prompt
@@ -40,7 +42,10 @@ class TrackResult:
     masks: dict[int, np.ndarray] = field(default_factory=dict)  # bool (H, W)
     logits: dict[int, np.ndarray] = field(default_factory=dict)  # float32 (H, W), Meta's video_res_masks
     scores: dict[int, float] = field(default_factory=dict)  # object score logits
-    new_objects: list[int] = field(default_factory=list)  # found on this frame by auto-discovery
+    new_objects: list[int] = field(default_factory=list)  # found on this frame by auto-discovery or the detector
+    retired: list[int] = field(default_factory=list)  # objects the detector added, removed after this frame: absent
+    classes: dict[int, str] = field(default_factory=dict)  # class names of the objects the detector found
+    class_scores: dict[int, float] = field(default_factory=dict)  # the detector's scores when it found them
     refused: dict[int, str] = field(default_factory=dict)  # prompts dropped on this frame (not fitting it): why
 
     @classmethod
@@ -73,14 +78,24 @@ class Tracker:
 
     Options (see `vos.config.TrackerConfig`): fill_hole_area, non_overlap_masks, max_objects,
     max_cond_frames, keep_first_cond_frame, precision, compile, discover (auto-discovery of new
-    objects: `vos.tracking.discovery`; each result lists the ones found on its frame).
+    objects: `vos.tracking.discovery`; each result lists the ones found on its frame), detector (objects found by
+    class: `vos.tracking.detection`; settings, or a `vos.Detector` already loaded).
     """
 
     def __init__(self, model: SAM2Model, config: TrackerConfig | None = None, **options: Any) -> None:
+        detector = options.pop("detector", None)
+        if isinstance(detector, Detector):
+            options["detector"] = detector.settings
+        elif detector is not None:
+            options["detector"] = detector
         self.config = tracker_config(config, **options)
         self.model = model.eval()
         self.segmenter = FrameSegmenter(self.model, self.config.fill_hole_area, self.config.precision, self.config.compile)
         self.discoverer = Discoverer(self.model, self.config.discover) if self.config.discover is not None else None
+        self.detection: DetectionDiscoverer | None = None
+        if self.config.detector is not None:
+            loaded = detector if isinstance(detector, Detector) else Detector(self.config.detector)
+            self.detection = DetectionDiscoverer(loaded)
         self.reset()
 
     def reset(self) -> None:
@@ -89,6 +104,9 @@ class Tracker:
         self._memories: dict[int, ObjectMemory] = {}
         self._pending: dict[int, Prompt] = {}
         self._last_masks: dict[int, np.ndarray] = {}  # the last frame's, for auto-discovery
+        self.classes: dict[int, tuple[str, float]] = {}  # objects found by the detector: class name, its score
+        if self.detection is not None:
+            self.detection.clear()
         self._highest_id = 0  # the highest object id prompted since the reset
         self.frame_size: tuple[int, int] | None = None  # (H, W) of the last frame stepped
 
@@ -130,6 +148,9 @@ class Tracker:
         self._memories.pop(obj_id, None)
         self._pending.pop(obj_id, None)
         self._last_masks.pop(obj_id, None)
+        self.classes.pop(obj_id, None)
+        if self.detection is not None:
+            self.detection.forget(obj_id)
 
     def _new_memory(self) -> ObjectMemory:
         t = self.model.cfg.tracking
@@ -155,6 +176,8 @@ class Tracker:
         self.frame_size = hw
         refused = self._drop_misfits(hw)
         new_objects = self._discover(frame) if self.discoverer and self.discoverer.due(self.frame_index) else []
+        if self.detection is not None and self.detection.due(self.frame_index):
+            new_objects = self._detect(frame)
         if self.idle:
             self.frame_index += 1
             return TrackResult(self.frame_index - 1, new_objects=new_objects, refused=refused)
@@ -174,10 +197,21 @@ class Tracker:
             self.config.non_overlap_masks,
         )
         result.new_objects, result.refused = new_objects, refused
-        if self.discoverer is not None:  # a copy: the result goes to other threads, removals change this one
+        if self.discoverer is not None or self.detection is not None:  # a copy: removals change this one
             self._last_masks = dict(result.masks)
+        if self.detection is not None:
+            self._label(result)
         self.frame_index += 1
         return result
+
+    def _label(self, result: TrackResult) -> None:
+        """The result's classes; the objects the detector added that stayed absent long enough are removed."""
+        for obj_id, (name, score) in self.classes.items():
+            if obj_id in result.masks:
+                result.classes[obj_id], result.class_scores[obj_id] = name, score
+        result.retired = self.detection.to_retire(result.scores)
+        for obj_id in result.retired:
+            self.remove_object(obj_id)
 
     def _drop_misfits(self, hw: tuple[int, int]) -> dict[int, str]:
         """Drops the pending prompts that do not fit an (H, W) frame (a new object with them); why, by object."""
@@ -190,6 +224,27 @@ class Tracker:
                 del self._pending[obj_id]
                 log.warning("frame %d: prompt refused: %s", self.frame_index, refused[obj_id])
         return refused
+
+    def _detect(self, frame: np.ndarray) -> list[int]:
+        """Prompt, by their boxes, the objects the detector finds on `frame` that no tracked or prompted object is;
+        their ids. Tracked objects are known by the boxes around their last masks, prompted ones by their boxes."""
+        room = self.config.max_objects - len(self.object_ids)
+        if room <= 0:
+            return []
+        known = [b for m in self._last_masks.values() if m.shape == frame.shape[:2] and (b := mask_box(m)) is not None]
+        for prompt in self._pending.values():
+            box = prompt.box.reshape(4) if prompt.box is not None else None
+            box = mask_box(prompt.mask) if prompt.mask is not None else box
+            if box is not None:
+                known.append(np.asarray(box, dtype=np.float32))
+        added = []
+        for detection in self.detection.new_detections(frame, known, room):
+            obj_id = self._highest_id + 1  # never an id used since the reset
+            self.set_prompt(obj_id, Prompt.make(box=detection.box))
+            self.classes[obj_id] = (detection.class_name, detection.score)
+            self.detection.added(obj_id)
+            added.append(obj_id)
+        return added
 
     def _discover(self, frame: np.ndarray) -> list[int]:
         """Prompt the objects the everything mode finds on `frame` that no tracked or prompted object is; their ids.

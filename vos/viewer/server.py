@@ -88,7 +88,8 @@ class StreamView:
     def _draw(self, frame: Frame, message: MaskMessage, labels: np.ndarray) -> bytes:
         """Blocking: the overlay as JPEG bytes."""
         scores = {o.id: o.score for o in message.objects}
-        image = draw_overlay(frame.image, labels, scores, self.style, frame.index, self.runner.recent_fps)
+        classes = {o.id: o.class_name for o in message.objects if o.class_name is not None}
+        image = draw_overlay(frame.image, labels, scores, self.style, frame.index, self.runner.recent_fps, classes)
         return encode_jpeg(image, self.settings.jpeg_quality)
 
     async def render(self) -> None:
