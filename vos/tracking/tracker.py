@@ -23,9 +23,9 @@ import numpy as np
 import torch
 
 from vos.config import TrackerConfig, tracker_config
+from vos.detection.detector import Detector
 from vos.memory.memory_bank import ObjectMemory
 from vos.modeling.sam2 import SAM2Model
-from vos.detection.detector import Detector
 from vos.tracking.detection import DetectionDiscoverer, mask_box
 from vos.tracking.discovery import Discoverer
 from vos.tracking.postprocess import non_overlapping
