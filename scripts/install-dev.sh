@@ -49,7 +49,7 @@ case $mode in
         ;;
     *) echo "install-dev: VOS_TORCH must be auto, cpu or cuda, not '$mode'" >&2; exit 2 ;;
 esac
-"$PY" -m pip install --quiet -e ".[test,ray,onnx,openvino]"
+"$PY" -m pip install --quiet -e ".[test,ray,onnx,openvino,docs]"
 SAM2_BUILD_CUDA=0 "$PY" -m pip install --quiet --no-deps --no-build-isolation "sam2==1.1.0"
 # EdgeTAM's reference (test oracle) also installs a package named `sam2`: it goes into a folder of its own, with
 # the timm it builds its trunk with, and runs in a process of its own (tests/oracles/edgetam_reference.py).
