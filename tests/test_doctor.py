@@ -22,41 +22,30 @@ def machine(monkeypatch, tmp_path):
     return overrides
 
 
-def recommended(text: str) -> str:
-    return text.split("recommended for live tracking here\n", 1)[1]
+OPENVINO = {"openvino": "2026.4.0", "nncf": "3.4.0"}
 
 
-def test_native_bf16_with_openvino_recommends_edgetam_on_openvino_bf16(machine, monkeypatch, capsys):
-    monkeypatch.setattr(doctor, "cpu_native_bf16", lambda: True)
-    machine.update(openvino="2026.4.0", nncf="3.4.0")
-    assert main(["doctor"]) == 0
+@pytest.mark.parametrize(
+    ("native", "packages", "pick", "command"),
+    [
+        (True, OPENVINO, "backend openvino, precision bf16", "--backend openvino --onnx-dir onnx/edgetam-512 --precision bf16"),
+        (True, {"openvino": None}, "backend pytorch, precision bf16", "--out out/ --precision bf16"),
+        (False, OPENVINO, "backend pytorch, precision fp32", "--point 1=X,Y --out out/"),
+    ],
+    ids=["native-bf16-openvino", "native-bf16-no-openvino", "no-native-bf16"],
+)  # fmt: skip
+def test_recommendation_follows_native_bf16_and_openvino(machine, monkeypatch, capsys, native, packages, pick, command):
+    monkeypatch.setattr(doctor, "cpu_native_bf16", lambda: native)
+    machine.update(packages)
+    assert main(["doctor"]) == 0  # a missing extra is reported, not an error
     out = capsys.readouterr().out
-    pick = recommended(out)
-    assert "model edgetam, backend openvino, precision bf16, device cpu" in pick
-    assert "$ vos export onnx edgetam --image-size 512 --out onnx/edgetam-512" in pick
-    assert "--backend openvino --onnx-dir onnx/edgetam-512 --precision bf16" in pick
-    assert "native bf16 on the CPU: yes" in out
+    recommended = out.split("recommended for live tracking here\n", 1)[1]
+    assert f"model edgetam, {pick}, device cpu" in recommended
+    assert recommended.rstrip().endswith(command)
+    assert ("$ vos export onnx edgetam --image-size 512 --out onnx/edgetam-512" in recommended) == (pick == "backend openvino, precision bf16")
+    assert ("native bf16 on the CPU: yes" in out) == native
+    assert ("vos[openvino]: missing openvino" in out) == (packages["openvino"] is None)
     assert "edgetam.pt: edgetam, 0 MB" in out
-
-
-def test_native_bf16_without_openvino_recommends_pytorch_bf16(machine, monkeypatch, capsys):
-    monkeypatch.setattr(doctor, "cpu_native_bf16", lambda: True)
-    machine.update(openvino=None)
-    assert main(["doctor"]) == 0
-    out = capsys.readouterr().out
-    assert "model edgetam, backend pytorch, precision bf16, device cpu" in recommended(out)
-    assert "vos[openvino]: missing openvino" in out  # an extra missing is reported, not an error
-
-
-def test_without_native_bf16_recommends_pytorch_fp32_even_with_openvino(machine, monkeypatch, capsys):
-    monkeypatch.setattr(doctor, "cpu_native_bf16", lambda: False)
-    machine.update(openvino="2026.4.0", nncf="3.4.0")
-    assert main(["doctor"]) == 0
-    out = capsys.readouterr().out
-    pick = recommended(out)
-    assert "model edgetam, backend pytorch, precision fp32, device cpu" in pick
-    assert "bf16" not in pick.split("$", 1)[1] and "--backend" not in pick
-    assert "native bf16 on the CPU: no (bf16 would be emulated" in out
 
 
 def test_a_gpu_is_recommended_with_device_cuda():
