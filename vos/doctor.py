@@ -127,7 +127,8 @@ def recommend(native_bf16: bool, openvino: bool, cuda: str | None = None) -> Rec
     if cuda:
         return Recommendation(
             LIVE_MODEL, "pytorch", "fp32", "cuda",
-            f"a CUDA GPU ({cuda}): PyTorch; at 512 px fp32 was faster than bf16 on an H100",
+            f"a CUDA GPU ({cuda}): PyTorch; at 512 px fp32 was faster than bf16 on an H100 (SAM 2.1-T; EdgeTAM, the "
+            "fastest model on every CPU measured, was not measured on a GPU)",
             [download, f"{track} --device cuda"],
         )  # fmt: skip
     if native_bf16 and openvino:
