@@ -89,3 +89,9 @@ def test_every_page_is_in_the_site_navigation():
     pages = [str(p.relative_to(DOCS)) for p in DOCS.rglob("*.md")]
     assert [p for p in pages if p not in nav] == [], "add the page to nav in mkdocs.yml"
     assert not os.path.exists(DOCS / "guide.md")
+
+
+def test_readme_links_resolve():
+    text = (REPO / "README.md").read_text()
+    links = re.findall(r"\]\((?!https?://|#)([^)#\s]+)", text)
+    assert links and [link for link in links if not (REPO / link).exists()] == []
