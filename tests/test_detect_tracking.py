@@ -18,6 +18,7 @@ import pytest
 import torch
 
 import vos
+from tests.yolo_files import yolo_layout_file
 from vos.config import DetectorSettings
 from vos.detection.detector import Detections, Detector
 from vos.tracking.detection import mask_box
@@ -168,31 +169,6 @@ def test_detector_settings_are_checked(model):
         vos.Tracker(model, detector={"model": "missing.onnx"})
 
 
-def yolo_layout_file(path: Path, boxes: list[tuple[float, float, float, float]], classes: list[int]) -> Path:
-    """A hand-made ONNX file of the YOLO11 layout ((1, 4 + 2, 64), input 64 x 64, names person and car) whose
-    output is constant: the given centre-size boxes (on its 64 x 64 input) with their class scoring 0.9."""
-    import onnx
-    from onnx import TensorProto, helper
-
-    head = np.zeros((1, 6, 64), np.float32)
-    for i, (box, cls) in enumerate(zip(boxes, classes)):
-        head[0, :4, i] = box
-        head[0, 4 + cls, i] = 0.9
-    nodes = [
-        helper.make_node(
-            "Constant", [], ["output0"], value=helper.make_tensor("v", TensorProto.FLOAT, head.shape, head.ravel())
-        )
-    ]
-    graph = helper.make_graph(
-        nodes, "yolo", [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 64, 64])],
-        [helper.make_tensor_value_info("output0", TensorProto.FLOAT, list(head.shape))],
-    )  # fmt: skip
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.metadata_props.add(key="names", value=str(NAMES))
-    onnx.save(model, path)
-    return path
-
-
 def test_track_with_a_detector_from_the_command_line(tracking_checkpoint, tmp_path: Path, capsys):
     """`vos track FOLDER --detector FILE --classes car`: the car becomes object 1 with its class and score in every
     masks line; the person is filtered out; the summary counts the detections."""
@@ -205,7 +181,7 @@ def test_track_with_a_detector_from_the_command_line(tracking_checkpoint, tmp_pa
     for t in range(3):
         Image.fromarray(frame(t)).save(clip / f"{t:05d}.png")
     # on the 64 x 64 input the 128 x 96 frames are scaled by 0.5 and padded 8 rows above: a person and a car box
-    detector = yolo_layout_file(tmp_path / "det.onnx", [(10, 23, 8, 12), (45, 45, 20, 8)], [0, 1])
+    detector = yolo_layout_file(tmp_path / "det.onnx", [(10, 23, 8, 12), (45, 45, 20, 8)], [0, 1], NAMES)
     model = ["--checkpoint", str(tracking_checkpoint), "--config", "sam2.1_hiera_t", "--image-size", "512", "--quiet"]
     code = main(
         ["track", str(clip), "--detector", str(detector), "--classes", "car", "--out", str(tmp_path / "out"), *model]

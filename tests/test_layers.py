@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("model", ["vos.modeling"]),
     ("loading", ["vos.checkpoints", "vos.build", "vos.export", "vos.detection"]),
     ("tracking", ["vos.tracking", "vos.image_predictor", "vos.segment"]),
-    ("sinks", ["vos.streams.sinks", "vos.streams.results", "vos.streams", "vos.segment.files"]),
+    ("sinks", ["vos.streams.sinks", "vos.streams.results", "vos.streams", "vos.segment.files", "vos.annotation"]),
     ("viewer and engine settings", ["vos.viewer", "vos.engine.metrics", "vos.engine.settings"]),
     ("engine", ["vos.engine"]),
     ("distributed", ["vos.distributed"]),

@@ -18,6 +18,7 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it
 _EXPORTS = {
+    "auto_annotate": "vos.annotation.annotate",
     "build_model": "vos.build",
     "load_model": "vos.build",
     "ModelConfig": "vos.config",
@@ -49,6 +50,7 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
+    from vos.annotation.annotate import auto_annotate
     from vos.build import build_model, load_model
     from vos.config import (
         DetectorSettings,

@@ -13,6 +13,8 @@ Each model is built from its YAML with random weights (seeded; batch norms set t
 the named classes' score biases set so that random weights give detections) and exported by Ultralytics to `out/NAME.onnx` at `imgsz` (`nms: false` asks YOLO26 for
 its end-to-end head). Ultralytics' predictions on each image from that file go to `out/predictions.json`:
 {NAME: [[{"boxes": [[x0, y0, x1, y1], ...], "scores": [...], "classes": [...]} per image] per run]}.
+SPEC {"out": folder, "verify": [[image, label file], ...], "num_classes": N}: Ultralytics' label checker instead
+(`verify_labels`).
 """
 
 from __future__ import annotations
@@ -78,12 +80,30 @@ def _set_head(model, biases: dict[str, float]) -> None:
                         level[-1].bias[int(k)] = v
 
 
+def verify_labels(spec: dict) -> None:
+    """Ultralytics' own label checker (`verify_image_label`) on image / label file pairs; what it read to
+    `out/verified.json`: per pair {"classes": [...], "segments": number of polygons, "corrupt": 0 | 1, "msg"}."""
+    from ultralytics.data.utils import verify_image_label
+
+    found = []
+    for image, label in spec["verify"]:
+        _, lb, _, segments, _, _, _, _, corrupt, msg = verify_image_label(
+            (image, label, "", False, spec["num_classes"], 0, 0, False)
+        )
+        classes = [] if lb is None else [int(c) for c in lb[:, 0]]
+        found.append({"classes": classes, "segments": len(segments or []), "corrupt": corrupt, "msg": msg})
+    (Path(spec["out"]) / "verified.json").write_text(json.dumps(found))
+
+
 def main(spec_file: str) -> None:
     import cv2
     import torch
     from ultralytics import YOLO
 
     spec = json.loads(Path(spec_file).read_text())
+    if "verify" in spec:
+        verify_labels(spec)
+        return
     out = Path(spec["out"])
     images = [cv2.imread(p) for p in spec["images"]]  # BGR, as Ultralytics reads them
     found = {}

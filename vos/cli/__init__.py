@@ -18,7 +18,7 @@ from vos.streams.redact import redact
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from vos.cli import batch, checkpoints, doctor, evaluate, export, render, segment, track, view
+    from vos.cli import annotate, batch, checkpoints, doctor, evaluate, export, render, segment, track, view
 
     parser = argparse.ArgumentParser(prog="vos", description="Streaming video object segmentation with SAM 2.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     view.register_cli(sub)
     batch.register_cli(sub)
     segment.register_cli(sub)
+    annotate.register_cli(sub)
     export.register_cli(sub)
     doctor.register_cli(sub)
     return parser

@@ -124,26 +124,31 @@ DETECTOR_FLAGS = {
     "--detect-every": "every_n_frames", "--retire-after": "retire_after", "--detector-backend": "backend",
 }  # fmt: skip
 """The detector's flags beside --detector FILE, by `DetectorSettings` field."""
+DETECTOR_METAVARS = {"classes": "A,B", "labels": "FILE", "conf": "X", "iou": "X", "every_n_frames": "N", "retire_after": "N"}
 
 
 def _names(text: str) -> list[str]:
     return [name.strip() for name in text.split(",") if name.strip()]
 
 
-def add_detector_arguments(parser: argparse.ArgumentParser) -> None:
+def add_detector_arguments(
+    parser: argparse.ArgumentParser,
+    help: str = "add the objects a detection model finds (an ONNX file of a YOLO layout, e.g. `yolo export "
+    "model=yolo11n.pt format=onnx`), with their class; with no prompt, every object it finds",
+    exclude: Sequence[str] = (),
+) -> None:
+    """--detector FILE and the `DETECTOR_FLAGS` but those of `exclude` (field names)."""
     group = parser.add_argument_group("objects found by class (a detector)")
-    group.add_argument(
-        "--detector", type=Path, metavar="FILE",
-        help="add the objects a detection model finds (an ONNX file of a YOLO layout, e.g. `yolo export "
-        "model=yolo11n.pt format=onnx`), with their class; with no prompt, every object it finds",
-    )  # fmt: skip
+    group.add_argument("--detector", type=Path, metavar="FILE", help=help)
     for flag, name in DETECTOR_FLAGS.items():
+        if name in exclude:
+            continue
         info = DetectorSettings.model_fields[name]
         kind, choices = (_names, None) if name == "classes" else _flag_type(info.annotation)
-        shown = "all" if info.default is None else info.default
+        said = "default" in info.description or "(None:" in info.description
         group.add_argument(
-            flag, dest=f"detector_{name}", type=kind, choices=choices, default=None,
-            metavar="A,B" if name == "classes" else None, help=f"{info.description} (default: {shown})",
+            flag, dest=f"detector_{name}", type=kind, choices=choices, default=None, metavar=DETECTOR_METAVARS.get(name),
+            help=info.description if said else f"{info.description} (default: {info.default})",
         )  # fmt: skip
 
 

@@ -11,6 +11,7 @@ metadata Ultralytics writes (`names`, `imgsz`) or a labels file. ONNX Runtime or
 from __future__ import annotations
 
 import ast
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from vos.export.onnx import require_extra
 DEFAULT_INPUT = 640
 """Input size of a file whose input is of variable size and whose metadata names none (Ultralytics' default)."""
 MAX_LABELS_BYTES = 1 << 20
+TRACKING_FIELDS = ("every_n_frames", "cover_thresh", "retire_after", "max_new_per_frame")
 MASK_COEFFICIENTS = 32
 """Rows after the class scores in the head of an Ultralytics segmentation model (its `task` metadata: segment)."""
 
@@ -76,6 +78,16 @@ class Detector:
         self.names = labels or own or {i: str(i) for i in range(self.num_classes)}
         self.keep = class_ids(settings.classes, self.names) if settings.classes else None
         self._run = _runner(self.path, settings.backend, self.input_name)
+
+    def with_tracking(self, **settings: Any) -> Detector:
+        """This detector (the same loaded file) under other tracking settings: every_n_frames, cover_thresh,
+        retire_after, max_new_per_frame."""
+        unknown = set(settings) - set(TRACKING_FIELDS)
+        if unknown:
+            raise ValueError(f"not tracking settings: {', '.join(sorted(unknown))} (those are {', '.join(TRACKING_FIELDS)})")
+        other = copy.copy(self)
+        other.settings = checked(DetectorSettings, "detector settings", **{**self.settings.model_dump(), **settings})
+        return other
 
     def __call__(self, frame: np.ndarray) -> Detections:
         """Detections on an (H, W, 3) uint8 RGB frame."""
