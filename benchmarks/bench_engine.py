@@ -16,7 +16,10 @@
    processed frame, seconds from the frame's decode to the subscriber receiving its message.
 
     python benchmarks/bench_engine.py [--model edgetam] [--frames 30] [--size 512] [--precision auto]
-        [--live-frames 20]
+        [--live-frames 20] [--backend openvino]
+
+`--backend onnxruntime` / `openvino`: the graphs `vos export onnx` writes (exported first, into the temporary
+folder), run by that runtime at `--precision`.
 """
 
 from __future__ import annotations
@@ -34,7 +37,9 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
+
+from bench_speed import cpu_description  # noqa: E402
 
 from tests.conftest import DEFAULT_DAVIS, OBJECT_SCORE_BIAS_OFFSET, read_frame  # noqa: E402
 from tests.mqtt_broker import MosquittoBroker, Subscriber  # noqa: E402
@@ -102,7 +107,7 @@ def vos_track(model: SAM2Model, clip: Path, mask_png: Path, broker: MosquittoBro
 
 def vos_track_process(
     clip: Path, mask_png: Path, config: str, weights: Path, size: int, precision: str, broker: MosquittoBroker,
-    out: Path,
+    out: Path, runtime: list[str],
 ) -> float:  # fmt: skip
     """Wall seconds of `vos track` as a process of its own (start-up and model loading included)."""
     start = time.perf_counter()
@@ -110,7 +115,7 @@ def vos_track_process(
         [sys.executable, "-m", "vos.cli", "track", str(clip), "--config", config, "--checkpoint", str(weights),
          "--image-size", str(size),
          "--precision", precision, "--mask", f"1={mask_png}", "--out", str(out), "--mqtt", broker.url,
-         "--topic", "bench", "--quiet"],
+         "--topic", "bench", "--quiet", *runtime],
         capture_output=True, text=True, cwd=REPO,
     )  # fmt: skip
     if result.returncode != 0:
@@ -128,14 +133,11 @@ class DecodeTimes:
         self.decoded_at[frame.index] = frame.decoded_at
 
 
-async def live_latency(
-    server: RtspServer, broker: MosquittoBroker, config: str, weights: Path, size: int, precision: str, frames: int,
-    box,
-) -> dict:  # fmt: skip
+async def live_latency(server: RtspServer, broker: MosquittoBroker, load, frames: int, box) -> dict:
     received: dict[int, float] = {}
     times = DecodeTimes()
     stream = StreamSettings(source=server.url, id="cam", max_frames=frames, prompts=[{"obj_id": 1, "box": box}])
-    model = load_model(config, checkpoint=weights, image_size=size, precision=precision)
+    model = load()
     async with Subscriber(broker.port, "live/cam/masks", identifier="bench-live") as sub:
         mqtt = MqttSettings(port=broker.port, prefix="live")
         async with Engine(EngineConfig(streams=[stream], mqtt=mqtt, max_batch=1), model, sinks={"cam": [times]}) as engine:
@@ -166,29 +168,43 @@ def main() -> None:
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "int8", "auto"))
     parser.add_argument("--davis", type=Path, default=DEFAULT_DAVIS)
     parser.add_argument("--live-frames", type=int, default=20, help="frames processed from the RTSP camera (0: skip)")
+    parser.add_argument("--backend", default="pytorch", choices=("pytorch", "onnxruntime", "openvino"))
     args = parser.parse_args()
     torch.set_num_threads(torch.get_num_threads())
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         clip, mask_png, weights = prepare(folder, args.davis, args.sequence, args.frames, args.model, args.size)
+        runtime = []
+        if args.backend != "pytorch":
+            from vos.export.onnx import OnnxExportSettings, export_onnx
+
+            exported = load_model(args.model, checkpoint=weights, image_size=args.size)
+            export_onnx(exported, folder / "onnx", OnnxExportSettings(), checkpoint=weights)
+            runtime = ["--backend", args.backend, "--onnx-dir", str(folder / "onnx")]
+
+        def load() -> SAM2Model:
+            extra = {} if args.backend == "pytorch" else {"backend": args.backend, "onnx_dir": folder / "onnx"}
+            return load_model(args.model, checkpoint=weights, image_size=args.size, precision=args.precision, **extra)
+
         broker = MosquittoBroker(folder / "broker")
         broker.start()
         try:
-            model = load_model(args.model, checkpoint=weights, image_size=args.size, precision=args.precision)
+            model = load()
             alone, engine = [], []
             for r in range(ROUNDS):
                 alone.append(tracker_alone(model, clip, mask_png))
                 engine.append(vos_track(model, clip, mask_png, broker, folder / f"out{r}"))
             del model
             wall = vos_track_process(
-                clip, mask_png, args.model, weights, args.size, args.precision, broker, folder / "out"
+                clip, mask_png, args.model, weights, args.size, args.precision, broker, folder / "out", runtime
             )
             n = args.frames
             malloc = " ".join(f"{k}={v}" for k, v in os.environ.items() if k.startswith("MALLOC_")) or "glibc defaults"
             print(f"## Throughput: {args.model}, {n} frames of {args.sequence} (854x480 H.264), {args.size} px, "
                   "one object, "
-                  f"precision {args.precision}, {torch.get_num_threads()} torch threads, malloc: {malloc}")  # fmt: skip
+                  f"{args.backend} {args.precision}, {torch.get_num_threads()} torch threads, malloc: {malloc}; "
+                  f"{cpu_description()}")  # fmt: skip
             print(f"rounds of the tracker alone and vos track, alternately in this process: {ROUNDS}")
             print(f"tracker alone (frames in RAM), frames/s:           {fps_list(n, alone)}")
             print(f"vos track (decode+track+PNG+JSONL+MQTT), frames/s: {fps_list(n, engine)}")
@@ -207,11 +223,7 @@ def main() -> None:
                 server.start()
                 try:
                     box = (300.0, 200.0, 600.0, 420.0)
-                    live = asyncio.run(
-                        live_latency(
-                            server, broker, args.model, weights, args.size, args.precision, args.live_frames, box
-                        )
-                    )
+                    live = asyncio.run(live_latency(server, broker, load, args.live_frames, box))
                 finally:
                     server.stop()
                 report = live["report"]
@@ -219,6 +231,9 @@ def main() -> None:
                       f"{report.stats.dropped_frames} stale frames dropped")  # fmt: skip
                 print(f"decode -> MQTT message received: {summary(live['latencies'])}")
                 print(f"model time per frame (encoder + tracker step): {summary(live['model'])}")
+                rest = statistics.median(live["latencies"]) - statistics.median(live["model"])
+                print(f"the rest (queue wait, masks encoded, MQTT delivery), median latency - median model time: "
+                      f"{rest:.3f} s")  # fmt: skip
         finally:
             broker.stop()
 

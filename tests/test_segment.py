@@ -169,11 +169,12 @@ def test_bad_settings_are_refused(models):
 
 def disc_scene(h: int = 240, w: int = 320):
     """Discs (cx, cy, r) of a synthetic scene, and a decoder for it: a click inside a disc gets that disc, its logit
-    10 at the centre falling to 1.5 at the rim (-10 outside; predicted IoU 0.95); elsewhere an empty, low-IoU mask."""
+    10 at the centre falling to 1.5 at the rim (-10 outside; predicted IoU 0.95); elsewhere an empty, low-IoU mask.
+    Its "low-res" logits are at the image's size: the predictor's `upscale` is made the identity with it."""
     discs = [(80, 80, 50), (230, 150, 60), (140, 210, 14), (290, 30, 10)]  # the sparse grid misses the small two
     yy, xx = np.mgrid[:h, :w]
 
-    def predict_clicks(coords, labels, mask_input, multimask):
+    def decode_clicks(coords, labels, mask_input, multimask):
         k = 3 if multimask else 1
         masks, ious = torch.full((len(coords), k, h, w), -10.0), torch.full((len(coords), k), 0.1)
         for i, (x, y) in enumerate(coords[:, 0].tolist()):
@@ -182,21 +183,26 @@ def disc_scene(h: int = 240, w: int = 320):
                     dist = np.sqrt((xx - cx) ** 2 + (yy - cy) ** 2) / r
                     masks[i, 0] = torch.from_numpy(np.where(dist < 1, 10 - 8.5 * dist, -10.0)).float()
                     ious[i, 0] = 0.95
-        return masks, ious, torch.zeros(len(coords), k, 16, 16)
+        return masks, ious
 
-    return np.zeros((h, w, 3), np.uint8), discs, predict_clicks
+    return np.zeros((h, w, 3), np.uint8), discs, decode_clicks
+
+
+def stub_decoder(generator: MaskGenerator, decode_clicks) -> None:
+    generator.predictor.set_image = lambda image: None
+    generator.predictor.decode_clicks = decode_clicks
+    generator.predictor.upscale = lambda low_res: low_res
 
 
 def test_hierarchical_mode_finds_the_full_modes_objects_with_fewer_clicks(models):
     """TinySAM's two passes on a scene whose decoder is known: the sparse grid (8 x 8 of 32 x 32) finds the large
     discs; the dense grid runs only outside their confident cores (the rims are clicked again, their duplicates
     removed by NMS) and finds the small discs the sparse grid missed."""
-    image, discs, predict_clicks = disc_scene()
+    image, discs, decode_clicks = disc_scene()
     found = {}
     for hierarchical in (False, True):
         generator = MaskGenerator(models[1], hierarchical=hierarchical)
-        generator.predictor.set_image = lambda image: None
-        generator.predictor.predict_clicks = predict_clicks
+        stub_decoder(generator, decode_clicks)
         found[hierarchical] = (generator.generate(image), generator.points_decoded)
     expected = sorted((cx - r + 1, cy - r + 1, 2 * r - 2, 2 * r - 2) for cx, cy, r in discs)  # XYWH, inclusive max
     for records, _ in found.values():
@@ -215,19 +221,18 @@ def test_a_large_points_per_batch_is_split_to_bound_memory(models, monkeypatch):
     batches (4096 clicks of 3 masks at 854x480 would take 20 GB): the same records."""
     from vos.segment import generator as module
 
-    image, _, predict_clicks = disc_scene()
+    image, _, decode_clicks = disc_scene()
     sizes = []
 
     def counted(coords, *args):
         sizes.append(len(coords))
-        return predict_clicks(coords, *args)
+        return decode_clicks(coords, *args)
 
     found = []
     for budget in (module.MASK_BATCH_BYTES, 10 * 3 * 240 * 320 * 4):  # the default; then 10 clicks' logits
         monkeypatch.setattr(module, "MASK_BATCH_BYTES", budget)
         generator = MaskGenerator(models[1], points_per_side=16, points_per_batch=4096)
-        generator.predictor.set_image = lambda image: None
-        generator.predictor.predict_clicks = counted
+        stub_decoder(generator, counted)
         found.append(generator.generate(image))
     assert sizes[0] == 256 and max(sizes[1:]) == 10 and sum(sizes[1:]) == 256
     assert len(found[0]) == 4 and [r["bbox"] for r in found[0]] == [r["bbox"] for r in found[1]]

@@ -117,6 +117,7 @@ def test_session_rejects_bad_input_and_keeps_state(tiny_checkpoint, tmp_path):
 TRACKING_OVERRIDES = {"max_cond_frames_in_attn": 2, "use_signed_tpos_enc_to_obj_ptrs": False, "non_overlap_masks_for_mem_enc": True}
 
 
+@pytest.mark.slow  # 34 s: the suite's time (the default fields' parity runs in test_session_matches_video_predictor)
 @torch.inference_mode()
 def test_non_default_tracking_fields_match_the_video_predictor(davis_root, tracking_checkpoint, tmp_path):
     """Config fields set away from their defaults, on both sides: three prompted frames of which memory

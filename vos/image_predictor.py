@@ -98,18 +98,22 @@ class ImagePredictor:
             masks, ious, low_res = masks[0], ious[0], low_res[0]
         return masks.float().cpu().numpy() if return_logits else masks.cpu().numpy(), ious.float().cpu().numpy(), low_res.float().cpu().numpy()
 
-    def predict_clicks(
+    def decode_clicks(
         self, coords: torch.Tensor, labels: torch.Tensor, mask_input: torch.Tensor | None, multimask_output: bool
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Batched tensors in, tensors out (the everything mode's path): clicks (B, P, 2) in image pixels with
-        labels (B, P), optional low-res logits (B, 1, 4E, 4E) -> float32 logits (B, K, H, W) at the image's size,
-        IoUs (B, K), low-res logits (B, K, 4E, 4E)."""
+        labels (B, P), optional low-res logits (B, 1, 4E, 4E) -> float32 low-res logits (B, K, 4E, 4E), not yet
+        clamped (`upscale_logits(low_res, orig_hw)` gives `predict`'s logits; clamped, its low-res output) and
+        IoUs (B, K). The caller upscales only the masks it keeps."""
         self._require_image()
         with self.model.autocast():
-            masks, ious, low_res = self._predict(
-                self._to_input_frame(coords), labels, None, mask_input, multimask_output, return_logits=True
-            )
-        return masks.float(), ious.float(), low_res.float()
+            low_res, ious = self._decode(self._to_input_frame(coords), labels, None, mask_input, multimask_output)
+        return low_res.float(), ious.float()
+
+    def upscale(self, low_res: torch.Tensor) -> torch.Tensor:
+        """(B, K, 4E, 4E) low-res logits (`decode_clicks`) -> float32 (B, K, H, W) at the image's size."""
+        self._require_image()
+        return upscale_logits(low_res, self._orig_hw)
 
     def _predict(
         self,
@@ -120,6 +124,20 @@ class ImagePredictor:
         multimask_output: bool,
         return_logits: bool,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        low_res, ious = self._decode(coords, labels, boxes, masks_in, multimask_output)
+        masks = upscale_logits(low_res, self._orig_hw)
+        low_res = torch.clamp(low_res, -LOW_RES_LOGIT_CLAMP, LOW_RES_LOGIT_CLAMP)
+        return (masks if return_logits else masks > self.mask_threshold), ious, low_res
+
+    def _decode(
+        self,
+        coords: torch.Tensor | None,
+        labels: torch.Tensor | None,
+        boxes: torch.Tensor | None,
+        masks_in: torch.Tensor | None,
+        multimask_output: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompts in the model's input frame -> low-res logits (B, K, 4E, 4E) and IoUs (B, K)."""
         points = (coords, labels) if coords is not None else None
         if boxes is not None:
             points = prepend_box(boxes, points)
@@ -133,6 +151,4 @@ class ImagePredictor:
             repeat_image=points is not None and points[0].shape[0] > 1,
             high_res_features=self._features["high_res_feats"],
         )
-        masks = upscale_logits(low_res, self._orig_hw)
-        low_res = torch.clamp(low_res, -LOW_RES_LOGIT_CLAMP, LOW_RES_LOGIT_CLAMP)
-        return (masks if return_logits else masks > self.mask_threshold), ious, low_res
+        return low_res, ious

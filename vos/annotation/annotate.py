@@ -217,8 +217,10 @@ def _class_index(detector: Detector, name: str) -> int:
 
 def _detector(det_model: str | Path | Detector | DetectorSettings, **options) -> Detector:
     if isinstance(det_model, Detector):
-        return det_model if not options else Detector(det_model.settings, **options)
-    return Detector(det_model, **options)
+        return Detector(det_model.settings, **options) if options else det_model
+    if isinstance(det_model, DetectorSettings):
+        return Detector(det_model, **options)
+    return Detector(det_model, **{"conf": 0.25, "iou": 0.45, **options})
 
 
 def _segmenter(sam_model: str | Path | SAM2Model, device: str) -> SAM2Model:
@@ -236,9 +238,9 @@ def auto_annotate(
     device: str = "cpu",
     output_dir: str | Path | None = None,
     *,
-    conf: float = 0.25,
-    iou: float = 0.45,
-    max_det: int = 300,
+    conf: float | None = None,
+    iou: float | None = None,
+    max_det: int | None = None,
     classes: Sequence[str | int] | None = None,
     detect_every: int = 10,
     frames: bool = False,
@@ -246,15 +248,17 @@ def auto_annotate(
 ) -> AnnotateSummary:
     """Annotate images and videos with a detector (an ONNX file of a YOLO layout) and a SAM 2-class segmenter (a
     loaded model, a checkpoint file or a model name); Ultralytics' `auto_annotate` arguments, for videos too.
-    `output_dir` defaults to `DATA_auto_annotate_labels` beside the (first) input, as Ultralytics'."""
+    `output_dir` defaults to `DATA_auto_annotate_labels` beside the (first) input, as Ultralytics'. `conf`, `iou`,
+    `max_det` and `classes` change a loaded detector's settings, or those of a file (there Ultralytics' defaults:
+    conf 0.25, iou 0.45)."""
     inputs = [Path(p) for p in ([data] if isinstance(data, (str, Path)) else data)]
     if not inputs:
         raise ConfigError("nothing to annotate: give images, folders or videos")
     out = Path(output_dir) if output_dir else inputs[0].parent / f"{inputs[0].stem}_auto_annotate_labels"
     items = items_of(inputs, frames)
     check_outputs(items, out)
-    wanted = None if classes is None else [str(c) for c in classes]
-    detector = _detector(det_model, conf=conf, iou=iou, max_det=max_det, classes=wanted)
+    given = {"conf": conf, "iou": iou, "max_det": max_det, "classes": None if classes is None else [str(c) for c in classes]}
+    detector = _detector(det_model, **{k: v for k, v in given.items() if v is not None})
     return annotate(items, Annotator(detector, _segmenter(sam_model, device), out, detect_every), progress)
 
 

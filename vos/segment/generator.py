@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from vos.config import MaskGeneratorSettings, checked
-from vos.image_predictor import ImagePredictor
+from vos.image_predictor import LOW_RES_LOGIT_CLAMP, ImagePredictor
 from vos.modeling.sam2 import SAM2Model
 from vos.segment.amg import (
     box_area,
@@ -188,18 +188,21 @@ class MaskGenerator:
         return data
 
     def _batch(self, points: np.ndarray, crop: list[int], image_hw: tuple[int, int]) -> dict:
-        """(P, 2) clicks in crop pixels -> the masks that pass the filters (RLEs in image coordinates)."""
+        """(P, 2) clicks in crop pixels -> the masks that pass the filters (RLEs in image coordinates). The
+        predicted-IoU filter comes before the masks are upscaled to the crop's size: the same records, as a mask's
+        predicted IoU does not depend on its upscaling, for the upscaling of the kept ones only."""
         s = self.settings
         coords = torch.as_tensor(points, dtype=torch.float32)
         labels = torch.ones(len(points), 1, dtype=torch.int)
-        masks, ious, low_res = self._decode(coords[:, None], labels, None, s.multimask_output)
-        k = masks.shape[1]
-        masks, ious, low_res = masks.flatten(0, 1), ious.flatten(0, 1), low_res.flatten(0, 1)
+        low_res, ious = self.predictor.decode_clicks(coords[:, None], labels, None, s.multimask_output)
+        k = low_res.shape[1]
+        low_res, ious = low_res.flatten(0, 1), ious.flatten(0, 1)
         coords = coords.repeat_interleave(k, dim=0)
         if s.use_m2m:
-            masks, ious = self._refine(coords, low_res)
+            low_res, ious = self._refine(coords, low_res)
         keep = ious > s.pred_iou_thresh if s.pred_iou_thresh > 0 else torch.ones_like(ious, dtype=torch.bool)
-        masks, ious, coords = masks[keep], ious[keep], coords[keep]
+        low_res, ious, coords = low_res[keep], ious[keep], coords[keep]
+        masks = self._upscale(low_res)
         stability = stability_score(masks, s.mask_threshold, s.stability_score_offset)
         if s.stability_score_thresh > 0:
             keep = stability >= s.stability_score_thresh
@@ -214,24 +217,24 @@ class MaskGenerator:
             **({"covered": (masks[keep] > s.hierarchical_logit_thresh).any(0)} if s.hierarchical else {}),
         }  # fmt: skip
 
-    def _decode(self, coords, labels, mask_input, multimask: bool):
-        """Clicks (B, 1, 2) in crop pixels -> logits (B, K, h, w) at the crop's size (small regions cleaned), IoUs
-        (B, K), low-res logits (B, K, 4E, 4E)."""
-        masks, ious, low_res = self.predictor.predict_clicks(coords, labels, mask_input, multimask)
-        s = self.settings
-        return clean_small_regions(masks, s.min_mask_region_area, s.mask_threshold), ious, low_res
+    def _upscale(self, low_res: torch.Tensor) -> torch.Tensor:
+        """(N, 4E, 4E) low-res logits -> (N, h, w) logits at the crop's size, small regions cleaned."""
+        masks = self.predictor.upscale(low_res[:, None])[:, 0]
+        return clean_small_regions(masks, self.settings.min_mask_region_area, self.settings.mask_threshold)
 
     def _refine(self, coords: torch.Tensor, low_res: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each mask decoded again from its click and its own low-res logits as the mask prompt (one mask each)."""
+        """Each mask decoded again from its click and its own low-res logits (clamped, as the predictor gives
+        them) as the mask prompt, one mask each -> the new low-res logits (N, 4E, 4E) and IoUs (N,)."""
         step = self.settings.points_per_batch
-        masks, ious = [], []
+        refined, ious = [], []
         labels = torch.ones(len(coords), 1, dtype=torch.int)
+        prompts = low_res.clamp(-LOW_RES_LOGIT_CLAMP, LOW_RES_LOGIT_CLAMP)
         for i in range(0, len(coords), step):
             batch = slice(i, i + step)
-            m, iou, _ = self._decode(coords[batch, None], labels[batch], low_res[batch, None], False)
-            masks.append(m[:, 0])
+            r, iou = self.predictor.decode_clicks(coords[batch, None], labels[batch], prompts[batch, None], False)
+            refined.append(r[:, 0])
             ious.append(iou[:, 0])
-        return torch.cat(masks), torch.cat(ious)
+        return torch.cat(refined), torch.cat(ious)
 
 
 _FIELDS = ("rles", "boxes", "iou_preds", "points", "stability_score", "crop_boxes")
