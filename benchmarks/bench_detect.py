@@ -40,13 +40,13 @@ from vos.build import save_random_checkpoint  # noqa: E402
 SEQUENCE = "car-shadow"
 
 
-def yolo11n(out: Path, frame_file: Path) -> Path:
-    """YOLO11n, random weights, exported by Ultralytics at 640 px."""
+def yolo11n(out: Path, frame_file: Path, class_bias: float) -> Path:
+    """YOLO11n, random weights, exported by Ultralytics at 640 px; class 0's score bias `class_bias`."""
     from yolo_reference import reference_env
 
     spec = {
-        "out": str(out), "imgsz": 640, "seed": 0, "images": [str(frame_file)], "runs": [],
-        "models": {"yolo11n": {"yaml": "yolo11n.yaml", "nms": None, "class_bias": {"0": -0.9}}},
+        "out": str(out), "imgsz": 640, "seed": 0, "images": [str(frame_file.resolve())], "runs": [],
+        "models": {"yolo11n": {"yaml": "yolo11n.yaml", "nms": None, "class_bias": {"0": class_bias}}},
     }  # fmt: skip
     (out / "spec.json").write_text(json.dumps(spec))
     run = subprocess.run(
@@ -73,6 +73,9 @@ def main() -> None:
     p.add_argument("--new", type=int, default=1, help="objects a detection frame adds at most")
     p.add_argument("--detector", type=Path, help="an ONNX detector (default: YOLO11n, random weights, 640 px)")
     p.add_argument("--precision", default="auto")
+    p.add_argument("--detector-backend", default="onnxruntime", choices=("onnxruntime", "openvino"))
+    p.add_argument("--detector-precision", default="fp32", choices=("fp32", "bf16"))
+    p.add_argument("--class-bias", type=float, default=-1.3, help="YOLO11n: class 0's score bias (more: more found)")
     args = p.parse_args()
     folder = DEFAULT_DAVIS / "JPEGImages" / "480p" / SEQUENCE
     paths = sorted(folder.glob("*.jpg"))
@@ -80,12 +83,14 @@ def main() -> None:
     first_mask = np.asarray(Image.open(DEFAULT_DAVIS / "Annotations" / "480p" / SEQUENCE / "00000.png")) > 0
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        file = args.detector or yolo11n(tmp, paths[0])
-        detector = vos.Detector(file).with_tracking(every_n_frames=args.every, max_new_per_frame=args.new, retire_after=0)
-        alone = []
+        file = args.detector or yolo11n(tmp, paths[0], args.class_bias)
+        detector = vos.Detector(file, backend=args.detector_backend, precision=args.detector_precision).with_tracking(
+            every_n_frames=args.every, max_new_per_frame=args.new, retire_after=0
+        )
+        alone, counts = [], []
         for frame in frames[:10]:
             start = time.perf_counter()
-            found = detector(frame)
+            counts.append(len(detector(frame)))
             alone.append(time.perf_counter() - start)
         model = vos.load_model("edgetam", checkpoint=edgetam(tmp), image_size=512, precision=args.precision)
         tracker = vos.Tracker(model, detector=detector, max_objects=64)
@@ -99,9 +104,9 @@ def main() -> None:
             detect_times.append(tracker.detection.seconds - before)
             objects.append(len(result.masks))
     print(f"machine: {cpu_description()}; {torch.get_num_threads()} threads")
-    print(f"detector: {file.name if args.detector else 'YOLO11n (random weights, Ultralytics export)'}, "
-          f"input {detector.input_hw}, {len(found)} detections on a frame; alone: median "
-          f"{1000 * statistics.median(alone):.1f} ms")  # fmt: skip
+    print(f"detector: {file.name if args.detector else 'YOLO11n (random weights, Ultralytics export)'} on "
+          f"{args.detector_backend} {args.detector_precision}, input {detector.input_hw}, {counts} detections on the first 10 frames; alone: "
+          f"median {1000 * statistics.median(alone):.1f} ms")  # fmt: skip
     print(f"tracker: EdgeTAM 512 px, PyTorch {model.precision}; detection every {args.every} frames, at most "
           f"{args.new} new object(s) each\n")  # fmt: skip
     print("frame  objects  s/frame  detector s  between (median s)  ratio")

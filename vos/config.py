@@ -359,6 +359,9 @@ class DetectorSettings(_Strict):
     iou: float = Field(0.7, ge=0, le=1, description="NMS: a box overlapping a better one of its class by more is dropped")
     max_det: int = Field(300, ge=1, description="detections per frame at most, the best first")
     backend: Literal["onnxruntime", "openvino"] = Field("onnxruntime", description="what runs the detector")
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="what the detector computes in: bf16 with backend openvino on CPUs with native bf16"
+    )
     every_n_frames: int = Field(10, ge=0, description="tracking: detect on frames 0, N, 2N, ... (0: only on the first)")
     cover_thresh: float = Field(
         0.5, gt=0, le=1, description="tracking: a detection is a tracked object when its box's IoU with the box "

@@ -122,6 +122,7 @@ def add_discovery_arguments(parser: argparse.ArgumentParser) -> None:
 DETECTOR_FLAGS = {
     "--classes": "classes", "--labels": "labels", "--conf": "conf", "--detect-iou": "iou",
     "--detect-every": "every_n_frames", "--retire-after": "retire_after", "--detector-backend": "backend",
+    "--detector-precision": "precision",
 }  # fmt: skip
 """The detector's flags beside --detector FILE, by `DetectorSettings` field."""
 DETECTOR_METAVARS = {"classes": "A,B", "labels": "FILE", "conf": "X", "iou": "X", "every_n_frames": "N", "retire_after": "N"}

@@ -77,14 +77,16 @@ class Detector:
             )
         self.names = labels or own or {i: str(i) for i in range(self.num_classes)}
         self.keep = class_ids(settings.classes, self.names) if settings.classes else None
-        self._run = _runner(self.path, settings.backend, self.input_name)
+        self._run = _runner(self.path, settings.backend, settings.precision, self.input_name)
 
     def with_tracking(self, **settings: Any) -> Detector:
         """This detector (the same loaded file) under other tracking settings: every_n_frames, cover_thresh,
         retire_after, max_new_per_frame."""
         unknown = set(settings) - set(TRACKING_FIELDS)
         if unknown:
-            raise ValueError(f"not tracking settings: {', '.join(sorted(unknown))} (those are {', '.join(TRACKING_FIELDS)})")
+            raise ValueError(
+                f"not tracking settings: {', '.join(sorted(unknown))} (those are {', '.join(TRACKING_FIELDS)})"
+            )
         other = copy.copy(self)
         other.settings = checked(DetectorSettings, "detector settings", **{**self.settings.model_dump(), **settings})
         return other
@@ -228,18 +230,24 @@ def class_ids(wanted: list[str], names: dict[int, str]) -> np.ndarray:
     return np.asarray(ids, dtype=np.int64)
 
 
-def _runner(path: Path, backend: str, input_name: str):
+def _runner(path: Path, backend: str, precision: str, input_name: str):
     """A function running the file on a (1, 3, h, w) float32 image, giving its first output."""
     if backend == "openvino":
-        from vos.export.openvino_runtime import openvino_core
+        from vos.export.openvino_runtime import openvino_core, resolve_openvino_precision
 
+        core = openvino_core()
+        hint = {"fp32": "f32", "bf16": "bf16"}[resolve_openvino_precision(precision, core)]
         try:
-            compiled = openvino_core().compile_model(str(path), "CPU", {"PERFORMANCE_HINT": "LATENCY"})
+            compiled = core.compile_model(
+                str(path), "CPU", {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": hint}
+            )
         except RuntimeError as e:
             raise ConfigError(f"OpenVINO cannot load {path}: {str(e).strip().splitlines()[0][:200]}") from None
         request = compiled.create_infer_request()
         output = compiled.outputs[0]
         return lambda image: request.infer({0: image})[output]
+    if precision != "fp32":
+        raise ConfigError(f"ONNX Runtime runs the detector in fp32: give --detector-backend openvino for {precision}")
     ort = require_extra("onnxruntime")
     options = ort.SessionOptions()
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")

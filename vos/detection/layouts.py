@@ -65,7 +65,7 @@ def _raw(head: np.ndarray, classes: int, conf: float, iou: float, keep: np.ndarr
     order = np.argsort(-scores, kind="stable")[:MAX_NMS]
     boxes = xywh_to_xyxy(centre_size[order])
     scores, best = scores[order], best[order]
-    kept = nms(boxes + (best * MAX_WH)[:, None].astype(np.float32), scores, iou)[:max_det]
+    kept = nms(boxes + (best * MAX_WH)[:, None].astype(np.float32), scores, iou, limit=max_det)
     return boxes[kept], scores[kept], best[kept].astype(np.int64)
 
 
@@ -90,12 +90,13 @@ def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
-def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
+def nms(boxes: np.ndarray, scores: np.ndarray, iou: float, limit: int | None = None) -> np.ndarray:
     """Indices of the boxes greedy NMS keeps, best first: a box is dropped when its IoU with a kept one is above
-    `iou` (torchvision's rule)."""
+    `iou` (torchvision's rule). `limit`: stop once that many are kept (the same first ones: each is kept or dropped
+    by the better ones alone)."""
     order = np.argsort(-scores, kind="stable")
     kept = []
-    while order.size:
+    while order.size and (limit is None or len(kept) < limit):
         i = order[0]
         kept.append(i)
         rest = order[1:]
