@@ -393,20 +393,26 @@ def test_stages_split_between_the_runtimes_give_the_pytorch_trackers_masks(
     assert_same_results(track(mixed, frames), track(model, frames))
 
 
-def test_auto_runs_on_onnxruntime_only_the_stages_it_measured_faster(tracking_checkpoint, exported, caplog):
-    from vos.export.stage_timing import faster_on_onnxruntime
+def test_auto_runs_each_stage_on_the_runtime_it_measured_fastest(tracking_checkpoint, exported, caplog):
+    """Per stage the fastest of PyTorch, ONNX Runtime and OpenVINO (where installed) by a margin over PyTorch; the
+    mask prompt on the decoder's runtime; the times and choices logged; the tracker on the mix gives PyTorch's
+    masks (checked by test_stages_split_between_the_runtimes_give_the_pytorch_trackers_masks for one split)."""
+    from vos.export.stage_timing import fastest
 
-    times = {"image_encoder": (1.0, 0.9), "memory_attention": (1.0, 0.97), "mask_decoder": (0.02, 0.01),
-             "memory_encoder": (0.02, 0.03)}  # fmt: skip
+    times = {"image_encoder": (1.0, 0.9, 0.5), "memory_attention": (1.0, 0.97, 0.99), "mask_decoder": (0.02, 0.01, 0.015),
+             "memory_encoder": (0.02, 0.03, 0.04)}  # fmt: skip
     graphs = {"image_encoder", "mask_decoder", "mask_prompt", "memory_encoder", "memory_attention"}
-    assert faster_on_onnxruntime(times, graphs) == {"image_encoder", "mask_decoder", "mask_prompt"}
+    assert fastest(times, graphs) == {"image_encoder": 2, "mask_decoder": 1, "mask_prompt": 1}
     with caplog.at_level("INFO", logger="vos.build"):
         auto = vos.load_model(checkpoint=tracking_checkpoint, image_size=512, backend="auto", onnx_dir=exported)
     (message,) = [r.getMessage() for r in caplog.records if "backend auto" in r.getMessage()]
+    runtimes = "PyTorch / ONNX Runtime / OpenVINO" if openvino is not None else "PyTorch / ONNX Runtime per"
+    assert runtimes in message
     for stage in ("image_encoder", "memory_attention", "mask_decoder", "memory_encoder"):
         assert f"{stage} " in message
     used = auto.onnx_graphs.used if auto.onnx_graphs is not None else frozenset()
-    assert used <= graphs and message.endswith(", ".join(sorted(used)) or "nothing")
+    picks = ", ".join(f"{g}: {auto.onnx_graphs.runtime_of(g)}" for g in sorted(used)) if used else "nothing"
+    assert used <= graphs and message.endswith(picks)
 
 
 def test_the_onnxruntime_backend_refuses_graphs_it_cannot_pair(tracking_checkpoint, tiny_checkpoint, exported):

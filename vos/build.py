@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 from pathlib import Path
@@ -101,8 +102,9 @@ def load_model(
     `backend="onnxruntime"`: trackers on the model run the graphs `vos export onnx` wrote to `onnx_dir` for this
     config, image size and checkpoint (`vos.tracking.onnx_stages`); the model itself stays fp32, and `precision` is
     the graphs' ("fp32" or "int8"; "auto": whichever they are). `backend="auto"`: the same, but each stage runs
-    on ONNX Runtime only where it ran faster than PyTorch at load (`vos.export.stage_timing`: seconds at 512 px,
-    half a minute at 1024 on two cores), else on the model's PyTorch modules. `backend="openvino"`: the same graphs
+    on the fastest of ONNX Runtime and OpenVINO (where installed, fp32 graphs on a CPU) only where it ran faster
+    than PyTorch at load (`vos.export.stage_timing`: seconds at 512 px, half a minute at 1024 on two cores), else
+    on the model's PyTorch modules. `backend="openvino"`: the same graphs
     compiled by OpenVINO on the CPU (`vos.export.openvino_runtime`), computing in `precision` "fp32", "bf16" (CPUs
     with native bf16), "int8" (the image encoder statically quantized, calibrated on the frames of the folder
     `calibrate`, default those shipped with vos: `vos.export.quantize`) or "auto" (bf16 where native); its compiled
@@ -137,24 +139,30 @@ def load_model(
         manifest = _paired_manifest(model, Path(onnx_dir), weights)
         if backend == "openvino":
             graphs = _openvino_graphs(Path(onnx_dir), manifest, precision, str(dev), calibrate)
+        elif backend == "auto":
+            graphs = _fastest_graphs(model, Path(onnx_dir), manifest, precision, str(dev))
         else:
             graphs = _onnx_graphs(Path(onnx_dir), manifest, precision, str(dev))
-        if backend == "auto":
-            graphs.used = _faster_graphs(model, graphs)
         model.onnx_graphs = graphs if graphs.used else None
     return model
 
 
-def _faster_graphs(model: SAM2Model, graphs) -> frozenset[str]:
-    """The graphs ONNX Runtime ran faster than PyTorch here (`vos.export.stage_timing`), logged with the times."""
-    from vos.export.stage_timing import faster_on_onnxruntime, measure
+def _fastest_graphs(model: SAM2Model, folder: Path, manifest, precision: Precision, device: str):
+    """Each stage on the runtime that ran it fastest here (`vos.export.stage_timing`): PyTorch, ONNX Runtime or,
+    where installed and the graphs are fp32 on a CPU, OpenVINO (bf16 where native unless `precision` says fp32);
+    logged with the times."""
+    from vos.export.stage_timing import ChosenGraphs, fastest, measure
 
-    times = measure(model, graphs)
-    used = faster_on_onnxruntime(times, set(graphs.manifest.graphs))
-    table = ", ".join(f"{name} {pt * 1e3:.0f} / {ox * 1e3:.0f} ms" for name, (pt, ox) in times.items())
-    log.info("backend auto: PyTorch / ONNX Runtime per stage: %s; ONNX Runtime runs: %s", table,
-             ", ".join(sorted(used)) or "nothing")  # fmt: skip
-    return used
+    runtimes = {"ONNX Runtime": _onnx_graphs(folder, manifest, precision, device)}
+    if device == "cpu" and manifest.precision == "fp32" and importlib.util.find_spec("openvino") is not None:
+        runtimes["OpenVINO"] = _openvino_graphs(folder, manifest, "fp32" if precision == "fp32" else "auto", device)
+    times = measure(model, *runtimes.values())
+    chosen = fastest(times, set(manifest.graphs))
+    names, graphs = list(runtimes), list(runtimes.values())
+    table = ", ".join(f"{stage} {' / '.join(f'{t * 1e3:.0f}' for t in ts)} ms" for stage, ts in times.items())
+    picks = ", ".join(f"{stage}: {names[k - 1]}" for stage, k in sorted(chosen.items())) or "nothing"
+    log.info("backend auto: PyTorch / %s per stage: %s; graphs run: %s", " / ".join(names), table, picks)
+    return ChosenGraphs({stage: (names[k - 1], graphs[k - 1]) for stage, k in chosen.items()})
 
 
 def _paired_manifest(model: SAM2Model, folder: Path, weights: Path | None):

@@ -27,7 +27,7 @@ PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "int8", "auto")
 DEFAULT_PRECISION: Precision = "fp32"
 Backend = Literal["pytorch", "onnxruntime", "openvino", "auto"]
 """What runs the tracker's stages: the model's PyTorch modules, the ONNX graphs of `vos export onnx` (on ONNX Runtime
-or OpenVINO), or per stage whichever of PyTorch and ONNX Runtime ran it faster at load (auto)."""
+or OpenVINO), or per stage whichever of PyTorch, ONNX Runtime and OpenVINO ran it fastest at load (auto)."""
 BACKENDS: tuple[str, ...] = get_args(Backend)
 
 
@@ -429,7 +429,7 @@ class ModelSettings(BaseModel):
     backend: Backend = Field(
         "pytorch",
         description="what runs the tracker: pytorch, onnxruntime or openvino (the graphs in --onnx-dir), or auto: "
-        "per stage the faster of pytorch and onnxruntime, measured at load",
+        "per stage the fastest of pytorch, onnxruntime and openvino (where installed), measured at load",
     )
     onnx_dir: Path | None = Field(
         None,

@@ -1,4 +1,5 @@
-"""Which of a model's stages ONNX Runtime runs faster than PyTorch here: what `backend="auto"` measures at load.
+"""Which runtime runs each of a model's stages fastest here, PyTorch, ONNX Runtime or OpenVINO: what
+`backend="auto"` measures at load.
 
 Each stage of a tracked frame at steady state, on random inputs (speed does not depend on the values): the image
 encoder (one image), memory attention (a full bank: num_maskmem frames, max_obj_ptrs_in_encoder pointers; PyTorch
@@ -20,7 +21,7 @@ from vos.export.graphs import attention_graph
 from vos.modeling.sam2 import SAM2Model
 
 MARGIN = 0.05
-"""ONNX Runtime runs a stage when its median time is this much below PyTorch's: a win beyond timing noise."""
+"""A graph runtime runs a stage when its median time is this much below PyTorch's: a win beyond timing noise."""
 FOLLOWS = {"mask_prompt": "mask_decoder", "memory_attention": "memory_attention_pooled"}
 """Graphs that run on the runtime of another: a mask prompt's pointer comes from the decoder; a model that pools
 its memory (EfficientTAM's _1 / _2) reads a full bank with `memory_attention_pooled`, and one frame with
@@ -56,15 +57,23 @@ def stage_calls(model: SAM2Model, objects: int = 1) -> dict[str, tuple[Callable[
         attention_graph(model, frames): (
             lambda: model.condition_on_memory(embed, pos, spatial, pointers, num_ptrs - 1),
             numpy(
-                image_embed=embed, image_pos=pos, memory=memory, memory_slots=torch.tensor(slots),
-                obj_ptrs=ptrs, ptr_positions=torch.tensor(distances, dtype=torch.float32) / (num_ptrs - 1),
+                image_embed=embed,
+                image_pos=pos,
+                memory=memory,
+                memory_slots=torch.tensor(slots),
+                obj_ptrs=ptrs,
+                ptr_positions=torch.tensor(distances, dtype=torch.float32) / (num_ptrs - 1),
             ),
         ),  # fmt: skip
         "mask_decoder": (
             lambda: model.decode(pix, coords, labels, None, high_res_b if use_high_res else None),
             numpy(
-                image_embed=pix, point_coords=coords, point_labels=labels, mask_input=torch.zeros(b, 1, 4 * e, 4 * e),
-                has_mask_input=zeros, no_memory=zeros,
+                image_embed=pix,
+                point_coords=coords,
+                point_labels=labels,
+                mask_input=torch.zeros(b, 1, 4 * e, 4 * e),
+                has_mask_input=zeros,
+                no_memory=zeros,
                 **({"high_res_0": high_res_b[0], "high_res_1": high_res_b[1]} if use_high_res else {}),
             ),
         ),  # fmt: skip
@@ -78,25 +87,49 @@ def stage_calls(model: SAM2Model, objects: int = 1) -> dict[str, tuple[Callable[
 WARMUP = 2  # calls of each before timing: the first calls of a process allocate (ONNX Runtime's arena, oneDNN)
 
 
-def measure(model: SAM2Model, graphs, repeats: int = 2, objects: int = 1) -> dict[str, tuple[float, float]]:
-    """Per graph: median seconds per call (PyTorch, ONNX Runtime), calls alternating, after WARMUP calls of each."""
+def measure(model: SAM2Model, *runtimes, repeats: int = 2, objects: int = 1) -> dict[str, tuple[float, ...]]:
+    """Per graph: median seconds per call on PyTorch and on each of `runtimes` (graphs objects: ONNX Runtime's,
+    OpenVINO's), calls alternating, after WARMUP calls of each."""
     times = {}
     with torch.inference_mode(), model.autocast():
         for name, (torch_call, inputs) in stage_calls(model, objects).items():
-            calls = (torch_call, lambda n=name, i=inputs: graphs.run(n, **i))
-            seconds: tuple[list[float], list[float]] = ([], [])
+            calls = (torch_call, *(lambda n=name, i=inputs, g=g: g.run(n, **i) for g in runtimes))
+            seconds: list[list[float]] = [[] for _ in calls]
             for i in range(WARMUP + repeats):
                 for call, out in zip(calls, seconds):
                     start = time.perf_counter()
                     call()
                     if i >= WARMUP:
                         out.append(time.perf_counter() - start)
-            times[name] = (statistics.median(seconds[0]), statistics.median(seconds[1]))
+            times[name] = tuple(statistics.median(s) for s in seconds)
     return times
 
 
-def faster_on_onnxruntime(times: dict[str, tuple[float, float]], graphs: set[str]) -> frozenset[str]:
-    """The graphs ONNX Runtime should run: the stages it ran faster by MARGIN, and the graphs that follow them."""
-    chosen = {name for name, (pytorch, ort) in times.items() if ort < (1 - MARGIN) * pytorch}
-    chosen |= {name for name, leader in FOLLOWS.items() if leader in chosen and name in graphs}
-    return frozenset(chosen & graphs)
+def fastest(times: dict[str, tuple[float, ...]], graphs: set[str]) -> dict[str, int]:
+    """Per graph to run on a graph runtime, which (1: the first of `measure`'s runtimes, ...): the fastest where it
+    beat PyTorch by MARGIN; the graphs that follow another (FOLLOWS) with it. Graphs absent: PyTorch runs them."""
+    chosen = {}
+    for name, (pytorch, *others) in times.items():
+        best = min(range(len(others)), key=lambda k: others[k])
+        if others[best] < (1 - MARGIN) * pytorch:
+            chosen[name] = best + 1
+    chosen |= {name: chosen[leader] for name, leader in FOLLOWS.items() if leader in chosen and name in graphs}
+    return {name: k for name, k in chosen.items() if name in graphs}
+
+
+class ChosenGraphs:
+    """The graphs of one export folder, each run by the runtime `fastest` chose for it; `run` as the runtimes'."""
+
+    def __init__(self, runtimes: dict[str, tuple[str, object]]) -> None:
+        """`runtimes`: per graph, the runtime's name and its graphs object."""
+        self._by_graph = runtimes
+        self.used = frozenset(runtimes)
+
+    def runtime_of(self, graph: str) -> str:
+        return self._by_graph[graph][0]
+
+    def has(self, graph: str) -> bool:
+        return graph in self._by_graph
+
+    def run(self, graph: str, **inputs: np.ndarray) -> list[np.ndarray]:
+        return self._by_graph[graph][1].run(graph, **inputs)

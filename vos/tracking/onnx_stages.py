@@ -1,7 +1,8 @@
 """The segmenter's stages run by an ONNX runtime: the graphs of `vos export onnx` (`vos.export.graphs`) in place of
 the model's modules, for a model loaded with `backend="onnxruntime"` or `"openvino"` (the same calls on
 `vos.export.runtime.OnnxGraphs` or `vos.export.openvino_runtime.OpenVinoGraphs`); with `backend="auto"`, only the
-graphs that ran faster than PyTorch at load (`OnnxGraphs.used`), PyTorch running the other stages.
+graphs that ran faster than PyTorch at load, each on the runtime that ran it fastest
+(`vos.export.stage_timing.ChosenGraphs`), PyTorch running the other stages.
 
 Tensors cross to numpy and back on the CPU. With memory attention on ONNX Runtime, memories are read unprojected
 (the graph projects and rotates their keys itself), so nothing is kept beside them. What stays PyTorch: pre-processing, choosing
