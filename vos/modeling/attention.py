@@ -61,4 +61,11 @@ class Attention(nn.Module):
         return self.out_proj(out.transpose(1, 2).reshape(b, n, h * d))
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        return self.attend(*self.project(q, k, v))
+        """A batch of 1 on one side and B on the other is broadcast after the projections: inputs the same for
+        every batch element are projected once."""
+        q, k, v = self.project(q, k, v)
+        if k.shape[0] == 1 and q.shape[0] != 1:
+            k, v = k.expand(q.shape[0], -1, -1, -1), v.expand(q.shape[0], -1, -1, -1)
+        elif q.shape[0] == 1 and k.shape[0] != 1:
+            q = q.expand(k.shape[0], -1, -1, -1)
+        return self.attend(q, k, v)

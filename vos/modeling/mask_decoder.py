@@ -115,11 +115,15 @@ class MaskDecoder(nn.Module):
         b = sparse_prompt_embeddings.shape[0]
         tokens = torch.cat((output_tokens.unsqueeze(0).expand(b, -1, -1), sparse_prompt_embeddings), dim=1)
 
-        src = torch.repeat_interleave(image_embeddings, b, dim=0) if repeat_image else image_embeddings
-        if src.shape[0] != b:
-            raise ValueError(f"image batch {src.shape[0]} does not match prompt batch {b}")
-        src = src + dense_prompt_embeddings
-        pos_src = torch.repeat_interleave(image_pe, b, dim=0)
+        shared = repeat_image and image_embeddings.shape[0] == 1 and dense_prompt_embeddings.stride(0) == 0
+        if shared:  # one image, no mask prompts (the dense embedding is one row, expanded): the image side once
+            src, pos_src = image_embeddings + dense_prompt_embeddings[:1], image_pe
+        else:
+            src = torch.repeat_interleave(image_embeddings, b, dim=0) if repeat_image else image_embeddings
+            if src.shape[0] != b:
+                raise ValueError(f"image batch {src.shape[0]} does not match prompt batch {b}")
+            src = src + dense_prompt_embeddings
+            pos_src = torch.repeat_interleave(image_pe, b, dim=0)
         _, c, h, w = src.shape
 
         hs, src = self.transformer(src, pos_src, tokens)
