@@ -172,6 +172,7 @@ class Annotator:
         detector = self.detector.with_tracking(every_n_frames=self.detect_every, retire_after=0)
         tracker = Tracker(self.model, detector=detector)
         folder = self.out / item.name
+        class_index = {v: k for k, v in self.detector.names.items()}
         images, annotations, masklets, classes = [], [], [], {}
         hw = None
         try:
@@ -191,15 +192,14 @@ class Annotator:
                     if obj_id not in result.classes:
                         continue
                     name = result.classes[obj_id]
-                    cls = _class_index(self.detector, name)
+                    cls = class_index[name]
                     classes[obj_id] = name
                     rles[obj_id] = Rle.from_mask(mask).model_dump(mode="json")
                     line = yolo_line(cls, mask)
                     if line is not None:
                         lines.append(line)
-                        annotations.append(
-                            coco_annotation(0, t + 1, mask, cls, result.class_scores[obj_id], track_id=obj_id)
-                        )
+                        score = result.class_scores[obj_id]
+                        annotations.append(coco_annotation(0, t + 1, mask, cls, score, rles[obj_id], track_id=obj_id))
                 masklets.append(rles)
                 _write(folder / "labels" / f"{frame_name}.txt", "".join(f"{line}\n" for line in lines))
         finally:
@@ -209,10 +209,6 @@ class Annotator:
         if hw is not None:
             _write(folder / MASKLETS, json.dumps(masklet_document(item.name, hw, masklets, classes)))
         return len(images), len(classes)
-
-
-def _class_index(detector: Detector, name: str) -> int:
-    return next(k for k, v in detector.names.items() if v == name)
 
 
 def _detector(det_model: str | Path | Detector | DetectorSettings, **options) -> Detector:
@@ -257,7 +253,12 @@ def auto_annotate(
     out = Path(output_dir) if output_dir else inputs[0].parent / f"{inputs[0].stem}_auto_annotate_labels"
     items = items_of(inputs, frames)
     check_outputs(items, out)
-    given = {"conf": conf, "iou": iou, "max_det": max_det, "classes": None if classes is None else [str(c) for c in classes]}
+    given = {
+        "conf": conf,
+        "iou": iou,
+        "max_det": max_det,
+        "classes": None if classes is None else [str(c) for c in classes],
+    }
     detector = _detector(det_model, **{k: v for k, v in given.items() if v is not None})
     return annotate(items, Annotator(detector, _segmenter(sam_model, device), out, detect_every), progress)
 

@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from vos.streams.messages import Rle
+from vos.tracking.detection import mask_box
 
 DECIMALS = 6
 
@@ -38,17 +39,16 @@ def yolo_line(class_index: int, mask: np.ndarray) -> str | None:
     return f"{class_index} " + " ".join(f"{v:.{DECIMALS}f}" for v in normalized)
 
 
-def coco_annotation(ann_id: int, image_id: int, mask: np.ndarray, class_index: int, score: float, **extra) -> dict:
-    """One COCO instance: RLE segmentation, bbox (x, y, w, h), area, score (the detector's)."""
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    bbox = (
-        [int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1)]
-        if rows.size
-        else [0, 0, 0, 0]
-    )
+def coco_annotation(
+    ann_id: int, image_id: int, mask: np.ndarray, class_index: int, score: float, rle: dict | None = None, **extra
+) -> dict:
+    """One COCO instance: RLE segmentation (`rle` when the caller already encoded the mask), bbox (x, y, w, h),
+    area, score (the detector's)."""
+    box = mask_box(mask)
+    bbox = [0, 0, 0, 0] if box is None else [int(box[0]), int(box[1]), int(box[2] - box[0]), int(box[3] - box[1])]
     return {
         "id": ann_id, "image_id": image_id, "category_id": class_index + 1,
-        "segmentation": Rle.from_mask(mask).model_dump(mode="json"), "bbox": bbox, "area": int(mask.sum()),
+        "segmentation": rle or Rle.from_mask(mask).model_dump(mode="json"), "bbox": bbox, "area": int(mask.sum()),
         "iscrowd": 0, "score": round(float(score), 5), **extra,
     }  # fmt: skip
 

@@ -65,8 +65,8 @@ class Detector:
             settings = checked(DetectorSettings, "detector settings", model=model, **options)
         self.settings = settings
         self.path = Path(settings.model)
-        graph = _read_graph(self.path)
-        metadata = {p.key: p.value for p in graph.metadata_props}
+        model = _read_model(self.path)
+        graph, metadata = model.graph, {p.key: p.value for p in model.metadata_props}
         own = _metadata_names(metadata)
         labels = read_labels(settings.labels) if settings.labels is not None else None
         self.input_name, self.input_hw = _input(graph, metadata, self.path)
@@ -104,25 +104,20 @@ class Detector:
         return Detections(box.to_frame(boxes), scores, classes, self.names)
 
 
-def _read_graph(path: Path):
-    """The file's graph (no weights loaded); ConfigError for a file that is none."""
+def _read_model(path: Path):
+    """The file's ONNX model (no external weights loaded); ConfigError for a file that is none."""
     onnx = require_extra("onnx")
     if not path.is_file():
         raise ConfigError(f"no detector at {path}: give an ONNX file (e.g. `yolo export model=yolo11n.pt format=onnx`)")
     try:
-        return _model(onnx, path)
+        model = onnx.load(str(path), load_external_data=False)
     except Exception as e:  # protobuf's DecodeError and friends: not an ONNX file
         raise ConfigError(
             f"{path} is not an ONNX model ({type(e).__name__}): give a detector exported to ONNX"
         ) from None
-
-
-def _model(onnx, path: Path):
-    model = onnx.load(str(path), load_external_data=False)
     if not model.graph.node:
-        raise ValueError("no graph")
-    model.graph.metadata_props.extend(model.metadata_props)
-    return model.graph
+        raise ConfigError(f"{path} holds no graph: give a detector exported to ONNX")
+    return model
 
 
 def _dims(value_info) -> tuple:
