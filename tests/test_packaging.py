@@ -36,8 +36,17 @@ print(json.dumps({"models": vos.available_models(), "config": [cfg.name, cfg.ima
 IMPORT_EACH = """
 import importlib, os, sys, traceback
 import av, numba, numpy, PIL.Image, pydantic, scipy.ndimage, torch, torch._dynamo, yaml
-failed = []
-for name in sys.argv[1:]:
+failed, running = [], {}
+
+def reap():
+    pid, status = os.wait()
+    if os.waitstatus_to_exitcode(status):
+        failed.append(running[pid])
+    del running[pid]
+
+for name in sys.argv[1:]:  # a forked child per module, as many at once as there are cores
+    if len(running) >= (os.cpu_count() or 1):
+        reap()
     sys.stdout.flush(); sys.stderr.flush()
     if (pid := os.fork()) == 0:
         try:
@@ -48,9 +57,10 @@ for name in sys.argv[1:]:
             code = 1
         sys.stderr.flush()
         os._exit(code)
-    if os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]):
-        failed.append(name)
-print(failed)
+    running[pid] = name
+while running:
+    reap()
+print(sorted(failed))
 """
 
 
