@@ -36,6 +36,7 @@ from vos.segment.amg import (
     uncrop_masks,
     xyxy_to_xywh,
 )
+from vos.segment.upscaled import mask_stats
 
 MASK_BATCH_BYTES = 512 << 20
 """The most the logits of one batch of clicks may take at the crop's size: `points_per_batch` 4096 of three masks
@@ -142,13 +143,14 @@ class MaskGenerator:
         self.points_decoded = 0
         crops, layers = crop_boxes(hw, self.settings.crop_n_layers, self.settings.crop_overlap_ratio)
         data = _concat([self._crop(image, crop, layer, hw) for crop, layer in zip(crops, layers)])
-        if len(crops) > 1 and len(data["rles"]):
+        if len(crops) > 1 and len(data["boxes"]):
             keep = nms(data["boxes"], 1 / box_area(data["crop_boxes"]).float(), self.settings.crop_nms_thresh)
             data = _take(data, keep)
         return data
 
     def _crop(self, image: np.ndarray, crop: list[int], layer: int, image_hw: tuple[int, int]) -> dict:
-        """Masks of one crop: its grid through the decoder, thresholds, NMS; boxes and points in image pixels."""
+        """Masks of one crop: its grid through the decoder, thresholds, NMS; boxes and points in image pixels. Only
+        the masks NMS keeps are upscaled and run-length encoded."""
         x0, y0, x1, y1 = crop
         cropped = np.ascontiguousarray(image[y0:y1, x0:x1])
         self.predictor.set_image(cropped)
@@ -160,9 +162,10 @@ class MaskGenerator:
             data = _concat([first, self._points(points[~first.pop("covered")[y, x].numpy()], crop, image_hw)])
         else:
             data = self._points(points, crop, image_hw)
-        self.predictor.reset_predictor()
-        if len(data["rles"]):
+        if len(data["boxes"]):
             data = _take(data, nms(data["boxes"], data["iou_preds"], self.settings.box_nms_thresh))
+        data["rles"] = self._rles(data.pop("low_res"), crop, image_hw)
+        self.predictor.reset_predictor()
         offset = torch.tensor([x0, y0])
         data["boxes"] = data["boxes"] + offset.repeat(2)
         data["points"] = data["points"] + offset
@@ -178,19 +181,22 @@ class MaskGenerator:
         per_click = (3 if self.settings.multimask_output else 1) * h * w * 4
         step = max(1, min(self.settings.points_per_batch, MASK_BATCH_BYTES // per_click))
         self.points_decoded += len(points)
-        empty = {"rles": [], "boxes": torch.zeros(0, 4, dtype=torch.long), "iou_preds": torch.zeros(0),
-                 "points": torch.zeros(0, 2), "stability_score": torch.zeros(0),
-                 "covered": torch.zeros(crop[3] - crop[1], crop[2] - crop[0], dtype=torch.bool)}  # fmt: skip
         parts = [self._batch(points[i : i + step], crop, image_hw) for i in range(0, len(points), step)]
-        data = _concat([empty, *parts])
+        if not parts:
+            side = self.predictor.model.sam_prompt_encoder.mask_input_size
+            parts = [{"low_res": torch.zeros(0, *side), "boxes": torch.zeros(0, 4, dtype=torch.long),
+                      "iou_preds": torch.zeros(0), "points": torch.zeros(0, 2), "stability_score": torch.zeros(0),
+                      "covered": torch.zeros(h, w, dtype=torch.bool)}]  # fmt: skip
+        data = _concat(parts)
         if self.settings.hierarchical:
-            data["covered"] = torch.stack([p["covered"] for p in [empty, *parts]]).any(0)
+            data["covered"] = torch.stack([p["covered"] for p in parts]).any(0)
         return data
 
     def _batch(self, points: np.ndarray, crop: list[int], image_hw: tuple[int, int]) -> dict:
-        """(P, 2) clicks in crop pixels -> the masks that pass the filters (RLEs in image coordinates). The
-        predicted-IoU filter comes before the masks are upscaled to the crop's size: the same records, as a mask's
-        predicted IoU does not depend on its upscaling, for the upscaling of the kept ones only."""
+        """(P, 2) clicks in crop pixels -> the masks that pass the filters, as low-res logits. The predicted-IoU
+        filter comes before any upscaling (a mask's predicted IoU does not depend on it); stability scores and boxes
+        are those of the masks upscaled to the crop's size, counted without upscaling them (`mask_stats`) unless
+        small regions are to be cleaned first."""
         s = self.settings
         coords = torch.as_tensor(points, dtype=torch.float32)
         labels = torch.ones(len(points), 1, dtype=torch.int)
@@ -202,20 +208,32 @@ class MaskGenerator:
             low_res, ious = self._refine(coords, low_res)
         keep = ious > s.pred_iou_thresh if s.pred_iou_thresh > 0 else torch.ones_like(ious, dtype=torch.bool)
         low_res, ious, coords = low_res[keep], ious[keep], coords[keep]
-        masks = self._upscale(low_res)
-        stability = stability_score(masks, s.mask_threshold, s.stability_score_offset)
-        if s.stability_score_thresh > 0:
-            keep = stability >= s.stability_score_thresh
-            masks, ious, coords, stability = masks[keep], ious[keep], coords[keep], stability[keep]
-        binary = masks > s.mask_threshold
-        boxes = masks_to_boxes(binary)
-        keep = ~near_crop_edge(boxes, crop, [0, 0, image_hw[1], image_hw[0]])
-        binary, boxes = binary[keep], boxes[keep]
-        return {
-            "rles": mask_to_rle(uncrop_masks(binary, crop, image_hw)), "boxes": boxes, "iou_preds": ious[keep],
-            "points": coords[keep], "stability_score": stability[keep],
-            **({"covered": (masks[keep] > s.hierarchical_logit_thresh).any(0)} if s.hierarchical else {}),
-        }  # fmt: skip
+        hw = (crop[3] - crop[1], crop[2] - crop[0])
+        if s.min_mask_region_area > 0:
+            masks = self._upscale(low_res)
+            stability = stability_score(masks, s.mask_threshold, s.stability_score_offset)
+            boxes = masks_to_boxes(masks > s.mask_threshold)
+        else:
+            stability, boxes = mask_stats(low_res, hw, s.mask_threshold, s.stability_score_offset)
+        keep = stability >= s.stability_score_thresh if s.stability_score_thresh > 0 else torch.ones_like(ious, dtype=torch.bool)
+        keep &= ~near_crop_edge(boxes, crop, [0, 0, image_hw[1], image_hw[0]])
+        data = {"low_res": low_res[keep], "boxes": boxes[keep], "iou_preds": ious[keep], "points": coords[keep],
+                "stability_score": stability[keep]}  # fmt: skip
+        if s.hierarchical:
+            covered = self._upscale(data["low_res"]) > s.hierarchical_logit_thresh
+            data["covered"] = covered.any(0) if len(covered) else torch.zeros(hw, dtype=torch.bool)
+        return data
+
+    def _rles(self, low_res: torch.Tensor, crop: list[int], image_hw: tuple[int, int]) -> list[dict]:
+        """(N, 4E, 4E) low-res logits of a crop's kept masks -> their RLEs in image coordinates, a batch of at most
+        MASK_BATCH_BYTES of logits at a time."""
+        h, w = crop[3] - crop[1], crop[2] - crop[0]
+        step = max(1, MASK_BATCH_BYTES // (h * w * 4))
+        rles = []
+        for i in range(0, len(low_res), step):
+            binary = self._upscale(low_res[i : i + step]) > self.settings.mask_threshold
+            rles.extend(mask_to_rle(uncrop_masks(binary, crop, image_hw)))
+        return rles
 
     def _upscale(self, low_res: torch.Tensor) -> torch.Tensor:
         """(N, 4E, 4E) low-res logits -> (N, h, w) logits at the crop's size, small regions cleaned."""
@@ -237,11 +255,11 @@ class MaskGenerator:
         return torch.cat(refined), torch.cat(ious)
 
 
-_FIELDS = ("rles", "boxes", "iou_preds", "points", "stability_score", "crop_boxes")
+_FIELDS = ("rles", "low_res", "boxes", "iou_preds", "points", "stability_score", "crop_boxes")
 
 
 def _concat(parts: list[dict]) -> dict:
-    out: dict = {"rles": [r for p in parts for r in p["rles"]]}
+    out: dict = {"rles": [r for p in parts for r in p["rles"]]} if any("rles" in p for p in parts) else {}
     for key in _FIELDS[1:]:
         tensors = [p[key] for p in parts if key in p]
         if tensors:
@@ -251,5 +269,6 @@ def _concat(parts: list[dict]) -> dict:
 
 def _take(data: dict, keep: torch.Tensor) -> dict:
     out = {k: v[keep] for k, v in data.items() if k != "rles"}
-    out["rles"] = [data["rles"][i] for i in keep.tolist()]
+    if "rles" in data:
+        out["rles"] = [data["rles"][i] for i in keep.tolist()]
     return out
