@@ -1,7 +1,8 @@
-"""The everything mode: Meta's SAM2AutomaticMaskGenerator vs vos's MaskGenerator (full grid and hierarchical, fp32
-and bf16 where the CPU has it natively), side by side in one process on the same DAVIS frames.
+"""The everything mode: each model's reference SAM2AutomaticMaskGenerator (Meta's for SAM 2.1-T, EdgeTAM's own
+package's for EdgeTAM) vs vos's MaskGenerator (full grid and hierarchical, fp32 and bf16 where the CPU has it
+natively), side by side in one process on the same DAVIS frames.
 
-Random SAM 2.1-T weights (seed 0) with the IoU head's bias raised as in tests/test_segment.py, saved in Meta's
+Random weights (seed 0) with the IoU head's bias raised as in tests/test_segment.py, saved in the reference's
 format and loaded by both. Random weights give ragged masks near 0 logits: the default thresholds are the tests'
 relaxed ones (stability offset 0.02, threshold 0.35) so that masks are kept at all; `--meta-defaults` uses Meta's.
 Meta's generator needs torchvision's NMS; the test stand-in is replaced here by vos's vectorised NMS (same greedy
@@ -10,8 +11,8 @@ rule), so that Python loops do not count against Meta. Runs alternate order imag
 Prints per run: median seconds per image, clicks decoded, masks; ratios to Meta; for the hierarchical runs the
 recall of the full mode's masks at mask IoU 0.5 and their mean best IoU.
 
-    python benchmarks/bench_everything.py                         # 512 px, 32 x 32 grid, 3 frames
-    python benchmarks/bench_everything.py --sizes 512 1024 --points-per-side 16 --images 2
+    python benchmarks/bench_everything.py                         # both models, 512 px, 32 x 32 grid, 3 frames
+    python benchmarks/bench_everything.py --models edgetam --sizes 512 1024 --points-per-side 16 --images 2
 """
 
 from __future__ import annotations
@@ -28,22 +29,25 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
 
+from bench_efficient import reference_package  # noqa: E402
 from bench_speed import cpu_description, gemm_rate, timed  # noqa: E402
 
 import vos  # noqa: E402
 from tests.conftest import DEFAULT_DAVIS, build_meta, read_frame  # noqa: E402
 from tests.meta_generator import meta_generator  # noqa: E402
+from tests.oracles import tam_reference  # noqa: E402
 from vos.device import native_bf16  # noqa: E402
 from vos.segment import MaskGenerator  # noqa: E402
 from vos.segment.amg import nms  # noqa: E402
 
 IOU_HEAD_BIAS = "sam_mask_decoder.iou_prediction_head.layers.2.bias"
+IOU_BIAS = 3.0
 RELAXED = {"stability_score_offset": 0.02, "stability_score_thresh": 0.35}
 SEQUENCES = ("dog", "car-shadow", "blackswan", "camel", "bmx-trees", "breakdance")
 
 
 def fast_meta_nms() -> None:
-    """Give Meta's generator a vectorised NMS in place of the test stand-in's Python loop (same results)."""
+    """Give the reference generator a vectorised NMS in place of the test stand-in's Python loop (same results)."""
     boxes_module = sys.modules["torchvision.ops.boxes"]
     if getattr(boxes_module, "__file__", None):  # the real torchvision
         return
@@ -54,6 +58,32 @@ def fast_meta_nms() -> None:
 
     boxes_module.batched_nms = batched_nms
     sys.modules["sam2.automatic_mask_generator"].batched_nms = batched_nms
+
+
+def reference(model: str, size: int, settings: dict, tmp: Path):
+    """The model's reference generator on random weights (IoU bias raised), and the checkpoint vos loads."""
+    if model == "sam2.1_hiera_t":
+        ref = build_meta("sam2.1_hiera_t", size, seed=0)
+        raise_iou_bias(ref)
+        generator = meta_generator(ref.eval(), **settings)
+        fast_meta_nms()
+    else:
+        for name in [n for n in sys.modules if n.split(".")[0] == "torchvision"]:  # Meta's stand-in: timm needs more
+            if not getattr(sys.modules[name], "__file__", None):
+                del sys.modules[name]
+        with reference_package("edgetam"):
+            ref = tam_reference.build({"family": "edgetam", "size": size, "seed": 0})
+            raise_iou_bias(ref)
+            generator = meta_generator(ref, **settings)
+            fast_meta_nms()
+    checkpoint = tmp / f"{model}-{size}.pt"
+    torch.save({"model": ref.state_dict()}, checkpoint)
+    return generator, checkpoint
+
+
+def raise_iou_bias(model) -> None:
+    with torch.no_grad():
+        model.state_dict()[IOU_HEAD_BIAS].add_(IOU_BIAS)
 
 
 def mask_recall(full: list[dict], other: list[dict]) -> tuple[float, float]:
@@ -69,6 +99,7 @@ def mask_recall(full: list[dict], other: list[dict]) -> tuple[float, float]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="+", default=["sam2.1_hiera_t", "edgetam"], choices=["sam2.1_hiera_t", "edgetam"])
     p.add_argument("--sizes", type=int, nargs="+", default=[512])
     p.add_argument("--points-per-side", type=int, default=32)
     p.add_argument("--images", type=int, default=3)
@@ -81,26 +112,20 @@ def main() -> None:
     settings = {"points_per_side": args.points_per_side, **({} if args.meta_defaults else RELAXED)}
     print(f"settings: {settings}")
     images = [read_frame(args.davis, s, 0) for s in SEQUENCES[: args.images]]
-    torch.manual_seed(0)
-    sd = build_meta("sam2.1_hiera_t", seed=0).state_dict()
-    sd[IOU_HEAD_BIAS] += 3.0
     with tempfile.TemporaryDirectory() as tmp:
-        checkpoint = Path(tmp) / "sam2.1_hiera_tiny.pt"
-        torch.save({"model": sd}, checkpoint)
-        for size in args.sizes:
-            run_size(size, checkpoint, sd, images, settings)
+        for model in args.models:
+            for size in args.sizes:
+                run_size(model, size, Path(tmp), images, settings)
 
 
-def run_size(size: int, checkpoint: Path, sd: dict, images: list[np.ndarray], settings: dict) -> None:
-    meta = build_meta("sam2.1_hiera_t", size, seed=None)
-    meta.load_state_dict(sd)
-    runs = {"meta fp32": meta_generator(meta.eval(), **settings)}
-    fast_meta_nms()
+def run_size(model: str, size: int, tmp: Path, images: list[np.ndarray], settings: dict) -> None:
+    generator, checkpoint = reference(model, size, settings, tmp)
+    runs = {"reference fp32": generator}
     precisions = ["fp32", "bf16"] if native_bf16() else ["fp32"]
     for precision in precisions:
-        model = vos.load_model("sam2.1_hiera_t", checkpoint=checkpoint, image_size=size, precision=precision)
-        runs[f"vos {precision} full"] = MaskGenerator(model, **settings)
-        runs[f"vos {precision} hierarchical"] = MaskGenerator(model, hierarchical=True, **settings)
+        ours = vos.load_model(model, checkpoint=checkpoint, image_size=size, precision=precision)
+        runs[f"vos {precision} full"] = MaskGenerator(ours, **settings)
+        runs[f"vos {precision} hierarchical"] = MaskGenerator(ours, hierarchical=True, **settings)
     seconds = {name: [] for name in runs}
     decoded = {name: [] for name in runs}
     masks = {name: [] for name in runs}
@@ -117,9 +142,9 @@ def run_size(size: int, checkpoint: Path, sd: dict, images: list[np.ndarray], se
             if name.endswith("hierarchical"):
                 recall[name].append(mask_recall(records[name.replace("hierarchical", "full")], records[name]))
     h, w = images[0].shape[:2]
-    print(f"\n{size} px, {len(images)} images ({w}x{h}), grid {settings['points_per_side']}^2")
-    base = statistics.median(seconds["meta fp32"])
-    print(f"{'run':<24}{'s/image':>9}{'vs Meta':>9}{'clicks':>8}{'masks':>7}{'recall@.5':>11}{'mIoU':>7}")
+    print(f"\n{model}, {size} px, {len(images)} images ({w}x{h}), grid {settings['points_per_side']}^2")
+    base = statistics.median(seconds["reference fp32"])
+    print(f"{'run':<24}{'s/image':>9}{'vs ref':>9}{'clicks':>8}{'masks':>7}{'recall@.5':>11}{'mIoU':>7}")
     for name in runs:
         med = statistics.median(seconds[name])
         r = ""

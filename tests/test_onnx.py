@@ -674,6 +674,28 @@ def agreement(got: list, want: list) -> tuple[float, float]:
 
 
 @needs_openvino
+def test_everything_mode_runs_on_the_graphs(davis_root, model, tracking_checkpoint, exported, openvino_cache):
+    """`vos.MaskGenerator` on a model loaded with its graphs: the image encoder and the prompted decoder run on ONNX
+    Runtime / OpenVINO fp32, and the records are PyTorch's (count, order, each mask IoU >= 0.99, scores within
+    1e-3). Every predicted IoU passes (random weights predict low ones), so a hundred masks are compared."""
+    from tests.test_segment import FAST, assert_same_records
+    from vos.segment import MaskGenerator
+
+    settings = {**FAST, "pred_iou_thresh": 0.0}
+    frame = read_frame(davis_root, "car-shadow", 0)
+    want = MaskGenerator(model, **settings).generate(frame)
+    for on_graphs in (
+        vos.load_model("sam2.1_hiera_t", checkpoint=tracking_checkpoint, image_size=512, backend="onnxruntime",
+                       onnx_dir=exported),
+        load_on_openvino(tracking_checkpoint, exported),
+    ):  # fmt: skip
+        ran, run = [], on_graphs.onnx_graphs.run
+        on_graphs.onnx_graphs.run = lambda name, **inputs: ran.append(name) or run(name, **inputs)
+        assert_same_records(MaskGenerator(on_graphs, **settings).generate(frame), want)
+        assert ran.count("image_encoder") == 1 and ran.count("mask_decoder") == 64 // 4, ran  # clicks 4 at a time
+
+
+@needs_openvino
 def test_openvino_static_int8_agrees_with_fp32_and_is_cached(
     davis_root, model, tracking_checkpoint, exported, openvino_cache, tmp_path, monkeypatch
 ):  # fmt: skip

@@ -336,6 +336,6 @@ def test_segment_command_writes_what_the_api_returns(segment_checkpoint, davis_r
     assert main(["segment", str(folder / "0.png"), str(other / "0.png"), "--out", str(collide), *model]) == 2
     assert f"{folder / '0.png'} and {other / '0.png'} would both write {collide / '0'}.json" in capsys.readouterr().err
     assert not collide.exists()  # refused before any work
-    onnx = ["--backend", "onnxruntime", "--onnx-dir", str(tmp_path)]
+    onnx = ["--backend", "onnxruntime", "--onnx-dir", str(tmp_path)]  # no export there
     assert main(["segment", inputs[0], "--out", str(collide), *onnx, *model]) == 2
-    assert "vos segment runs on PyTorch" in capsys.readouterr().err
+    assert "vos export onnx" in capsys.readouterr().err and not collide.exists()

@@ -1,4 +1,7 @@
-"""Single-image segmentation with prompts, with the interface of Meta's SAM2ImagePredictor."""
+"""Single-image segmentation with prompts, with the interface of Meta's SAM2ImagePredictor.
+
+A model loaded with its exported graphs (`backend="onnxruntime"`, `"openvino"` or `"auto"`) runs its image encoder
+and its prompted decoder there, as the tracker does; a mask prompt alone runs on its PyTorch modules."""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ import torch
 
 from vos.modeling.prompt_encoder import prepend_box
 from vos.modeling.sam2 import SAM2Model
+from vos.tracking.segmenter import model_stages
 from vos.tracking.transforms import check_rgb_image, preprocess_image, to_input_frame, upscale_logits
 
 MASK_THRESHOLD = 0.0
@@ -31,6 +35,11 @@ class ImagePredictor:
     def device(self) -> torch.device:
         return self.model.device
 
+    @property
+    def _graphs(self) -> bool:
+        """Whether prompts are decoded by the model's graphs (which add the no-memory embedding themselves)."""
+        return self.model.onnx_graphs is not None
+
     def reset_predictor(self) -> None:
         self._features: dict[str, torch.Tensor | list[torch.Tensor]] | None = None
         self._orig_hw: tuple[int, int] | None = None
@@ -42,11 +51,10 @@ class ImagePredictor:
         self.reset_predictor()
         x = preprocess_image(image, self.model.image_size, self.device)
         with self.model.autocast():
-            feats = self.model.forward_image(x).features
-        image_embed = feats[-1]
-        if self.model.cfg.tracking.directly_add_no_mem_embed:
-            image_embed = self.model.add_no_mem_embed(image_embed)
-        self._features = {"image_embed": image_embed, "high_res_feats": feats[:-1]}
+            feats, _ = model_stages(self.model).encode_images(x)
+        self._features = {"image_embed": feats[-1], "high_res_feats": feats[:-1]}
+        if self.model.cfg.tracking.directly_add_no_mem_embed and not self._graphs:
+            self._features["image_embed"] = self.model.add_no_mem_embed(feats[-1])
         self._orig_hw = (image.shape[0], image.shape[1])
 
     def _require_image(self) -> None:
@@ -150,9 +158,20 @@ class ImagePredictor:
         points = (coords, labels) if coords is not None else None
         if boxes is not None:
             points = prepend_box(boxes, points)
+        embed = self._features["image_embed"]
+        if self._graphs and points is not None:
+            b = points[0].shape[0]
+            raw = model_stages(self.model).decode(
+                embed.expand(b, -1, -1, -1), *points, masks_in, self._features["high_res_feats"],
+                no_memory=self.model.cfg.tracking.directly_add_no_mem_embed,
+            )  # fmt: skip
+            low_res, ious, _ = self.model.sam_mask_decoder.select_outputs(raw.masks, raw.ious, raw.obj_ptrs, multimask_output)
+            return low_res, ious
+        if self._graphs and self.model.cfg.tracking.directly_add_no_mem_embed:
+            embed = self.model.add_no_mem_embed(embed)
         sparse, dense = self.model.sam_prompt_encoder(points=points, boxes=None, masks=masks_in)
         low_res, ious, _, _ = self.model.sam_mask_decoder(
-            image_embeddings=self._features["image_embed"],
+            image_embeddings=embed,
             image_pe=self.model.sam_prompt_encoder.get_dense_pe(),
             sparse_prompt_embeddings=sparse,
             dense_prompt_embeddings=dense,

@@ -36,11 +36,6 @@ def cmd_segment(args: argparse.Namespace) -> int:
     settings = settings_from_args(args, MaskGeneratorSettings)
     style = settings_from_args(args, OverlayStyle) if args.render else None
     model_settings = settings_from_args(args, ModelSettings)
-    if model_settings.backend != "pytorch":
-        raise ConfigError(
-            f"vos segment runs on PyTorch: the exported graphs (--backend {model_settings.backend}) are the tracker's "
-            "stages, not the everything mode's; drop --backend and --onnx-dir"
-        )
     total = check_inputs(args.inputs, args.out)  # refused before the model loads
     generator = MaskGenerator(load_from_settings(model_settings), settings=settings)
     summary = segment_files(generator, args.inputs, args.out, points, boxes, style, progress=not args.quiet, total=total)

@@ -157,7 +157,7 @@ class MaskGenerator:
         size = np.array(cropped.shape[1::-1])[None]
         points = self.point_grids[layer] * size
         if self.settings.hierarchical:
-            first = self._points(self.sparse_grids[layer] * size, crop, image_hw)
+            first = self._points(self.sparse_grids[layer] * size, crop, image_hw, cover=True)
             x, y = (np.minimum(points.astype(int), size - 1)).T
             data = _concat([first, self._points(points[~first.pop("covered")[y, x].numpy()], crop, image_hw)])
         else:
@@ -172,27 +172,27 @@ class MaskGenerator:
         data["crop_boxes"] = torch.tensor([crop] * len(data["rles"]), dtype=torch.long).reshape(-1, 4)
         return data
 
-    def _points(self, points: np.ndarray, crop: list[int], image_hw: tuple[int, int]) -> dict:
-        """(P, 2) clicks in crop pixels, `points_per_batch` at a time -> the masks that pass the filters, and
-        "covered": the (h, w) pixels where one of them is above `hierarchical_logit_thresh`. A batch's logits at the
+    def _points(self, points: np.ndarray, crop: list[int], image_hw: tuple[int, int], cover: bool = False) -> dict:
+        """(P, 2) clicks in crop pixels, `points_per_batch` at a time -> the masks that pass the filters, and with
+        `cover` "covered": the (h, w) pixels where one of them is above `hierarchical_logit_thresh`. A batch's logits at the
         crop's size are kept under MASK_BATCH_BYTES (fewer clicks at once than `points_per_batch` if need be: the
         same masks, as each click's are its own)."""
         h, w = crop[3] - crop[1], crop[2] - crop[0]
         per_click = (3 if self.settings.multimask_output else 1) * h * w * 4
         step = max(1, min(self.settings.points_per_batch, MASK_BATCH_BYTES // per_click))
         self.points_decoded += len(points)
-        parts = [self._batch(points[i : i + step], crop, image_hw) for i in range(0, len(points), step)]
+        parts = [self._batch(points[i : i + step], crop, image_hw, cover) for i in range(0, len(points), step)]
         if not parts:
             side = self.predictor.model.sam_prompt_encoder.mask_input_size
             parts = [{"low_res": torch.zeros(0, *side), "boxes": torch.zeros(0, 4, dtype=torch.long),
                       "iou_preds": torch.zeros(0), "points": torch.zeros(0, 2), "stability_score": torch.zeros(0),
                       "covered": torch.zeros(h, w, dtype=torch.bool)}]  # fmt: skip
         data = _concat(parts)
-        if self.settings.hierarchical:
+        if cover:
             data["covered"] = torch.stack([p["covered"] for p in parts]).any(0)
         return data
 
-    def _batch(self, points: np.ndarray, crop: list[int], image_hw: tuple[int, int]) -> dict:
+    def _batch(self, points: np.ndarray, crop: list[int], image_hw: tuple[int, int], cover: bool) -> dict:
         """(P, 2) clicks in crop pixels -> the masks that pass the filters, as low-res logits. The predicted-IoU
         filter comes before any upscaling (a mask's predicted IoU does not depend on it); stability scores and boxes
         are those of the masks upscaled to the crop's size, counted without upscaling them (`mask_stats`) unless
@@ -219,7 +219,7 @@ class MaskGenerator:
         keep &= ~near_crop_edge(boxes, crop, [0, 0, image_hw[1], image_hw[0]])
         data = {"low_res": low_res[keep], "boxes": boxes[keep], "iou_preds": ious[keep], "points": coords[keep],
                 "stability_score": stability[keep]}  # fmt: skip
-        if s.hierarchical:
+        if cover:
             covered = self._upscale(data["low_res"]) > s.hierarchical_logit_thresh
             data["covered"] = covered.any(0) if len(covered) else torch.zeros(hw, dtype=torch.bool)
         return data

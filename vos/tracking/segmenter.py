@@ -81,7 +81,7 @@ class ObjectStep:
         return FrameMemory(self.memory_features, self.obj_ptr, self.projected)
 
 
-def _stages(model: SAM2Model, compile: bool) -> Stages:
+def model_stages(model: SAM2Model, compile: bool = False) -> Stages:
     """The model's ONNX Runtime stages when it was loaded with them, else its PyTorch ones."""
     if model.onnx_graphs is None:
         return stages(model, compile)
@@ -99,7 +99,7 @@ class FrameSegmenter:
         self.fill_hole_area = fill_hole_area
         chosen = model.precision if precision is None else resolve_precision(precision, model.device)
         self.precision = model.check_precision(chosen)
-        self.stages = _stages(model, compile)
+        self.stages = model_stages(model, compile)
 
     def encode_image(self, frame: np.ndarray) -> FrameFeatures:
         """HxWx3 uint8 RGB -> the frame's features."""
