@@ -1,4 +1,10 @@
-"""Multi-head attention with an optional down-projection of the internal width (SAM's `Attention`)."""
+"""Multi-head attention with an optional down-projection of the internal width (SAM's `Attention`).
+
+The two-way transformer's cross-attentions pair a few tokens (n: output and prompt tokens) with many image tokens
+(L). `few_to_many` and `many_to_few` compute them with the projections on the image side reassociated onto the
+tokens (a projection is linear, a softmax row sums to 1): the image tokens meet one (L, C) x (C, heads * n)
+product each way instead of two (L, C) x (C, C / r) projections and a per-head attention, about half the work and
+none of the per-head reshuffling of L-long tensors. The same function, rounded otherwise."""
 
 from __future__ import annotations
 
@@ -23,6 +29,12 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor
     if q.shape[-2] <= QUERY_ROWS:
         return torch.softmax(q @ kt, dim=-1) @ v
     return torch.cat([torch.softmax(c @ kt, dim=-1) @ v for c in q.split(QUERY_ROWS, dim=-2)], dim=-2)
+
+
+def softmax_short(x: torch.Tensor) -> torch.Tensor:
+    """Softmax over a short last axis (a few tokens): torch's kernel takes 5x as long on rows of 8 on a CPU."""
+    e = (x - x.amax(-1, keepdim=True)).exp_()
+    return e / e.sum(-1, keepdim=True)
 
 
 class Attention(nn.Module):
@@ -69,3 +81,46 @@ class Attention(nn.Module):
         elif q.shape[0] == 1 and k.shape[0] != 1:
             q = q.expand(k.shape[0], -1, -1, -1)
         return self.attend(q, k, v)
+
+    @property
+    def reassociable(self) -> bool:
+        """Whether the projections are plain weight matrices (`few_to_many` and `many_to_few` read them)."""
+        return all(type(p) is nn.Linear for p in (self.q_proj, self.k_proj, self.v_proj, self.out_proj))
+
+    def _heads_of(self, proj: nn.Linear) -> tuple[torch.Tensor, torch.Tensor]:
+        """A projection's weight (heads, D, C_in) and bias (heads, D), D the per-head width."""
+        h = self.num_heads
+        return proj.weight.view(h, -1, proj.in_features), proj.bias.view(h, -1)
+
+    def few_to_many(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Few queries over many keys: q (B, n, C), k and v (B or 1, L, C_kv) -> (B, n, C), as `forward`. Scores are
+        (q_h W_k,h) . k + q_h . b_k,h (L x C_kv products, no key projection); values mix before their projection."""
+        b, n, _ = q.shape
+        h = self.num_heads
+        qh = self.q_proj(q).view(b, n, h, -1)
+        qh = qh * qh.shape[-1] ** -0.5
+        wk, bk = self._heads_of(self.k_proj)
+        wv, bv = self._heads_of(self.v_proj)
+        scores = torch.einsum("bnhd,hdc->bhnc", qh, wk).reshape(b, h * n, -1) @ k.transpose(1, 2)
+        scores = scores + torch.einsum("bnhd,hd->bhn", qh, bk).reshape(b, h * n, 1)
+        mixed = (torch.softmax(scores, dim=-1) @ v).view(b, h, n, -1)  # (B, heads, n, C_kv)
+        out = torch.einsum("bhnc,hdc->bnhd", mixed, wv) + bv
+        return self.out_proj(out.reshape(b, n, -1))
+
+    def many_to_few(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Many queries over few keys: q (B or 1, L, C), k and v (B, n, C_kv) -> (B, L, C), as `forward`. Scores are
+        q . (W_q,h^T k_h) + b_q,h . k_h (no query projection); each head's value is put through the output projection
+        before the mix (no per-head output to merge)."""
+        b, n, _ = k.shape
+        h = self.num_heads
+        kh = self.k_proj(k).view(b, n, h, -1)
+        kh = kh * kh.shape[-1] ** -0.5
+        wq, bq = self._heads_of(self.q_proj)
+        keys = torch.einsum("hdc,bnhd->bchn", wq, kh).reshape(b, -1, h * n)
+        scores = q @ keys + torch.einsum("hd,bnhd->bhn", bq, kh).reshape(b, 1, h * n)
+        weights = softmax_short(scores.view(*scores.shape[:2], h, n)).flatten(2)  # (B, L, heads * n)
+        wo = self.out_proj.weight.view(-1, h, self.internal_dim // h)
+        values = torch.einsum("ohd,bnhd->bhno", wo, self.v_proj(v).view(b, n, h, -1)).reshape(b, h * n, -1)
+        if weights.dtype == values.dtype == self.out_proj.bias.dtype or torch.is_autocast_enabled(weights.device.type):
+            return torch.baddbmm(self.out_proj.bias, weights, values)  # the bias added in the product's pass
+        return weights @ values + self.out_proj.bias
