@@ -116,3 +116,25 @@ def test_bf16_cpu_attention_equals_softmax_attention():
     assert out.dtype == torch.bfloat16 and out.shape == q.shape
     assert (out.double() - ref).abs().max() <= 0.05
     assert torch.equal(at.attention(q, k, v), torch.nn.functional.scaled_dot_product_attention(q, k, v))
+
+
+@torch.inference_mode()
+def test_reassociated_cross_attention_equals_attention():
+    """`few_to_many` / `many_to_few` (the decoder's token <-> image cross-attentions with the image side's projections
+    moved onto the tokens) give `Attention.forward`'s output, on per-click images and on one image shared by every
+    click (batch 1 against B), with scores large enough that the softmax is far from uniform."""
+    from vos.modeling.attention import Attention
+
+    torch.manual_seed(5)
+    attn = Attention(64, 4, downsample_rate=2)
+    for p in attn.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    tokens, image = torch.randn(3, 7, 64), torch.randn(3, 200, 64)
+    assert torch.softmax(attn.split_heads(attn.q_proj(image)) @ attn.split_heads(attn.k_proj(tokens)).transpose(-1, -2)
+                         / 4, -1).amax(-1).mean() > 0.6  # fmt: skip  (peaked, not uniform, attention weights)
+    for img in (image, image[:1]):
+        want = attn(tokens, img, img)
+        assert (attn.few_to_many(tokens, img, img) - want).abs().max() <= 1e-5 * want.abs().max()
+        want = attn(img, tokens, tokens)
+        got = attn.many_to_few(img, tokens, tokens)
+        assert got.shape == want.shape == (3, 200, 64) and (got - want).abs().max() <= 1e-5 * want.abs().max()
