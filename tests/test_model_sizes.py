@@ -15,9 +15,10 @@ from tests.meta_reference import meta_image_features, meta_predict
 from vos.tracking.transforms import preprocess_image
 
 OTHER_MODELS = [n for n in META_CONFIGS if n != "sam2.1_hiera_t"]  # Meta's; EdgeTAM: tests/test_edgetam.py
+LARGE = ("sam2.1_hiera_l", "sam2_hiera_l")  # 13 s each to build twice: under -m slow, with their parity
 
 
-@pytest.mark.parametrize("name", OTHER_MODELS)
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in LARGE else n for n in OTHER_MODELS])
 def test_meta_checkpoint_loads_strictly(name, tmp_path):
     meta = build_meta(name)
     path = save_meta_checkpoint(meta, tmp_path / f"{name}.pt")

@@ -16,8 +16,7 @@ import torch
 import vos
 from tests.conftest import build_meta, read_frame
 from tests.meta_generator import meta_generator
-from vos.segment import MaskGenerator
-from vos.segment import upscaled
+from vos.segment import MaskGenerator, upscaled
 from vos.segment.amg import (
     crop_boxes,
     mask_to_rle,

@@ -62,7 +62,9 @@ class ImagePredictor:
             raise RuntimeError("call set_image(...) before predict(...)")
 
     def _to_input_frame(self, coords: np.ndarray) -> torch.Tensor:
-        return to_input_frame(torch.as_tensor(coords, dtype=torch.float, device=self.device), self._orig_hw, self.model.image_size)
+        return to_input_frame(
+            torch.as_tensor(coords, dtype=torch.float, device=self.device), self._orig_hw, self.model.image_size
+        )
 
     @torch.inference_mode()
     def predict(
@@ -101,13 +103,19 @@ class ImagePredictor:
                 masks_in = masks_in[None]
             expected = self.model.sam_prompt_encoder.mask_input_size
             if tuple(masks_in.shape[-2:]) != expected:
-                raise ValueError(f"mask_input must be {expected[0]}x{expected[1]} low-res logits, got {tuple(masks_in.shape)}")
+                raise ValueError(
+                    f"mask_input must be {expected[0]}x{expected[1]} low-res logits, got {tuple(masks_in.shape)}"
+                )
 
         with self.model.autocast():
             masks, ious, low_res = self._predict(coords, labels, boxes, masks_in, multimask_output, return_logits)
         if masks.shape[0] == 1:
             masks, ious, low_res = masks[0], ious[0], low_res[0]
-        return masks.float().cpu().numpy() if return_logits else masks.cpu().numpy(), ious.float().cpu().numpy(), low_res.float().cpu().numpy()
+        return (
+            masks.float().cpu().numpy() if return_logits else masks.cpu().numpy(),
+            ious.float().cpu().numpy(),
+            low_res.float().cpu().numpy(),
+        )
 
     def decode_clicks(
         self, coords: torch.Tensor, labels: torch.Tensor, mask_input: torch.Tensor | None, multimask_output: bool
@@ -164,7 +172,9 @@ class ImagePredictor:
                 embed.expand(b, -1, -1, -1), *points, masks_in, self._features["high_res_feats"],
                 no_memory=self.model.cfg.tracking.directly_add_no_mem_embed,
             )  # fmt: skip
-            low_res, ious, _ = self.model.sam_mask_decoder.select_outputs(raw.masks, raw.ious, raw.obj_ptrs, multimask_output)
+            low_res, ious, _ = self.model.sam_mask_decoder.select_outputs(
+                raw.masks, raw.ious, raw.obj_ptrs, multimask_output
+            )
             return low_res, ious
         if self._graphs and self.model.cfg.tracking.directly_add_no_mem_embed:
             embed = self.model.add_no_mem_embed(embed)

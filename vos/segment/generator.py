@@ -215,7 +215,11 @@ class MaskGenerator:
             boxes = masks_to_boxes(masks > s.mask_threshold)
         else:
             stability, boxes = mask_stats(low_res, hw, s.mask_threshold, s.stability_score_offset)
-        keep = stability >= s.stability_score_thresh if s.stability_score_thresh > 0 else torch.ones_like(ious, dtype=torch.bool)
+        keep = (
+            stability >= s.stability_score_thresh
+            if s.stability_score_thresh > 0
+            else torch.ones_like(ious, dtype=torch.bool)
+        )
         keep &= ~near_crop_edge(boxes, crop, [0, 0, image_hw[1], image_hw[0]])
         data = {"low_res": low_res[keep], "boxes": boxes[keep], "iou_preds": ious[keep], "points": coords[keep],
                 "stability_score": stability[keep]}  # fmt: skip

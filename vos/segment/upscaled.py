@@ -16,14 +16,21 @@ Shapes: N masks; low-res logits (N, h, w); the image (H, W).
 from __future__ import annotations
 
 import logging
-from functools import lru_cache
+import threading
+from functools import cache
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from numba import njit, prange
 
+from vos.segment.amg import masks_to_boxes, stability_score
+
 log = logging.getLogger(__name__)
+
+_ONE_AT_A_TIME = threading.Lock()
+"""Around the parallel kernel: numba's fallback threading layer (workqueue, where neither OpenMP nor TBB loads)
+aborts on parallel calls from two threads at once, as streams discovering objects could make."""
 
 ULP = 2.0**-22
 """Logits within two float32 ulps of a threshold are recounted by torch (the emulated fma rounds twice)."""
@@ -108,7 +115,7 @@ def _stats(low, y0, y1, wy0, wy1, x0, x1, wx0, wx1, thresholds, counts, boxes, u
         boxes[m, 0], boxes[m, 1], boxes[m, 2], boxes[m, 3] = left, top, right, bottom
 
 
-@lru_cache(maxsize=None)
+@cache
 def same_as_torch() -> bool:
     """Whether `_upscale` gives torch's bilinear upscaling bit for bit on this machine (a torch build whose kernel
     rounds otherwise makes `mask_stats` upscale with torch)."""
@@ -128,8 +135,6 @@ def mask_stats(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, h, w) low-res logits -> the stability scores (N,) and boxes (N, 4) (XYXY, inclusive; zeros for an empty
     mask) that `stability_score` and `masks_to_boxes` give on `upscale_logits(low_res, hw)`, bit for bit."""
-    from vos.segment.amg import masks_to_boxes, stability_score
-
     if not same_as_torch():
         masks = F.interpolate(low_res[:, None].float(), size=hw, mode="bilinear", align_corners=False)[:, 0]
         return stability_score(masks, threshold, offset), masks_to_boxes(masks > threshold)
@@ -140,8 +145,9 @@ def mask_stats(
     unsure = np.zeros(n, np.bool_)
     if n:
         thresholds = np.array([threshold, threshold + offset, threshold - offset], np.float32)
-        _stats(low, *axis_weights(low.shape[1], hw[0]), *axis_weights(low.shape[2], hw[1]), thresholds,
-               counts, boxes, unsure)  # fmt: skip
+        with _ONE_AT_A_TIME:
+            _stats(low, *axis_weights(low.shape[1], hw[0]), *axis_weights(low.shape[2], hw[1]), thresholds,
+                   counts, boxes, unsure)  # fmt: skip
     counts, boxes = torch.from_numpy(counts), torch.from_numpy(boxes)
     stability = counts[:, 0] / counts[:, 1]
     boxes = boxes.masked_fill((boxes[:, 3] < 0)[:, None], 0)
