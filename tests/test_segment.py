@@ -171,7 +171,7 @@ def test_mask_stats_equal_those_of_torchs_upscaled_masks(low_hw, hw, monkeypatch
     low[0], low[1], low[2] = -5.0, 5.0, 1.0  # empty, full, on the threshold + offset
     interpolate = torch.nn.functional.interpolate
     recounted = []
-    monkeypatch.setattr(upscaled.F, "interpolate", lambda x, **kw: recounted.append(len(x)) or interpolate(x, **kw))
+    monkeypatch.setattr(torch.nn.functional, "interpolate", lambda x, **kw: recounted.append(len(x)) or interpolate(x, **kw))
     for offset in (1.0, 0.02):
         stability, boxes = upscaled.mask_stats(low, hw, 0.0, offset)
         masks = interpolate(low[:, None], size=hw, mode="bilinear", align_corners=False)[:, 0]

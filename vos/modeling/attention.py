@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vos.modeling.common import exporting
+
 QUERY_ROWS = 1024  # bf16 CPU attention: query rows per score block
 
 
@@ -82,10 +84,14 @@ class Attention(nn.Module):
             q = q.expand(k.shape[0], -1, -1, -1)
         return self.attend(q, k, v)
 
-    @property
-    def reassociable(self) -> bool:
-        """Whether the projections are plain weight matrices (`few_to_many` and `many_to_few` read them)."""
-        return all(type(p) is nn.Linear for p in (self.q_proj, self.k_proj, self.v_proj, self.out_proj))
+    def cross(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """A cross-attention between tokens and image tokens, as `forward`, reassociated (`few_to_many` or
+        `many_to_few`, by which side is shorter). Exported graphs, and quantized projections (int8: no weight
+        matrix to reassociate), keep the plain form."""
+        plain = any(type(p) is not nn.Linear for p in (self.q_proj, self.k_proj, self.v_proj, self.out_proj))
+        if plain or exporting():
+            return self(q, k, v)
+        return self.few_to_many(q, k, v) if q.shape[1] < k.shape[1] else self.many_to_few(q, k, v)
 
     def _heads_of(self, proj: nn.Linear) -> tuple[torch.Tensor, torch.Tensor]:
         """A projection's weight (heads, D, C_in) and bias (heads, D), D the per-head width."""
@@ -121,6 +127,4 @@ class Attention(nn.Module):
         weights = softmax_short(scores.view(*scores.shape[:2], h, n)).flatten(2)  # (B, L, heads * n)
         wo = self.out_proj.weight.view(-1, h, self.internal_dim // h)
         values = torch.einsum("ohd,bnhd->bhno", wo, self.v_proj(v).view(b, n, h, -1)).reshape(b, h * n, -1)
-        if weights.dtype == values.dtype == self.out_proj.bias.dtype or torch.is_autocast_enabled(weights.device.type):
-            return torch.baddbmm(self.out_proj.bias, weights, values)  # the bias added in the product's pass
-        return weights @ values + self.out_proj.bias
+        return torch.baddbmm(self.out_proj.bias, weights, values)  # the bias added in the product's pass

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from vos.modeling.attention import Attention
-from vos.modeling.common import MLP, exporting
+from vos.modeling.common import MLP
 
 
 class TwoWayAttentionBlock(nn.Module):
@@ -35,9 +35,9 @@ class TwoWayAttentionBlock(nn.Module):
         queries = self.norm1(queries)
 
         k = keys + key_pe
-        queries = self.norm2(queries + cross(self.cross_attn_token_to_image, queries + query_pe, k, keys))
+        queries = self.norm2(queries + self.cross_attn_token_to_image.cross(queries + query_pe, k, keys))
         queries = self.norm3(queries + self.mlp(queries))
-        keys = self.norm4(keys + cross(self.cross_attn_image_to_token, k, queries + query_pe, queries))
+        keys = self.norm4(keys + self.cross_attn_image_to_token.cross(k, queries + query_pe, queries))
         return queries, keys
 
 
@@ -61,13 +61,5 @@ class TwoWayTransformer(nn.Module):
         queries = point_embedding
         for layer in self.layers:
             queries, keys = layer(queries, keys, point_embedding, key_pe)
-        attn = cross(self.final_attn_token_to_image, queries + point_embedding, keys + key_pe, keys)
+        attn = self.final_attn_token_to_image.cross(queries + point_embedding, keys + key_pe, keys)
         return self.norm_final_attn(queries + attn), keys
-
-
-def cross(attention: Attention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """A cross-attention between tokens and image tokens, reassociated (`Attention.few_to_many` / `many_to_few`);
-    exported graphs and quantized projections (int8: no weight matrix to reassociate) keep the plain form."""
-    if exporting() or not attention.reassociable:
-        return attention(q, k, v)
-    return attention.few_to_many(q, k, v) if q.shape[1] < k.shape[1] else attention.many_to_few(q, k, v)

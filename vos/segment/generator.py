@@ -36,7 +36,7 @@ from vos.segment.amg import (
     uncrop_masks,
     xyxy_to_xywh,
 )
-from vos.segment.upscaled import mask_stats
+from vos.segment.upscaled import mask_stats, upscaled_stats
 
 MASK_BATCH_BYTES = 512 << 20
 """The most the logits of one batch of clicks may take at the crop's size: `points_per_batch` 4096 of three masks
@@ -209,23 +209,17 @@ class MaskGenerator:
         keep = ious > s.pred_iou_thresh if s.pred_iou_thresh > 0 else torch.ones_like(ious, dtype=torch.bool)
         low_res, ious, coords = low_res[keep], ious[keep], coords[keep]
         hw = (crop[3] - crop[1], crop[2] - crop[0])
-        if s.min_mask_region_area > 0:
-            masks = self._upscale(low_res)
-            stability = stability_score(masks, s.mask_threshold, s.stability_score_offset)
-            boxes = masks_to_boxes(masks > s.mask_threshold)
+        if s.min_mask_region_area > 0:  # small regions cleaned first: counted on the cleaned masks
+            stability, boxes = upscaled_stats(self._upscale(low_res), s.mask_threshold, s.stability_score_offset)
         else:
             stability, boxes = mask_stats(low_res, hw, s.mask_threshold, s.stability_score_offset)
-        keep = (
-            stability >= s.stability_score_thresh
-            if s.stability_score_thresh > 0
-            else torch.ones_like(ious, dtype=torch.bool)
-        )
-        keep &= ~near_crop_edge(boxes, crop, [0, 0, image_hw[1], image_hw[0]])
+        keep = ~near_crop_edge(boxes, crop, [0, 0, image_hw[1], image_hw[0]])
+        if s.stability_score_thresh > 0:
+            keep &= stability >= s.stability_score_thresh
         data = {"low_res": low_res[keep], "boxes": boxes[keep], "iou_preds": ious[keep], "points": coords[keep],
                 "stability_score": stability[keep]}  # fmt: skip
         if cover:
-            covered = self._upscale(data["low_res"]) > s.hierarchical_logit_thresh
-            data["covered"] = covered.any(0) if len(covered) else torch.zeros(hw, dtype=torch.bool)
+            data["covered"] = (self._upscale(data["low_res"]) > s.hierarchical_logit_thresh).any(0)
         return data
 
     def _rles(self, low_res: torch.Tensor, crop: list[int], image_hw: tuple[int, int]) -> list[dict]:

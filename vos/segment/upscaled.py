@@ -21,10 +21,10 @@ from functools import cache
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from numba import njit, prange
 
 from vos.segment.amg import masks_to_boxes, stability_score
+from vos.tracking.transforms import upscale_logits
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ def same_as_torch() -> bool:
     gen = torch.Generator().manual_seed(0)
     for (h, w), (height, width) in (((128, 128), (480, 854)), ((64, 64), (1080, 1920)), ((32, 48), (77, 101))):
         low = torch.randn(h, w, generator=gen) * 8
-        want = F.interpolate(low[None, None], size=(height, width), mode="bilinear", align_corners=False)[0, 0]
+        want = upscale_logits(low[None, None], (height, width))[0, 0]
         got = _upscale(low.numpy(), *axis_weights(h, height), *axis_weights(w, width))
         if not np.array_equal(got, want.numpy()):
             log.info("torch's bilinear kernel rounds otherwise here: the everything mode upscales every mask")
@@ -136,8 +136,7 @@ def mask_stats(
     """(N, h, w) low-res logits -> the stability scores (N,) and boxes (N, 4) (XYXY, inclusive; zeros for an empty
     mask) that `stability_score` and `masks_to_boxes` give on `upscale_logits(low_res, hw)`, bit for bit."""
     if not same_as_torch():
-        masks = F.interpolate(low_res[:, None].float(), size=hw, mode="bilinear", align_corners=False)[:, 0]
-        return stability_score(masks, threshold, offset), masks_to_boxes(masks > threshold)
+        return upscaled_stats(upscale_logits(low_res[:, None], hw)[:, 0], threshold, offset)
     low = np.ascontiguousarray(low_res.detach().float().cpu().numpy())
     n = low.shape[0]
     counts = np.zeros((n, 2), np.int64)
@@ -153,7 +152,10 @@ def mask_stats(
     boxes = boxes.masked_fill((boxes[:, 3] < 0)[:, None], 0)
     redo = torch.from_numpy(unsure).nonzero()[:, 0]
     if len(redo):
-        masks = F.interpolate(low_res[redo, None].float(), size=hw, mode="bilinear", align_corners=False)[:, 0]
-        stability[redo] = stability_score(masks, threshold, offset)
-        boxes[redo] = masks_to_boxes(masks > threshold)
+        stability[redo], boxes[redo] = upscaled_stats(upscale_logits(low_res[redo, None], hw)[:, 0], threshold, offset)
     return stability, boxes
+
+
+def upscaled_stats(masks: torch.Tensor, threshold: float, offset: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, H, W) upscaled logits -> their stability scores (N,) and boxes (N, 4): what `mask_stats` counts."""
+    return stability_score(masks, threshold, offset), masks_to_boxes(masks > threshold)
