@@ -121,7 +121,7 @@ def test_bf16_cpu_attention_equals_softmax_attention():
 @torch.inference_mode()
 def test_reassociated_cross_attention_equals_attention():
     """`few_to_many` / `many_to_few` (the decoder's token <-> image cross-attentions with the image side's projections
-    moved onto the tokens) give `Attention.forward`'s output, on per-click images and on one image shared by every
+    moved onto the tokens; the image side's residual added inside the product) give `Attention.forward`'s output, on per-click images and on one image shared by every
     click (batch 1 against B), with scores large enough that the softmax is far from uniform."""
     from vos.modeling.attention import Attention
 
@@ -135,6 +135,31 @@ def test_reassociated_cross_attention_equals_attention():
     for img in (image, image[:1]):
         want = attn(tokens, img, img)
         assert (attn.few_to_many(tokens, img, img) - want).abs().max() <= 1e-5 * want.abs().max()
-        want = attn(img, tokens, tokens)
-        got = attn.many_to_few(img, tokens, tokens)
+        want = img + attn(img, tokens, tokens)
+        got = attn.many_to_few(img, tokens, tokens, residual=img)
         assert got.shape == want.shape == (3, 200, 64) and (got - want).abs().max() <= 1e-5 * want.abs().max()
+
+
+@pytest.mark.parametrize("high_res", [True, False])
+def test_decoder_upscaling_on_tokens_equals_the_transposed_convolutions(high_res):
+    """`MaskDecoder.masks_from_tokens` (the two transposed convolutions as matrix products over channels-last tokens,
+    in place, the masks reordered once) gives the masks of the NCHW path the decoder takes when exported or under
+    autograd, with the stride-4/8 features shared by every prompt or one per prompt, on a non-square image."""
+    from vos.config import MaskDecoderConfig
+    from vos.modeling.mask_decoder import MaskDecoder
+
+    torch.manual_seed(6)
+    decoder = MaskDecoder(64, MaskDecoderConfig(transformer_mlp_dim=128, iou_head_hidden_dim=64), high_res)
+    for p in decoder.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    b, h, w = 3, 6, 5
+    image, pe, sparse = torch.randn(1, 64, h, w), torch.randn(1, 64, h, w), torch.randn(b, 2, 64)
+    dense = torch.randn(1, 64, 1, 1).expand(b, 64, h, w)
+    for feat_batch in (1, b):
+        feats = [torch.randn(feat_batch, 8, 4 * h, 4 * w), torch.randn(feat_batch, 16, 2 * h, 2 * w)] if high_res else None
+        with torch.no_grad():
+            got = decoder.predict_masks(image, pe, sparse, dense, True, feats)[0]
+        with torch.enable_grad():
+            want = decoder.predict_masks(image, pe, sparse, dense, True, feats)[0].detach()
+        assert got.shape == want.shape == (b, 4, 4 * h, 4 * w)
+        assert (got - want).abs().max() <= 1e-5 * want.abs().max()

@@ -84,14 +84,16 @@ class Attention(nn.Module):
             q = q.expand(k.shape[0], -1, -1, -1)
         return self.attend(q, k, v)
 
-    def cross(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """A cross-attention between tokens and image tokens, as `forward`, reassociated (`few_to_many` or
-        `many_to_few`, by which side is shorter). Exported graphs, and quantized projections (int8: no weight
-        matrix to reassociate), keep the plain form."""
+    def cross(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        """`residual` plus a cross-attention between tokens and image tokens, as `forward`, reassociated
+        (`few_to_many` or `many_to_few`, by which side is shorter). Exported graphs, and quantized projections
+        (int8: no weight matrix to reassociate), keep the plain form."""
         plain = any(type(p) is not nn.Linear for p in (self.q_proj, self.k_proj, self.v_proj, self.out_proj))
         if plain or exporting():
-            return self(q, k, v)
-        return self.few_to_many(q, k, v) if q.shape[1] < k.shape[1] else self.many_to_few(q, k, v)
+            return residual + self(q, k, v)
+        if q.shape[1] < k.shape[1]:
+            return residual + self.few_to_many(q, k, v)
+        return self.many_to_few(q, k, v, residual)
 
     def _heads_of(self, proj: nn.Linear) -> tuple[torch.Tensor, torch.Tensor]:
         """A projection's weight (heads, D, C_in) and bias (heads, D), D the per-head width."""
@@ -113,10 +115,12 @@ class Attention(nn.Module):
         out = torch.einsum("bhnc,hdc->bnhd", mixed, wv) + bv
         return self.out_proj(out.reshape(b, n, -1))
 
-    def many_to_few(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """Many queries over few keys: q (B or 1, L, C), k and v (B, n, C_kv) -> (B, L, C), as `forward`. Scores are
-        q . (W_q,h^T k_h) + b_q,h . k_h (no query projection); each head's value is put through the output projection
-        before the mix (no per-head output to merge)."""
+    def many_to_few(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        """Many queries over few keys: q (B or 1, L, C), k and v (B, n, C_kv), residual (B or 1, L, C) -> residual +
+        `forward` (B, L, C). Scores are q . (W_q,h^T k_h) + b_q,h . k_h (no query projection); each head's value is
+        put through the output projection before the mix (no per-head output to merge), and the output bias is
+        spread over the heads' values (each head's weights sum to 1), so that the residual is the product's addend:
+        one pass over the (B, L, C) output."""
         b, n, _ = k.shape
         h = self.num_heads
         kh = self.k_proj(k).view(b, n, h, -1)
@@ -127,4 +131,5 @@ class Attention(nn.Module):
         weights = softmax_short(scores.view(*scores.shape[:2], h, n)).flatten(2)  # (B, L, heads * n)
         wo = self.out_proj.weight.view(-1, h, self.internal_dim // h)
         values = torch.einsum("ohd,bnhd->bhno", wo, self.v_proj(v).view(b, n, h, -1)).reshape(b, h * n, -1)
-        return torch.baddbmm(self.out_proj.bias, weights, values)  # the bias added in the product's pass
+        values = values + self.out_proj.bias / h
+        return torch.baddbmm(residual, weights, values)

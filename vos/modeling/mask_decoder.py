@@ -11,11 +11,39 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from vos.config import MaskDecoderConfig
-from vos.modeling.common import MLP, LayerNorm2d
+from vos.modeling.common import MLP, LayerNorm2d, exporting
 from vos.modeling.two_way_transformer import TwoWayTransformer
+
+
+def _subpixel_matrix(deconv: nn.ConvTranspose2d) -> torch.Tensor:
+    """A 2x2 stride-2 transposed convolution's weight (C_in, C_out, 2, 2) as (C_in, 4 C_out), columns in
+    (sub-row, sub-column, channel) order."""
+    w = deconv.weight
+    return w.permute(0, 2, 3, 1).reshape(w.shape[0], -1)
+
+
+def _gelu_(act: nn.GELU, x: torch.Tensor) -> torch.Tensor:
+    """`act(x)` in place: a fresh tensor of this size costs its page faults again on every call."""
+    return torch.ops.aten.gelu_(x, approximate=act.approximate)
+
+
+def _subpixel_rows(feat: torch.Tensor | None, bias: torch.Tensor, levels: int) -> torch.Tensor:
+    """A feature map (B or 1, C, E * 2^levels, same) plus a per-channel bias, as rows (B or 1, E*E * 4^levels, C) in
+    the order `masks_from_tokens` makes them: (i, j, then each level's sub-row and sub-column)."""
+    if feat is None:
+        return bias
+    bf, c, hh, ww = feat.shape
+    h, w = hh >> levels, ww >> levels
+    x = feat.view(bf, c, h, *([2] * levels), w, *([2] * levels))
+    rows = [3 + i for i in range(levels)]
+    cols = [4 + levels + i for i in range(levels)]
+    order = [0, 2, 3 + levels] + [d for pair in zip(rows, cols) for d in pair] + [1]
+    return (x.permute(order) + bias).reshape(bf, -1, c)
+
 
 # Logit of an object score when the decoder has no object-score head: sigmoid(10) ~ 1.
 DEFAULT_OBJECT_SCORE_LOGIT = 10.0
@@ -130,28 +158,67 @@ class MaskDecoder(nn.Module):
         iou_token_out = hs[:, first, :]
         mask_tokens_out = hs[:, first + 1 : first + 1 + self.num_mask_tokens, :]
 
-        src = src.transpose(1, 2).reshape(b, c, h, w)
-        if self.use_high_res_features:
-            if high_res_features is None:
-                raise ValueError("this decoder needs the stride-4 and stride-8 features")
-            deconv1, norm1, act1, deconv2, act2 = self.output_upscaling
-            feat_s0, feat_s1 = high_res_features
-            upscaled = act1(norm1(deconv1(src) + feat_s1))
-            upscaled = act2(deconv2(upscaled) + feat_s0)
-        else:
-            upscaled = self.output_upscaling(src)
-
+        if self.use_high_res_features and high_res_features is None:
+            raise ValueError("this decoder needs the stride-4 and stride-8 features")
         hyper_in = torch.stack(
             [mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1
         )
-        b, c, h, w = upscaled.shape
-        masks = (hyper_in @ upscaled.view(b, c, h * w)).view(b, -1, h, w)
+        if exporting() or torch.is_grad_enabled() or not self._upscales_by_tokens:  # (in-place ops)
+            upscaled = self.upscale(src.transpose(1, 2).reshape(b, c, h, w), high_res_features)
+            b, c, h, w = upscaled.shape
+            masks = (hyper_in @ upscaled.view(b, c, h * w)).view(b, -1, h, w)
+        else:
+            masks = self.masks_from_tokens(src, hyper_in, (h, w), high_res_features)
         iou_pred = self.iou_prediction_head(iou_token_out)
         if self.cfg.pred_obj_scores:
             object_score_logits = self.pred_obj_score_head(hs[:, 0, :])
         else:
             object_score_logits = DEFAULT_OBJECT_SCORE_LOGIT * iou_pred.new_ones(iou_pred.shape[0], 1)
         return masks, iou_pred, mask_tokens_out, object_score_logits
+
+    def upscale(self, src: torch.Tensor, high_res_features: list[torch.Tensor] | None) -> torch.Tensor:
+        """Image tokens (B, C, E, E) -> upscaled features (B, C/8, 4E, 4E), the high-res features added in."""
+        if not self.use_high_res_features:
+            return self.output_upscaling(src)
+        deconv1, norm1, act1, deconv2, act2 = self.output_upscaling
+        feat_s0, feat_s1 = high_res_features
+        upscaled = act1(norm1(deconv1(src) + feat_s1))
+        return act2(deconv2(upscaled) + feat_s0)
+
+    @property
+    def _upscales_by_tokens(self) -> bool:
+        """Whether both upscaling convolutions are plain 2x2 stride-2 transposed convolutions (one output pixel from
+        one input pixel each: a matrix product over channels)."""
+        deconvs = self.output_upscaling[0], self.output_upscaling[3]
+        acts = self.output_upscaling[2], self.output_upscaling[4]
+        return all(type(a) is nn.GELU for a in acts) and all(
+            type(d) is nn.ConvTranspose2d and d.kernel_size == (2, 2) and d.stride == (2, 2) and d.padding == (0, 0)
+            and d.bias is not None
+            for d in deconvs
+        )
+
+    def masks_from_tokens(
+        self,
+        src: torch.Tensor,
+        hyper_in: torch.Tensor,
+        size: tuple[int, int],
+        high_res_features: list[torch.Tensor] | None,
+    ) -> torch.Tensor:
+        """`upscale` then the hypernetwork product, on channels-last tokens: src (B, E*E, C), hyper_in (B, K, C/8) ->
+        masks (B, K, 4E, 4E). Each transposed convolution is one (C_in, 4 C_out) matrix product whose rows stay in
+        (row, column, sub-row, sub-column) order, LayerNorm2d is one `layer_norm` over the last axis, and the masks
+        are put in image order once at the end: no pass over the (B, C/8, 4E, 4E) features in NCHW."""
+        deconv1, norm1, act1, deconv2, act2 = self.output_upscaling
+        b = src.shape[0]
+        h, w = size
+        feat_s0, feat_s1 = high_res_features if self.use_high_res_features else (None, None)
+        x = (src @ _subpixel_matrix(deconv1)).view(b, h * w * 4, -1).add_(_subpixel_rows(feat_s1, deconv1.bias, 1))
+        x = _gelu_(act1, F.layer_norm(x, x.shape[-1:], norm1.weight, norm1.bias, norm1.eps))
+        x = (x @ _subpixel_matrix(deconv2)).view(b, h * w * 16, -1).add_(_subpixel_rows(feat_s0, deconv2.bias, 2))
+        x = _gelu_(act2, x)
+        masks = hyper_in @ x.transpose(1, 2)  # (B, K, E*E*16), pixels in (i, j, di, dj, ei, ej) order
+        k = masks.shape[1]
+        return masks.view(b, k, h, w, 2, 2, 2, 2).permute(0, 1, 2, 4, 6, 3, 5, 7).reshape(b, k, 4 * h, 4 * w)
 
     def stability_scores(self, mask_logits: torch.Tensor) -> torch.Tensor:
         """IoU between the masks thresholded at +delta and -delta: (B, K, H, W) -> (B, K)."""

@@ -35,9 +35,9 @@ class TwoWayAttentionBlock(nn.Module):
         queries = self.norm1(queries)
 
         k = keys + key_pe
-        queries = self.norm2(queries + self.cross_attn_token_to_image.cross(queries + query_pe, k, keys))
+        queries = self.norm2(self.cross_attn_token_to_image.cross(queries + query_pe, k, keys, queries))
         queries = self.norm3(queries + self.mlp(queries))
-        keys = self.norm4(keys + self.cross_attn_image_to_token.cross(k, queries + query_pe, queries))
+        keys = self.norm4(self.cross_attn_image_to_token.cross(k, queries + query_pe, queries, keys))
         return queries, keys
 
 
@@ -56,10 +56,10 @@ class TwoWayTransformer(nn.Module):
     def forward(
         self, image_embedding: torch.Tensor, image_pe: torch.Tensor, point_embedding: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        keys = image_embedding.flatten(2).permute(0, 2, 1)
-        key_pe = image_pe.flatten(2).permute(0, 2, 1)
+        keys = image_embedding.flatten(2).transpose(1, 2).contiguous()  # row-major tokens for every pass after
+        key_pe = image_pe.flatten(2).transpose(1, 2).contiguous()
         queries = point_embedding
         for layer in self.layers:
             queries, keys = layer(queries, keys, point_embedding, key_pe)
-        attn = self.final_attn_token_to_image.cross(queries + point_embedding, keys + key_pe, keys)
-        return self.norm_final_attn(queries + attn), keys
+        attn = self.final_attn_token_to_image.cross(queries + point_embedding, keys + key_pe, keys, queries)
+        return self.norm_final_attn(attn), keys
