@@ -33,9 +33,10 @@ def _gelu_(act: nn.GELU, x: torch.Tensor) -> torch.Tensor:
 
 def _subpixel_rows(feat: torch.Tensor | None, bias: torch.Tensor, levels: int) -> torch.Tensor:
     """A feature map (B or 1, C, E * 2^levels, same) plus a per-channel bias, as rows (B or 1, E*E * 4^levels, C) in
-    the order `masks_from_tokens` makes them: (i, j, then each level's sub-row and sub-column)."""
+    the order `masks_from_tokens` makes them: (i, j, then each level's sub-row and sub-column); the bias alone as
+    (1, 1, C) without features."""
     if feat is None:
-        return bias
+        return bias.view(1, 1, -1)
     bf, c, hh, ww = feat.shape
     h, w = hh >> levels, ww >> levels
     x = feat.view(bf, c, h, *([2] * levels), w, *([2] * levels))
@@ -207,18 +208,26 @@ class MaskDecoder(nn.Module):
         """`upscale` then the hypernetwork product, on channels-last tokens: src (B, E*E, C), hyper_in (B, K, C/8) ->
         masks (B, K, 4E, 4E). Each transposed convolution is one (C_in, 4 C_out) matrix product whose rows stay in
         (row, column, sub-row, sub-column) order, LayerNorm2d is one `layer_norm` over the last axis, and the masks
-        are put in image order once at the end: no pass over the (B, C/8, 4E, 4E) features in NCHW."""
+        are put in image order once at the end: no pass over the (B, C/8, 4E, 4E) features in NCHW. One prompt at a
+        time, into two buffers reused across the prompts: a batch's (B, 16 E*E, C/2) product is tens of megabytes,
+        whose fresh pages cost more than the product."""
         deconv1, norm1, act1, deconv2, act2 = self.output_upscaling
-        b = src.shape[0]
         h, w = size
         feat_s0, feat_s1 = high_res_features if self.use_high_res_features else (None, None)
-        x = (src @ _subpixel_matrix(deconv1)).view(b, h * w * 4, -1).add_(_subpixel_rows(feat_s1, deconv1.bias, 1))
-        x = _gelu_(act1, F.layer_norm(x, x.shape[-1:], norm1.weight, norm1.bias, norm1.eps))
-        x = (x @ _subpixel_matrix(deconv2)).view(b, h * w * 16, -1).add_(_subpixel_rows(feat_s0, deconv2.bias, 2))
-        x = _gelu_(act2, x)
-        masks = hyper_in @ x.transpose(1, 2)  # (B, K, E*E*16), pixels in (i, j, di, dj, ei, ej) order
-        k = masks.shape[1]
-        return masks.view(b, k, h, w, 2, 2, 2, 2).permute(0, 1, 2, 4, 6, 3, 5, 7).reshape(b, k, 4 * h, 4 * w)
+        dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled(src.device.type) else src.dtype
+        m1, m2 = _subpixel_matrix(deconv1).to(dtype), _subpixel_matrix(deconv2).to(dtype)
+        rows1, rows0 = _subpixel_rows(feat_s1, deconv1.bias, 1), _subpixel_rows(feat_s0, deconv2.bias, 2)
+        out1 = src.new_empty(h * w, m1.shape[1], dtype=dtype)
+        out2 = src.new_empty(h * w * 4, m2.shape[1], dtype=dtype)
+        masks = []
+        for i, (tokens, hyper) in enumerate(zip(src, hyper_in)):
+            x = torch.matmul(tokens.to(dtype), m1, out=out1).view(h * w * 4, -1).add_(rows1[i % len(rows1)])
+            x = _gelu_(act1, F.layer_norm(x, x.shape[-1:], norm1.weight, norm1.bias, norm1.eps))
+            x = torch.matmul(x.to(dtype), m2, out=out2).view(h * w * 16, -1).add_(rows0[i % len(rows0)])
+            masks.append(hyper @ _gelu_(act2, x).T)  # (K, E*E*16), pixels in (i, j, di, dj, ei, ej) order
+        b, k = len(masks), hyper_in.shape[1]
+        masks = torch.stack(masks).view(b, k, h, w, 2, 2, 2, 2)
+        return masks.permute(0, 1, 2, 4, 6, 3, 5, 7).reshape(b, k, 4 * h, 4 * w)
 
     def stability_scores(self, mask_logits: torch.Tensor) -> torch.Tensor:
         """IoU between the masks thresholded at +delta and -delta: (B, K, H, W) -> (B, K)."""
