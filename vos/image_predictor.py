@@ -15,12 +15,12 @@ from vos.tracking.transforms import check_rgb_image, preprocess_image, to_input_
 
 MASK_THRESHOLD = 0.0
 LOW_RES_LOGIT_CLAMP = 32.0
-DECODE_CLICKS = 8
-"""`decode_clicks` sends clicks through the decoder this many at a time. Since the decoder upscales click by click
-(`MaskDecoder.masks_from_tokens`), the group's size matters little: EdgeTAM, 2-core Xeon, ms per 64 clicks at
-512 px for groups of 1, 2, 4, 8 and 16: fp32 403, 438, 443, 442, 432; bf16 322, 324, 320, 322, 336; at 1024 px
-(32 clicks) fp32 759, 803, 802, 803, 789; bf16 565, 570, 557, 545, 565. Before, a group's upscaling made tensors of
-tens of megabytes (their page faults), and groups of 1 took twice as long as groups of 8."""
+DECODE_CLICK_TOKENS = 16384
+"""`decode_clicks` sends clicks through the decoder in groups of this many image tokens (clicks x E*E; 16 clicks at
+512 px, 4 at 1024), at least one click: the per-call work is shared by several clicks while a group's image-sized
+tensors stay small. EdgeTAM, 2-core Xeon, the upscaling click by click, ms per 64 clicks at 512 px for groups of 2,
+4, 8, 16 and 32: fp32 507, 425, 388, 392, 443; bf16 543, 390, 298, 265, 285; at 1024 px (32 clicks) fp32 720, 756,
+763, 750, 878; bf16 607, 492, 536, 583, 660."""
 
 
 class ImagePredictor:
@@ -128,7 +128,7 @@ class ImagePredictor:
         clamped (`upscale_logits(low_res, orig_hw)` gives `predict`'s logits; clamped, its low-res output) and
         IoUs (B, K). The caller upscales only the masks it keeps. Each click's outputs are its own, however grouped."""
         self._require_image()
-        step = DECODE_CLICKS
+        step = max(1, DECODE_CLICK_TOKENS // self._features["image_embed"][0, 0].numel())
         coords = self._to_input_frame(coords)
         out = []
         with self.model.autocast():
