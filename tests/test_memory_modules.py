@@ -121,8 +121,9 @@ def test_bf16_cpu_attention_equals_softmax_attention():
 @torch.inference_mode()
 def test_reassociated_cross_attention_equals_attention():
     """`few_to_many` / `many_to_few` (the decoder's token <-> image cross-attentions with the image side's projections
-    moved onto the tokens; the image side's residual added inside the product) give `Attention.forward`'s output, on per-click images and on one image shared by every
-    click (batch 1 against B), with scores large enough that the softmax is far from uniform."""
+    moved onto the tokens; the image side's residual added inside the product) give `Attention.forward`'s output,
+    on per-click images and on one image shared by every click (batch 1 against B), with scores large enough that
+    the softmax is far from uniform."""
     from vos.modeling.attention import Attention
 
     torch.manual_seed(5)
@@ -156,7 +157,9 @@ def test_decoder_upscaling_on_tokens_equals_the_transposed_convolutions(high_res
     image, pe, sparse = torch.randn(1, 64, h, w), torch.randn(1, 64, h, w), torch.randn(b, 2, 64)
     dense = torch.randn(1, 64, 1, 1).expand(b, 64, h, w)
     for feat_batch in (1, b):
-        feats = [torch.randn(feat_batch, 8, 4 * h, 4 * w), torch.randn(feat_batch, 16, 2 * h, 2 * w)] if high_res else None
+        feats = None
+        if high_res:
+            feats = [torch.randn(feat_batch, 8, 4 * h, 4 * w), torch.randn(feat_batch, 16, 2 * h, 2 * w)]
         with torch.no_grad():
             got = decoder.predict_masks(image, pe, sparse, dense, True, feats)[0]
         with torch.enable_grad():

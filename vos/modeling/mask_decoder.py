@@ -164,7 +164,8 @@ class MaskDecoder(nn.Module):
         hyper_in = torch.stack(
             [mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1
         )
-        if exporting() or torch.is_grad_enabled() or not self._upscales_by_tokens:  # (in-place ops)
+        on_tokens = not exporting() and not torch.is_grad_enabled() and src.device.type == "cpu"
+        if not (on_tokens and self._upscales_by_tokens):
             upscaled = self.upscale(src.transpose(1, 2).reshape(b, c, h, w), high_res_features)
             b, c, h, w = upscaled.shape
             masks = (hyper_in @ upscaled.view(b, c, h * w)).view(b, -1, h, w)
@@ -210,11 +211,12 @@ class MaskDecoder(nn.Module):
         (row, column, sub-row, sub-column) order, LayerNorm2d is one `layer_norm` over the last axis, and the masks
         are put in image order once at the end: no pass over the (B, C/8, 4E, 4E) features in NCHW. One prompt at a
         time, into two buffers reused across the prompts: a batch's (B, 16 E*E, C/2) product is tens of megabytes,
-        whose fresh pages cost more than the product."""
+        whose fresh pages cost more than the product. The CPU's path, in place: `predict_masks` takes `upscale`
+        under autograd, on other devices and when exporting."""
         deconv1, norm1, act1, deconv2, act2 = self.output_upscaling
         h, w = size
         feat_s0, feat_s1 = high_res_features if self.use_high_res_features else (None, None)
-        dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled(src.device.type) else src.dtype
+        dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else src.dtype
         m1, m2 = _subpixel_matrix(deconv1).to(dtype), _subpixel_matrix(deconv2).to(dtype)
         rows1, rows0 = _subpixel_rows(feat_s1, deconv1.bias, 1), _subpixel_rows(feat_s0, deconv2.bias, 2)
         out1 = src.new_empty(h * w, m1.shape[1], dtype=dtype)
