@@ -290,8 +290,10 @@ class MaskGeneratorSettings(_Strict):
 
     points_per_side: int = Field(32, ge=1, le=256, description="clicks per side of the grid on the whole image")
     points_per_batch: int = Field(
-        64, ge=1, le=4096, description="clicks per batch: bounds the memory of their masks (the decoder takes 16 at a time at 512 px, 4 at 1024)"
-    )
+        64, ge=1, le=4096,
+        description="clicks per batch: bounds the memory of their masks (the decoder takes 16 at a time at 512 px, "
+        "4 at 1024)",
+    )  # fmt: skip
     pred_iou_thresh: float = Field(0.8, ge=0, le=1, description="drop masks whose predicted IoU is not above this")
     stability_score_thresh: float = Field(0.95, ge=0, le=1, description="drop masks less stable than this")
     stability_score_offset: float = Field(1.0, ge=0, description="logit offset of the stability score's two masks")
