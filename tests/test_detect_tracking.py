@@ -105,7 +105,7 @@ class ShapeSegmenter:
 def _iou(a: np.ndarray | None, b: np.ndarray) -> float:
     if a is None:
         return 0.0
-    from vos.detection.layouts import box_iou
+    from vos.boxes import box_iou
 
     return float(box_iou(a, b[None])[0])
 

@@ -16,8 +16,8 @@ FOLDERS = {"vos": "vos", "streams": "vos.streams", "memory": "vos.memory", "conf
 
 LAYERS: list[tuple[str, list[str]]] = [
     # lowest first; a name stands for the module and everything under it, the longest name that fits decides
-    ("foundations", ["vos.errors", "vos.lazy", "vos.configs", "vos.config", "vos.streams.redact", "vos.tracking.prompts",
-                     "vos.http_service"]),
+    ("foundations", ["vos.errors", "vos.boxes", "vos.lazy", "vos.configs", "vos.config", "vos.streams.redact",
+                     "vos.tracking.prompts", "vos.http_service"]),
     ("frames and memory", ["vos.device", "vos.streams.sources", "vos.streams.messages", "vos.streams.label_map",
                            "vos.streams.overlay", "vos.streams.prompt_inbox", "vos.tracking.transforms",
                            "vos.tracking.postprocess", "vos.memory"]),

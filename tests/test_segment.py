@@ -18,6 +18,7 @@ from tests.conftest import build_meta, read_frame
 from tests.meta_generator import meta_generator
 from vos.segment import MaskGenerator, upscaled
 from vos.segment.amg import (
+    box_area,
     crop_boxes,
     mask_to_rle,
     masks_to_boxes,
@@ -158,6 +159,31 @@ def test_geometry_helpers():
         [5, 4], [5, 5], [5, 6], [6, 4], [6, 5], [6, 6]]  # fmt: skip
     keep = nms(torch.tensor([[0, 0, 10, 10], [1, 1, 10, 10], [20, 20, 30, 30]]), torch.tensor([0.5, 0.9, 0.7]), 0.7)
     assert keep.tolist() == [1, 2]  # box 0 overlaps box 1 (IoU 0.81) and scores lower
+
+
+def test_nms_keeps_what_the_all_pairs_rule_keeps():
+    """Greedy NMS (kept boxes against the boxes still in the race) equals the rule on the full IoU matrix: sorted
+    by score (ties: lower index first), a box goes when a kept better one overlaps it above the threshold. Integer
+    boxes as masks give, with tied scores and empty (zero-area) boxes."""
+    rng = np.random.default_rng(0)
+    corners = rng.integers(0, 60, (300, 2, 2))
+    boxes = torch.from_numpy(np.concatenate([corners.min(1), corners.max(1)], 1))
+    boxes[:20, 2:] = boxes[:20, :2]  # empty
+    scores = torch.from_numpy(rng.integers(0, 30, 300).astype(np.float32))  # many ties
+    for threshold in (0.3, 0.7):
+        order = torch.sort(scores, descending=True, stable=True).indices
+        b = boxes[order].float()
+        inter = (torch.minimum(b[:, None, 2:], b[None, :, 2:]) - torch.maximum(b[:, None, :2], b[None, :, :2]))
+        inter = inter.clamp(min=0).prod(-1)
+        area = box_area(b)
+        over = (inter / (area[:, None] + area[None, :] - inter) > threshold).numpy()
+        alive = np.ones(len(b), dtype=bool)
+        for i in range(len(b)):
+            if alive[i]:
+                alive[i + 1 :] &= ~over[i, i + 1 :]
+        want = order[torch.from_numpy(alive)]
+        assert 20 < len(want) < 280
+        assert nms(boxes, scores, threshold).tolist() == want.tolist()
 
 
 @pytest.mark.parametrize("low_hw, hw", [((128, 128), (480, 854)), ((128, 128), (77, 100)), ((32, 48), (32, 48))])

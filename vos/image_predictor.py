@@ -130,12 +130,16 @@ class ImagePredictor:
         self._require_image()
         step = max(1, DECODE_CLICK_TOKENS // self._features["image_embed"][0, 0].numel())
         coords = self._to_input_frame(coords)
-        out = []
+        low_res = ious = None
         with self.model.autocast():
             for i in range(0, len(coords), step):
                 masks_in = None if mask_input is None else mask_input[i : i + step]
-                out.append(self._decode(coords[i : i + step], labels[i : i + step], None, masks_in, multimask_output))
-        return torch.cat([o[0] for o in out]).float(), torch.cat([o[1] for o in out]).float()
+                masks, iou = self._decode(coords[i : i + step], labels[i : i + step], None, masks_in, multimask_output)
+                if low_res is None:  # filled group by group: no second (B, K, 4E, 4E) pass to join and cast them
+                    low_res = masks.new_empty(len(coords), *masks.shape[1:], dtype=torch.float32)
+                    ious = iou.new_empty(len(coords), *iou.shape[1:], dtype=torch.float32)
+                low_res[i : i + step], ious[i : i + step] = masks, iou
+        return low_res, ious
 
     def upscale(self, low_res: torch.Tensor) -> torch.Tensor:
         """(B, K, 4E, 4E) low-res logits (`decode_clicks`) -> float32 (B, K, H, W) at the image's size."""

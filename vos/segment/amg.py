@@ -12,6 +12,8 @@ from itertools import product
 import numpy as np
 import torch
 
+from vos.boxes import nms as greedy_nms
+
 
 def point_grid(n_per_side: int) -> np.ndarray:
     """(n*n, 2) points in [0, 1]^2 at the centres of an n x n grid of cells, rows of x first."""
@@ -77,22 +79,10 @@ def box_area(boxes: torch.Tensor) -> torch.Tensor:
 
 
 def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
-    """Greedy non-maximum suppression: indices of the boxes kept, highest score first (ties: lower index first). A
-    box is dropped when its IoU with a kept box exceeds `iou_threshold`."""
-    boxes = boxes.float()
-    order = torch.sort(scores, descending=True, stable=True).indices
-    boxes = boxes[order]
-    lt = torch.maximum(boxes[:, None, :2], boxes[None, :, :2])
-    rb = torch.minimum(boxes[:, None, 2:], boxes[None, :, 2:])
-    inter = (rb - lt).clamp(min=0).prod(-1)
-    area = box_area(boxes)
-    iou = inter / (area[:, None] + area[None, :] - inter)
-    overlaps = (iou > iou_threshold).numpy()
-    keep = np.ones(len(order), dtype=bool)
-    for i in range(len(order)):
-        if keep[i]:
-            keep[i + 1 :] &= ~overlaps[i, i + 1 :]
-    return order[torch.from_numpy(keep)]
+    """Greedy non-maximum suppression (`vos.boxes.nms`, IoU in float32): indices of the boxes kept, highest score
+    first (ties: lower index first). A box is dropped when its IoU with a kept box exceeds `iou_threshold`."""
+    kept = greedy_nms(boxes.float().numpy(), scores.float().numpy(), iou_threshold)
+    return torch.from_numpy(kept)
 
 
 def near_crop_edge(boxes: torch.Tensor, crop: list[int], image_box: list[int], atol: float = 20.0) -> torch.Tensor:

@@ -17,7 +17,7 @@ import numpy as np
 
 from vos.config import DetectorSettings
 from vos.detection.detector import Detector
-from vos.detection.layouts import box_iou
+from vos.boxes import box_iou
 
 
 @dataclass(frozen=True)
