@@ -141,6 +141,24 @@ def test_reassociated_cross_attention_equals_attention():
         assert got.shape == want.shape == (3, 200, 64) and (got - want).abs().max() <= 1e-5 * want.abs().max()
 
 
+@torch.inference_mode()
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_softmax_per_head_equals_a_softmax_of_each_head(dtype):
+    """`softmax_per_head` (every head shifted by the row's maximum, summed by a block-diagonal product) against
+    float64 softmaxes of each head, with one row where a head lies 200 below another: e^-200 underflows, and that
+    case must take the per-head path instead of dividing zero by zero."""
+    from vos.modeling.attention import softmax_per_head
+
+    g = torch.Generator().manual_seed(6)
+    scores = torch.randn(2, 50, 4 * 7, generator=g) * 4
+    scores[1, 3, :7] -= 200.0
+    for x in (scores[:1].to(dtype), scores.to(dtype)):  # without and with the far head
+        want = torch.softmax(x.double().unflatten(-1, (4, 7)), -1).flatten(-2)
+        got = softmax_per_head(x, 4)
+        assert got.dtype == dtype and torch.isfinite(got).all()
+        assert (got.double() - want).abs().max() <= (1e-6 if dtype == torch.float32 else 2e-2)  # 3 bf16 roundings
+
+
 @pytest.mark.parametrize("high_res", [True, False])
 def test_decoder_upscaling_on_tokens_equals_the_transposed_convolutions(high_res):
     """`MaskDecoder.masks_from_tokens` (the two transposed convolutions as matrix products over channels-last tokens,

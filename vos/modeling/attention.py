@@ -39,6 +39,24 @@ def softmax_short(x: torch.Tensor) -> torch.Tensor:
     return e / e.sum(-1, keepdim=True)
 
 
+SHIFT_FLOOR = 1e-30
+"""Smallest head sum `softmax_per_head` accepts: e^-69, far above float32's (and bfloat16's) smallest normal 1e-38."""
+
+
+def softmax_per_head(scores: torch.Tensor, heads: int) -> torch.Tensor:
+    """(..., heads * n) scores -> each head's softmax over its n scores, same shape. Every head is shifted by the row's
+    maximum over all heads (softmax does not change) and summed by a product with a block-diagonal matrix of ones:
+    whole-row passes, where per-head reductions and broadcasts over rows of n (8) take several times as long. A
+    head far below the row's maximum (its sum under SHIFT_FLOOR, near underflow) sends the rows to `softmax_short`."""
+    e = (scores - scores.amax(-1, keepdim=True)).exp_()
+    n = scores.shape[-1] // heads
+    ones = torch.ones(n, n, dtype=e.dtype, device=e.device)
+    sums = e @ torch.kron(torch.eye(heads, dtype=e.dtype, device=e.device), ones)
+    if sums.amin() < SHIFT_FLOOR:
+        return softmax_short(scores.unflatten(-1, (heads, n))).flatten(-2)
+    return e.div_(sums)
+
+
 class Attention(nn.Module):
     """q: (B, Nq, C), k/v: (B, Nk, C_kv) -> (B, Nq, C); internal width C / downsample_rate."""
 
@@ -128,7 +146,7 @@ class Attention(nn.Module):
         wq, bq = self._heads_of(self.q_proj)
         keys = torch.einsum("hdc,bnhd->bchn", wq, kh).reshape(b, -1, h * n)
         scores = q @ keys + torch.einsum("hd,bnhd->bhn", bq, kh).reshape(b, 1, h * n)
-        weights = softmax_short(scores.view(*scores.shape[:2], h, n)).flatten(2)  # (B, L, heads * n)
+        weights = softmax_per_head(scores, h)  # (B, L, heads * n)
         wo = self.out_proj.weight.view(-1, h, self.internal_dim // h)
         values = torch.einsum("ohd,bnhd->bhno", wo, self.v_proj(v).view(b, n, h, -1)).reshape(b, h * n, -1)
         values = values + self.out_proj.bias / h
