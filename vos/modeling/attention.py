@@ -120,17 +120,22 @@ class Attention(nn.Module):
 
     def few_to_many(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Few queries over many keys: q (B, n, C), k and v (B or 1, L, C_kv) -> (B, n, C), as `forward`. Scores are
-        (q_h W_k,h) . k + q_h . b_k,h (L x C_kv products, no key projection); values mix before their projection."""
+        k . (W_k,h^T q_h) + q_h . b_k,h (L x C_kv products, no key projection), made as (L, heads * n) so that the
+        image tokens are never transposed; values mix before their projection. One image for B prompts is one
+        product over all B prompts' rows."""
         b, n, _ = q.shape
         h = self.num_heads
         qh = self.q_proj(q).view(b, n, h, -1)
         qh = qh * qh.shape[-1] ** -0.5
         wk, bk = self._heads_of(self.k_proj)
         wv, bv = self._heads_of(self.v_proj)
-        scores = torch.einsum("bnhd,hdc->bhnc", qh, wk).reshape(b, h * n, -1) @ k.transpose(1, 2)
-        scores = scores + torch.einsum("bnhd,hd->bhn", qh, bk).reshape(b, h * n, 1)
-        mixed = (torch.softmax(scores, dim=-1) @ v).view(b, h, n, -1)  # (B, heads, n, C_kv)
-        out = torch.einsum("bhnc,hdc->bnhd", mixed, wv) + bv
+        keys = torch.einsum("bnhd,hdc->bhnc", qh, wk).reshape(b, h * n, -1)
+        bias = torch.einsum("bnhd,hd->bhn", qh, bk).reshape(b, 1, h * n)
+        if k.shape[0] == 1 < b:
+            keys, bias = keys.reshape(1, b * h * n, -1), bias.reshape(1, 1, -1)
+        scores = (k @ keys.transpose(1, 2)).add_(bias)  # (B or 1, L, heads * n [* B])
+        mixed = torch.softmax(scores, dim=1).transpose(1, 2) @ v
+        out = torch.einsum("bhnc,hdc->bnhd", mixed.view(b, h, n, -1), wv) + bv
         return self.out_proj(out.reshape(b, n, -1))
 
     def many_to_few(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
