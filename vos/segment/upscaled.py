@@ -6,9 +6,9 @@ one numba pass per mask computes each upscaled logit in a row buffer and keeps o
 (N, H, W) tensor is written, and the masks that survive NMS are upscaled for real afterwards.
 
 The arithmetic is torch's CPU bilinear kernel (`align_corners=False`): source index `fma(scale, x + 0.5, -0.5)`,
-rows first, then columns, each a fused multiply-add `fma(a, w0, b * w1)`, emulated in float64 (`same_as_torch`
-checks it once per process). A logit within two ulps of a threshold, where the emulation's double rounding could
-tip it, makes `mask_stats` recount its mask from torch's upscaling: the results are torch's, bit for bit.
+rows first, then columns, each a fused multiply-add `fma(a, w0, b * w1)` rounded once (LLVM's `fma`, as torch's
+vectorised kernel): the counts are those of torch's upscaled logits, bit for bit. `same_as_torch` checks that
+once per process; where it fails (a torch build that rounds otherwise), `mask_stats` upscales with torch.
 
 Shapes: N masks; low-res logits (N, h, w); the image (H, W).
 """
@@ -21,7 +21,8 @@ from functools import cache
 
 import numpy as np
 import torch
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.core.extending import intrinsic
 
 from vos.segment.amg import masks_to_boxes, stability_score
 from vos.tracking.transforms import upscale_logits
@@ -31,9 +32,6 @@ log = logging.getLogger(__name__)
 _ONE_AT_A_TIME = threading.Lock()
 """Around the parallel kernel: numba's fallback threading layer (workqueue, where neither OpenMP nor TBB loads)
 aborts on parallel calls from two threads at once, as streams discovering objects could make."""
-
-ULP = 2.0**-22
-"""Logits within two float32 ulps of a threshold are recounted by torch (the emulated fma rounds twice)."""
 
 
 def axis_weights(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -49,10 +47,17 @@ def axis_weights(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndar
     return i0, i0 + (i0 < n_in - 1), (np.float32(1) - w1).astype(np.float32), w1
 
 
+@intrinsic
+def _fma32(typingctx, a, b, c):  # pragma: no cover (numba)
+    """a * b + c in float32, rounded once (LLVM's fma intrinsic: one instruction where the CPU has FMA)."""
+    sig = types.float32(types.float32, types.float32, types.float32)
+    return sig, lambda context, builder, signature, args: builder.fma(*args)
+
+
 @njit(inline="always")
-def _fma(a, w0, b, w1):
-    """fma(a, w0, b * w1) in float32, through float64 (a * w0 is exact there)."""
-    return np.float32(np.float64(a) * np.float64(w0) + np.float64(np.float32(b * w1)))
+def _fma(a, w0, b, w1):  # pragma: no cover (numba)
+    """fma(a, w0, b * w1) in float32: one bilinear step as torch's kernel makes it."""
+    return _fma32(a, w0, np.float32(b * w1))
 
 
 @njit(cache=True)
@@ -77,27 +82,23 @@ def _upscale(low, y0, y1, wy0, wy1, x0, x1, wx0, wx1):  # pragma: no cover (numb
 
 
 @njit(parallel=True, cache=True)
-def _stats(low, y0, y1, wy0, wy1, x0, x1, wx0, wx1, thresholds, counts, boxes, unsure):  # pragma: no cover (numba)
+def _stats(low, y0, y1, wy0, wy1, x0, x1, wx0, wx1, thresholds, counts, boxes):  # pragma: no cover (numba)
     """Per mask: counts[n, k] of upscaled logits above thresholds[k + 1]; boxes[n] of those above thresholds[0]
-    (x0, y0, x1, y1 inclusive; -1s for none); unsure[n] when a logit lies within ULP of a threshold. Loops are
-    plain one-array passes so that LLVM vectorises them."""
+    (x0, y0, x1, y1 inclusive; -1s for none). Loops are plain one-array passes so that LLVM vectorises them."""
     n = low.shape[0]
     height, width = y0.shape[0], x0.shape[0]
     for m in prange(n):
         rows = _rows(low[m], x0, x1, wx0, wx1)
         p = np.empty(width, np.float32)
         top, bottom, left, right = height, -1, width, -1
-        close = 0
         for y in range(height):
             ra, rb, u, v = rows[y0[y]], rows[y1[y]], wy0[y], wy1[y]
             for x in range(width):
                 p[x] = _fma(ra[x], u, rb[x], v)
             for k in range(thresholds.shape[0]):
                 t = thresholds[k]
-                slack = np.float32(ULP * abs(t) + 1e-37)
                 above = 0
                 for x in range(width):
-                    close += abs(p[x] - t) <= slack
                     above += p[x] > t
                 if k:
                     counts[m, k - 1] += above
@@ -111,17 +112,17 @@ def _stats(low, y0, y1, wy0, wy1, x0, x1, wx0, wx1, thresholds, counts, boxes, u
                     while p[last] <= t:
                         last -= 1
                     left, right = min(left, first), max(right, last)
-        unsure[m] = close > 0
         boxes[m, 0], boxes[m, 1], boxes[m, 2], boxes[m, 3] = left, top, right, bottom
 
 
 @cache
 def same_as_torch() -> bool:
-    """Whether `_upscale` gives torch's bilinear upscaling bit for bit on this machine (a torch build whose kernel
+    """Whether `_upscale` gives torch's bilinear upscaling bit for bit on this machine (logits of three magnitudes) (a torch build whose kernel
     rounds otherwise makes `mask_stats` upscale with torch)."""
     gen = torch.Generator().manual_seed(0)
-    for (h, w), (height, width) in (((128, 128), (480, 854)), ((64, 64), (1080, 1920)), ((32, 48), (77, 101))):
-        low = torch.randn(h, w, generator=gen) * 8
+    cases = (((128, 128), (480, 854), 0.1), ((64, 64), (1080, 1920), 8.0), ((32, 48), (77, 101), 100.0))
+    for (h, w), (height, width), scale in cases:
+        low = torch.randn(h, w, generator=gen) * scale
         want = upscale_logits(low[None, None], (height, width))[0, 0]
         got = _upscale(low.numpy(), *axis_weights(h, height), *axis_weights(w, width))
         if not np.array_equal(got, want.numpy()):
@@ -141,19 +142,13 @@ def mask_stats(
     n = low.shape[0]
     counts = np.zeros((n, 2), np.int64)
     boxes = np.zeros((n, 4), np.int64)
-    unsure = np.zeros(n, np.bool_)
     if n:
         thresholds = np.array([threshold, threshold + offset, threshold - offset], np.float32)
         with _ONE_AT_A_TIME:
             _stats(low, *axis_weights(low.shape[1], hw[0]), *axis_weights(low.shape[2], hw[1]), thresholds,
-                   counts, boxes, unsure)  # fmt: skip
+                   counts, boxes)  # fmt: skip
     counts, boxes = torch.from_numpy(counts), torch.from_numpy(boxes)
-    stability = counts[:, 0] / counts[:, 1]
-    boxes = boxes.masked_fill((boxes[:, 3] < 0)[:, None], 0)
-    redo = torch.from_numpy(unsure).nonzero()[:, 0]
-    if len(redo):
-        stability[redo], boxes[redo] = upscaled_stats(upscale_logits(low_res[redo, None], hw)[:, 0], threshold, offset)
-    return stability, boxes
+    return counts[:, 0] / counts[:, 1], boxes.masked_fill((boxes[:, 3] < 0)[:, None], 0)
 
 
 def upscaled_stats(masks: torch.Tensor, threshold: float, offset: float) -> tuple[torch.Tensor, torch.Tensor]:
