@@ -141,6 +141,21 @@ def test_reassociated_cross_attention_equals_attention():
         assert got.shape == want.shape == (3, 200, 64) and (got - want).abs().max() <= 1e-5 * want.abs().max()
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32, torch.float64])
+def test_masks_from_tokens_pixel_order_to_image_order(dtype):
+    """`_image_order` (sub-pixel pairs moved as one wider element; float64 the plain way): pixel (i, j, di, dj, ei,
+    ej) of the token path lands at row 4i + 2di + ei, column 4j + 2dj + ej, for a non-square image."""
+    from vos.modeling.mask_decoder import _image_order
+
+    h, w = 3, 5
+    i, j, di, dj, ei, ej = torch.meshgrid(*[torch.arange(n) for n in (h, w, 2, 2, 2, 2)], indexing="ij")
+    rows, cols = (4 * i + 2 * di + ei).flatten(), (4 * j + 2 * dj + ej).flatten()
+    masks = torch.randn(2, 3, 16 * h * w).to(dtype)
+    want = torch.zeros(2, 3, 4 * h, 4 * w, dtype=dtype)
+    want[:, :, rows, cols] = masks
+    assert torch.equal(_image_order(masks, h, w), want)
+
+
 @torch.inference_mode()
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_softmax_per_head_equals_a_softmax_of_each_head(dtype):

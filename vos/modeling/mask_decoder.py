@@ -46,6 +46,19 @@ def _subpixel_rows(feat: torch.Tensor | None, bias: torch.Tensor, levels: int) -
     return (x.permute(order) + bias).reshape(bf, -1, c)
 
 
+def _image_order(masks: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Masks (B, K, E*E*16) in `masks_from_tokens`' pixel order (i, j, di, dj, ei, ej) -> (B, K, 4E, 4E), rows
+    4i + 2di + ei and columns 4j + 2dj + ej. Each (ej = 0, 1) pair moves as one element of twice the width: the
+    permuting copy, two elements at a time otherwise, takes a tenth as long."""
+    b, k, _ = masks.shape
+    wide = {2: torch.int32, 4: torch.int64}.get(masks.element_size())
+    if wide is None:
+        x = masks.view(b, k, h, w, 2, 2, 2, 2).permute(0, 1, 2, 4, 6, 3, 5, 7)
+        return x.reshape(b, k, 4 * h, 4 * w)
+    pairs = masks.view(wide).view(b, k, h, w, 2, 2, 2).permute(0, 1, 2, 4, 6, 3, 5)
+    return pairs.reshape(b, k, 4 * h, 2 * w).view(masks.dtype)
+
+
 # Logit of an object score when the decoder has no object-score head: sigmoid(10) ~ 1.
 DEFAULT_OBJECT_SCORE_LOGIT = 10.0
 
@@ -227,9 +240,7 @@ class MaskDecoder(nn.Module):
             x = _gelu_(act1, F.layer_norm(x, x.shape[-1:], norm1.weight, norm1.bias, norm1.eps))
             x = torch.matmul(x.to(dtype), m2, out=out2).view(h * w * 16, -1).add_(rows0[i % len(rows0)])
             masks.append(hyper @ _gelu_(act2, x).T)  # (K, E*E*16), pixels in (i, j, di, dj, ei, ej) order
-        b, k = len(masks), hyper_in.shape[1]
-        masks = torch.stack(masks).view(b, k, h, w, 2, 2, 2, 2)
-        return masks.permute(0, 1, 2, 4, 6, 3, 5, 7).reshape(b, k, 4 * h, 4 * w)
+        return _image_order(torch.stack(masks), h, w)
 
     def stability_scores(self, mask_logits: torch.Tensor) -> torch.Tensor:
         """IoU between the masks thresholded at +delta and -delta: (B, K, H, W) -> (B, K)."""
