@@ -198,3 +198,32 @@ def test_track_with_a_detector_from_the_command_line(tracking_checkpoint, tmp_pa
         == 2
     )
     assert "its classes: person, car" in capsys.readouterr().err
+
+
+def test_batch_with_a_detector_on_ray_writes_what_track_writes(tracking_checkpoint, tmp_path: Path, capsys):
+    """`vos batch CLIP --detector FILE --classes car` on Ray (one worker, one thread) writes the label maps and masks
+    lines (the car as object 1, its class and score) that `vos track` writes with one thread."""
+    from tests.ray_fixtures import ray_or_skip
+
+    ray_or_skip()
+    from PIL import Image
+
+    from vos.cli import main
+
+    clip = tmp_path / "clip"
+    clip.mkdir()
+    for t in range(3):
+        Image.fromarray(frame(8 + t)).save(clip / f"{t:05d}.png")
+    detector = yolo_layout_file(tmp_path / "det.onnx", [(10, 23, 8, 12), (45, 45, 20, 8)], [0, 1], NAMES)
+    model = ["--checkpoint", str(tracking_checkpoint), "--config", "sam2.1_hiera_t", "--image-size", "512", "--quiet"]
+    found = ["--detector", str(detector), "--classes", "car"]
+    assert main(["track", str(clip), *found, "--out", str(tmp_path / "track"), "--threads", "1", *model]) == 0
+    code = main(["batch", str(clip), *found, "--out", str(tmp_path / "batch"), "--workers", "1", "--num-cpus", "1",
+                 *model])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    track, batch = tmp_path / "track", tmp_path / "batch" / "clip"
+    lines = [json.loads(line) for line in (batch / "masks.jsonl").read_text().splitlines()]
+    assert [[(o["id"], o["class_name"]) for o in line["objects"]] for line in lines] == [[(1, "car")]] * 3
+    assert (batch / "masks.jsonl").read_text() == (track / "masks.jsonl").read_text()
+    for png in sorted(track.glob("*.png")):
+        assert png.read_bytes() == (batch / png.name).read_bytes(), png.name

@@ -128,6 +128,8 @@ class ImagePredictor:
         clamped (`upscale_logits(low_res, orig_hw)` gives `predict`'s logits; clamped, its low-res output) and
         IoUs (B, K). The caller upscales only the masks it keeps. Each click's outputs are its own, however grouped."""
         self._require_image()
+        if not len(coords):
+            raise ValueError("decode_clicks needs at least one click")
         step = max(1, DECODE_CLICK_TOKENS // self._features["image_embed"][0, 0].numel())
         coords = self._to_input_frame(coords)
         low_res = ious = None
