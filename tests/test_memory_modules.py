@@ -178,7 +178,8 @@ def test_softmax_per_head_equals_a_softmax_of_each_head(dtype):
 def test_decoder_upscaling_on_tokens_equals_the_transposed_convolutions(high_res):
     """`MaskDecoder.masks_from_tokens` (the two transposed convolutions as matrix products over channels-last tokens,
     in place, the masks reordered once) gives the masks of the NCHW path the decoder takes when exported or under
-    autograd, with the stride-4/8 features shared by every prompt or one per prompt, on a non-square image."""
+    autograd, with the stride-4/8 features shared by every prompt or one per prompt, on a non-square image; so do
+    `token_rows` made beforehand."""
     from vos.config import MaskDecoderConfig
     from vos.modeling.mask_decoder import MaskDecoder
 
@@ -199,3 +200,6 @@ def test_decoder_upscaling_on_tokens_equals_the_transposed_convolutions(high_res
             want = decoder.predict_masks(image, pe, sparse, dense, True, feats)[0].detach()
         assert got.shape == want.shape == (b, 4, 4 * h, 4 * w)
         assert (got - want).abs().max() <= 1e-5 * want.abs().max()
+        with torch.no_grad():  # the rows made once per image, as the image predictor hands them over
+            rows = decoder.token_rows(feats)
+            assert torch.equal(decoder.predict_masks(image, pe, sparse, dense, True, feats, rows)[0], got)

@@ -44,7 +44,7 @@ class ImagePredictor:
         return self.model.onnx_graphs is not None
 
     def reset_predictor(self) -> None:
-        self._features: dict[str, torch.Tensor | list[torch.Tensor]] | None = None
+        self._features: dict[str, torch.Tensor | list[torch.Tensor] | tuple[torch.Tensor, ...]] | None = None
         self._orig_hw: tuple[int, int] | None = None
 
     @torch.inference_mode()
@@ -59,6 +59,13 @@ class ImagePredictor:
         if self.model.cfg.tracking.directly_add_no_mem_embed and not self._graphs:
             self._features["image_embed"] = self.model.add_no_mem_embed(feats[-1])
         self._orig_hw = (image.shape[0], image.shape[1])
+
+    def _token_rows(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The decoder's `token_rows` of this image, made on its first decode (the everything mode decodes one
+        image in tens of groups)."""
+        if "token_rows" not in self._features:
+            self._features["token_rows"] = self.model.sam_mask_decoder.token_rows(self._features["high_res_feats"])
+        return self._features["token_rows"]
 
     def _require_image(self) -> None:
         if self._features is None:
@@ -196,5 +203,6 @@ class ImagePredictor:
             multimask_output=multimask_output,
             repeat_image=points is not None and points[0].shape[0] > 1,
             high_res_features=self._features["high_res_feats"],
+            token_rows=self._token_rows(),
         )
         return low_res, ious

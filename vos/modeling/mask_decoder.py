@@ -112,14 +112,16 @@ class MaskDecoder(nn.Module):
         multimask_output: bool,
         repeat_image: bool,
         high_res_features: list[torch.Tensor] | None = None,
+        token_rows: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> DecoderOutput:
         """image_embeddings (B or 1, C, E, E), image_pe (1, C, E, E), sparse (B, N, C), dense (B, C, E, E).
 
         high_res_features: [(B, C/8, 4E, 4E), (B, C/4, 2E, 2E)] already projected by conv_s0/conv_s1.
+        token_rows: `self.token_rows(high_res_features)`, made once by a caller that decodes one image many times.
         """
         masks, iou_pred, mask_tokens_out, object_score_logits = self.predict_masks(
             image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings,
-            repeat_image, high_res_features,
+            repeat_image, high_res_features, token_rows,
         )
         return DecoderOutput(*self.select_outputs(masks, iou_pred, mask_tokens_out, multimask_output), object_score_logits)
 
@@ -147,6 +149,7 @@ class MaskDecoder(nn.Module):
         dense_prompt_embeddings: torch.Tensor,
         repeat_image: bool,
         high_res_features: list[torch.Tensor] | None,
+        token_rows: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """All 4 masks (B, 4, 4E, 4E), IoUs (B, 4), mask tokens (B, 4, C), object score logits (B, 1)."""
         token_weights = [self.iou_token.weight, self.mask_tokens.weight]
@@ -183,7 +186,7 @@ class MaskDecoder(nn.Module):
             b, c, h, w = upscaled.shape
             masks = (hyper_in @ upscaled.view(b, c, h * w)).view(b, -1, h, w)
         else:
-            masks = self.masks_from_tokens(src, hyper_in, (h, w), high_res_features)
+            masks = self.masks_from_tokens(src, hyper_in, (h, w), high_res_features, token_rows)
         iou_pred = self.iou_prediction_head(iou_token_out)
         if self.cfg.pred_obj_scores:
             object_score_logits = self.pred_obj_score_head(hs[:, 0, :])
@@ -212,12 +215,21 @@ class MaskDecoder(nn.Module):
             for d in deconvs
         )
 
+    def token_rows(self, high_res_features: list[torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The stride-8 and stride-4 features plus the upscaling's biases as `masks_from_tokens` adds them: rows in
+        its sub-pixel order, (B or 1, 4 E*E, C/4) and (B or 1, 16 E*E, C/8) (the biases alone, (1, 1, .), without
+        high-res features). They depend on the image only: `ImagePredictor` makes them once per image."""
+        feat_s0, feat_s1 = high_res_features if self.use_high_res_features else (None, None)
+        deconv1, deconv2 = self.output_upscaling[0], self.output_upscaling[3]
+        return _subpixel_rows(feat_s1, deconv1.bias, 1), _subpixel_rows(feat_s0, deconv2.bias, 2)
+
     def masks_from_tokens(
         self,
         src: torch.Tensor,
         hyper_in: torch.Tensor,
         size: tuple[int, int],
         high_res_features: list[torch.Tensor] | None,
+        token_rows: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """`upscale` then the hypernetwork product, on channels-last tokens: src (B, E*E, C), hyper_in (B, K, C/8) ->
         masks (B, K, 4E, 4E). Each transposed convolution is one (C_in, 4 C_out) matrix product whose rows stay in
@@ -228,10 +240,9 @@ class MaskDecoder(nn.Module):
         under autograd, on other devices and when exporting."""
         deconv1, norm1, act1, deconv2, act2 = self.output_upscaling
         h, w = size
-        feat_s0, feat_s1 = high_res_features if self.use_high_res_features else (None, None)
         dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else src.dtype
         m1, m2 = _subpixel_matrix(deconv1).to(dtype), _subpixel_matrix(deconv2).to(dtype)
-        rows1, rows0 = _subpixel_rows(feat_s1, deconv1.bias, 1), _subpixel_rows(feat_s0, deconv2.bias, 2)
+        rows1, rows0 = token_rows if token_rows is not None else self.token_rows(high_res_features)
         out1 = src.new_empty(h * w, m1.shape[1], dtype=dtype)
         out2 = src.new_empty(h * w * 4, m2.shape[1], dtype=dtype)
         masks = []
